@@ -1,0 +1,87 @@
+"""``ephemeralchat`` / ``python -m chat``: read the configuration and serve it with Hypercorn."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from . import logs
+from .bus import Bus
+from .bus.memory import MemoryBus
+from .config import ConfigError, Settings
+from .http import ChatApp, create_app
+
+log = logging.getLogger("chat")
+
+
+def hypercorn_config(settings: Settings) -> Config:
+    config = Config()
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    config.bind = [f"{host}:{settings.port}"]
+    config.websocket_ping_interval = settings.ws_ping_seconds
+    config.websocket_max_message_size = settings.frame_max_bytes
+    config.graceful_timeout = settings.shutdown_grace_seconds
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+@asynccontextmanager
+async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
+    """The backend the settings ask for, open for as long as the server runs."""
+    if settings.uses_redis:
+        raise ConfigError("Redis is not supported by this build yet; unset REDIS_URL/REDIS_HOST")
+    yield MemoryBus()
+
+
+async def wait_for_shutdown(app: ChatApp) -> None:
+    """Returns on SIGINT/SIGTERM, after every WebSocket was told to go away (close 1001)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("%s received: closing connections", signal.Signals(signum).name)
+            break
+    await app.hub.drain(app.settings.shutdown_grace_seconds)
+
+
+async def serve(
+    settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with open_bus(settings) as bus:
+        app = create_app(settings, bus)
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(
+                lambda task_status: hypercorn_serve(
+                    app,
+                    hypercorn_config(settings),
+                    shutdown_trigger=lambda: wait_for_shutdown(app),
+                    task_status=task_status,
+                )
+            )
+            for bind in binds:
+                log.info("EphemeralChat serving on %s (%s backend)", bind, type(bus).__name__)
+            task_status.started(binds)
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        sys.exit(f"ephemeralchat: {error}")
+    logs.configure(settings)
+    if settings.generated_secret:
+        log.warning(
+            "SECRET_KEY is not set: generated one for this process. "
+            "Set SECRET_KEY (the same on every instance) before running more than one."
+        )
+    trio.run(serve, settings)
+
+
+if __name__ == "__main__":
+    main()

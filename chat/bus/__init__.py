@@ -1,0 +1,89 @@
+"""The backend that the instances of one deployment share: room state and pub/sub.
+
+``MemoryBus`` serves one process with nothing else installed. Any other backend fills the
+same ``Bus`` protocol, so the HTTP layer and the room nurseries never know which one runs.
+"""
+
+from __future__ import annotations
+
+import enum
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+# Sent on a room's channel after its final system message: every instance ends the room.
+ROOM_END = "\x00end"
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    room_id: str
+    name: str | None
+    owner_name: str
+    password_hash: str | None
+    max_users: int
+    created_at: float
+    expires_at: float
+    destroy_on_owner_offline: bool = True
+
+
+@dataclass(frozen=True)
+class MemberRecord:
+    connection_id: str
+    display_name: str
+    connected_at: float
+    is_owner: bool = False
+
+
+class Admission(enum.Enum):
+    ADMITTED = "admitted"
+    FULL = "full"
+    NO_ROOM = "no_room"
+
+
+@dataclass(frozen=True)
+class AdmitResult:
+    status: Admission
+    online_count: int = 0
+
+
+@dataclass(frozen=True)
+class Departure:
+    online_count: int
+    owner_online: bool
+
+
+class BusUnavailable(RuntimeError):
+    """The shared backend cannot be reached right now."""
+
+
+class Bus(Protocol):
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Background work of the backend; returns only when cancelled."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def create_room(self, room: RoomRecord) -> None: ...
+
+    async def get_room(self, room_id: str) -> RoomRecord | None:
+        """The room, or None when it does not exist or has expired."""
+
+    async def delete_room(self, room_id: str) -> bool:
+        """Remove the room and its presence; True only for the one call that removed it."""
+
+    async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
+        """Add a member unless the room is full or gone, as one atomic step."""
+
+    async def depart(self, room_id: str, connection_id: str) -> Departure | None:
+        """Remove a member; None when the room is gone or the member was not in it."""
+
+    async def members(self, room_id: str) -> list[MemberRecord]: ...
+
+    async def publish(self, room_id: str, frame: str) -> None:
+        """Deliver an encoded frame to every subscriber of the room, in order per publisher."""
+
+    def subscribe(self, room_id: str) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[str]]:
+        """Frames published to the room from now on, until the context exits."""

@@ -1,0 +1,119 @@
+"""MemoryBus: the whole shared state of one process, in plain Trio primitives."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from .. import clock
+from . import Admission, AdmitResult, Departure, MemberRecord, RoomRecord
+
+# Frames a room's subscriber may fall behind its publishers before they wait for it.
+SUBSCRIPTION_FRAMES = 1024
+
+
+@dataclass
+class _Room:
+    record: RoomRecord
+    members: dict[str, MemberRecord] = field(default_factory=dict)
+
+
+class MemoryBus:
+    def __init__(self) -> None:
+        self._rooms: dict[str, _Room] = {}
+        self._subscribers: dict[str, set[trio.MemorySendChannel[str]]] = {}
+        # (expires_at, room_id), so one sweeper task wakes only when a room actually expires.
+        self._expiries: list[tuple[float, str]] = []
+        self._expiry_changed = trio.Event()
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            self._expiry_changed = trio.Event()
+            next_expiry = self._expiries[0][0] if self._expiries else None
+            with trio.move_on_at(clock.deadline_at(next_expiry) if next_expiry else float("inf")):
+                await self._expiry_changed.wait()
+                continue
+            self._sweep()
+
+    def _sweep(self) -> None:
+        now = clock.now()
+        while self._expiries and self._expiries[0][0] <= now:
+            expires_at, room_id = heapq.heappop(self._expiries)
+            room = self._rooms.get(room_id)
+            if room is not None and room.record.expires_at == expires_at:
+                del self._rooms[room_id]
+
+    def _live(self, room_id: str) -> _Room | None:
+        room = self._rooms.get(room_id)
+        if room is None or room.record.expires_at <= clock.now():
+            return None
+        return room
+
+    async def create_room(self, room: RoomRecord) -> None:
+        self._rooms[room.room_id] = _Room(room)
+        if not self._expiries or room.expires_at < self._expiries[0][0]:
+            self._expiry_changed.set()
+        heapq.heappush(self._expiries, (room.expires_at, room.room_id))
+
+    async def get_room(self, room_id: str) -> RoomRecord | None:
+        room = self._live(room_id)
+        return room.record if room else None
+
+    async def delete_room(self, room_id: str) -> bool:
+        removed = self._rooms.pop(room_id, None) is not None
+        # The heap keeps the closed room's entry (the sweeper skips it); rebuilding once
+        # stale entries outnumber live rooms keeps memory bounded at O(1) amortised cost.
+        if removed and len(self._expiries) > 2 * len(self._rooms) + 64:
+            self._expiries = [(r.record.expires_at, i) for i, r in self._rooms.items()]
+            heapq.heapify(self._expiries)
+        return removed
+
+    async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
+        room = self._live(room_id)
+        if room is None:
+            return AdmitResult(Admission.NO_ROOM)
+        if len(room.members) >= room.record.max_users:
+            return AdmitResult(Admission.FULL, len(room.members))
+        room.members[member.connection_id] = member
+        return AdmitResult(Admission.ADMITTED, len(room.members))
+
+    async def depart(self, room_id: str, connection_id: str) -> Departure | None:
+        room = self._rooms.get(room_id)
+        if room is None or room.members.pop(connection_id, None) is None:
+            return None
+        owner_online = any(m.is_owner for m in room.members.values())
+        return Departure(len(room.members), owner_online)
+
+    async def members(self, room_id: str) -> list[MemberRecord]:
+        room = self._live(room_id)
+        return list(room.members.values()) if room else []
+
+    async def publish(self, room_id: str, frame: str) -> None:
+        for channel in list(self._subscribers.get(room_id, ())):
+            try:
+                await channel.send(frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # That subscriber left while we waited; it no longer wants frames.
+
+    @asynccontextmanager
+    async def subscribe(self, room_id: str) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
+        send, receive = trio.open_memory_channel[str](SUBSCRIPTION_FRAMES)
+        subscribers = self._subscribers.setdefault(room_id, set())
+        subscribers.add(send)
+        try:
+            async with receive:
+                yield receive
+        finally:
+            subscribers.discard(send)
+            if not subscribers:
+                self._subscribers.pop(room_id, None)
+            send.close()

@@ -1,0 +1,120 @@
+"""One Settings object, read from environment variables (and an optional ``.env`` file).
+
+Every limit and default of the server lives here, so there is one place to look them up.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value the server cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8000
+    # Host (and port) put into ws_url; empty means "the Host header the client used".
+    domain: str = ""
+    log_level: str = "INFO"
+    log_file: str = ""
+
+    redis_url: str = ""
+    redis_host: str = ""
+    redis_port: int = 6379
+    redis_password: str = ""
+
+    # HMAC key for room tokens; generated per process when unset (single instance only).
+    secret_key: str = ""
+
+    default_expiry_seconds: int = 600
+    min_expiry_seconds: int = 1
+    max_expiry_seconds: int = 86_400
+    default_max_users: int = 20
+    max_users_limit: int = 1_000
+    room_name_max_chars: int = 100
+    display_name_max_chars: int = 50
+    password_max_chars: int = 128
+    message_max_chars: int = 4_000
+    # Hard cap on one WebSocket frame; larger frames close the socket with 1009.
+    frame_max_bytes: int = 65_536
+
+    # Frames a connection may have queued before it counts as a slow consumer.
+    outbox_frames: int = 256
+    # How long a closing socket gets to flush its last frames before it is dropped.
+    close_grace_seconds: float = 5.0
+    # Seconds between WebSocket pings, so half-open connections lose their seat.
+    ws_ping_seconds: float = 20.0
+    # Seconds Hypercorn waits for open requests after a shutdown signal.
+    shutdown_grace_seconds: float = 5.0
+
+    generated_secret: bool = field(default=False, compare=False)
+
+    @property
+    def uses_redis(self) -> bool:
+        return bool(self.redis_url or self.redis_host)
+
+    @property
+    def redis_dsn(self) -> str:
+        if self.redis_url:
+            return self.redis_url
+        auth = f":{self.redis_password}@" if self.redis_password else ""
+        return f"redis://{auth}{self.redis_host}:{self.redis_port}/0"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, env_file: str = ".env") -> Settings:
+        """Settings from ``env`` (default: the process environment over ``.env``)."""
+        if env is None:
+            merged = dict(read_env_file(Path(env_file)))
+            merged.update(os.environ)
+            env = merged
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "generated_secret":
+                continue
+            raw = env.get(f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, raw, type(getattr(cls, f.name)))
+        if "log_level" in values:
+            values["log_level"] = values["log_level"].upper()
+            if values["log_level"] not in LOG_LEVELS:
+                raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if not values.get("secret_key"):
+            values["secret_key"] = secrets.token_urlsafe(32)
+            values["generated_secret"] = True
+        return cls(**values)
+
+
+def _convert(name: str, raw: str, kind: type) -> Any:
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name.upper()} must be a number, got {raw!r}") from None
+    return raw
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines of a .env file; comments and blank lines are skipped."""
+    if not path.is_file():
+        return {}
+    result: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        result[key.strip().removeprefix("export ").strip()] = value.strip().strip("'\"")
+    return result

@@ -1,0 +1,328 @@
+"""The Quart-Trio app: REST routes, the WebSocket route, docs, health.
+
+Translates HTTP and WebSocket to and from the room domain; holds no room logic itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import orjson
+import trio
+from pydantic import BaseModel, ValidationError
+from quart import Response, request, websocket
+from quart_schema import QuartSchema, document_querystring, document_request, document_response
+from quart_schema.openapi import Info
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from . import __version__, clock, protocol
+from .bus import Bus, MemberRecord, RoomRecord
+from .bus.memory import MemoryBus
+from .config import Settings
+from .nursery import Hub, Member
+from .rooms import Entry, NewRoom, RoomError, Rooms
+from .schemas import (
+    CloseRoom,
+    CreateRoom,
+    DetailsQuery,
+    Error,
+    JoinRoom,
+    LeaveRoom,
+    Message,
+    OnlineUser,
+    Preferences,
+    RoomCreated,
+    RoomDetails,
+    RoomJoined,
+)
+from .sockets import InvalidName, QuartSocket
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+class ChatApp(QuartTrio):
+    settings: Settings
+    bus: Bus
+    hub: Hub
+    rooms: Rooms
+
+
+class BadRequest(Exception):
+    def __init__(self, detail: str, status: int = 422) -> None:
+        super().__init__(detail)
+        self.detail, self.status = detail, status
+
+
+def _json(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def _error(detail: str, status: int) -> Response:
+    return _json({"detail": detail}, status)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+async def _body(model: type[M]) -> M:
+    """The request body as ``model``; any content type is read as JSON, an empty body as {}."""
+    raw = await request.get_data(cache=True)
+    try:
+        data = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise BadRequest("Request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("Request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise BadRequest(_describe(error)) from None
+
+
+def _query(model: type[M]) -> M:
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as error:
+        raise BadRequest(_describe(error)) from None
+
+
+def _bearer() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
+    app = ChatApp(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["QUART_SCHEMA_CONVERT_CASING"] = False
+    QuartSchema(
+        app,
+        info=Info(title="EphemeralChat", version=__version__),
+        openapi_path="/openapi.json",
+        swagger_ui_path="/docs",
+        redoc_ui_path="/redocs",
+    )
+    app.settings = settings
+    app.bus = bus if bus is not None else MemoryBus()
+    app.hub = Hub(app.bus, cleanup_seconds=settings.close_grace_seconds)
+    app.rooms = Rooms(app.bus, settings)
+    services = trio.CancelScope()
+
+    async def run_services(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with services:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(app.bus.run)
+                await nursery.start(app.hub.run)
+                task_status.started()
+
+    @app.before_serving
+    async def start_services() -> None:
+        await app.nursery.start(run_services)
+
+    @app.after_serving
+    async def stop_services() -> None:
+        services.cancel()
+
+    def ws_url(room_id: str, token: str) -> str:
+        scheme = "wss" if request.scheme in ("https", "wss") else "ws"
+        host = settings.domain or request.host
+        return f"{scheme}://{host}/rooms/{room_id}/ws?token={quote(token)}"
+
+    @app.errorhandler(RoomError)
+    async def room_error(error: RoomError) -> Response:
+        return _error(error.detail, error.status)
+
+    @app.errorhandler(BadRequest)
+    async def bad_request(error: BadRequest) -> Response:
+        return _error(error.detail, error.status)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        return _error(error.description or error.name, error.code or 500)
+
+    @app.errorhandler(Exception)
+    async def unexpected(error: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return _error("Internal server error", 500)
+
+    @app.post("/rooms/")
+    @app.post("/rooms")
+    @document_request(CreateRoom)
+    @document_response(RoomCreated, 200)
+    @document_response(Error, 422)
+    async def create_room() -> Response:
+        """Create a room. Keep `owner_token`: it is the only proof of ownership."""
+        body = await _body(CreateRoom)
+        room, token = await app.rooms.create(
+            NewRoom(
+                name=body.name,
+                owner_name=body.owner_name,
+                password=body.password or None,
+                expiry_seconds=body.expiry_seconds,
+                max_users=body.max_users,
+                destroy_on_owner_offline=body.preferences.destroy_on_owner_offline,
+            )
+        )
+        return _json(
+            {
+                "room_id": room.room_id,
+                "ws_url": ws_url(room.room_id, token),
+                "expires_at": clock.iso(room.expires_at),
+                "owner_token": token,
+            }
+        )
+
+    @app.post("/rooms/<room_id>/join")
+    @document_request(JoinRoom)
+    @document_response(RoomJoined, 200)
+    @document_response(Error, 401)
+    @document_response(Error, 404)
+    @document_response(Error, 409)
+    async def join_room(room_id: str) -> Response:
+        """Get a `ws_url` for the room: checks the password and that a seat is free."""
+        body = await _body(JoinRoom)
+        room, token = await app.rooms.join(room_id, body.display_name, body.password or None)
+        return _json({"ws_url": ws_url(room.room_id, token), "expires_at": clock.iso(room.expires_at)})
+
+    @app.get("/rooms/<room_id>")
+    @document_querystring(DetailsQuery)
+    @document_response(RoomDetails, 200)
+    @document_response(Error, 401)
+    @document_response(Error, 404)
+    async def room_details(room_id: str) -> Response:
+        """The room and who is online in it; password rooms need `?password=`."""
+        query = _query(DetailsQuery)
+        room, members = await app.rooms.details(room_id, query.password)
+        return _json(_details(room, members))
+
+    @app.post("/rooms/<room_id>/leave")
+    @document_request(LeaveRoom)
+    @document_response(Message, 200)
+    @document_response(Error, 404)
+    async def leave_room(room_id: str) -> Response:
+        """Acknowledge a leave; closing the WebSocket is what frees the seat."""
+        await _body(LeaveRoom)
+        await app.rooms.find(room_id)
+        return _json({"message": "Leave request acknowledged. Disconnect WebSocket to complete leave."})
+
+    @app.post("/rooms/<room_id>/close")
+    @document_request(CloseRoom)
+    @document_response(Message, 200)
+    @document_response(Error, 403)
+    @document_response(Error, 404)
+    async def close_room(room_id: str) -> Response:
+        """Close the room for everyone. Needs the owner token (Bearer header or body)."""
+        body = await _body(CloseRoom)
+        await app.rooms.close(room_id, _bearer() or body.owner_token)
+        return _json({"message": "Room closed successfully"})
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        ready = app.bus.ready and not app.hub.draining
+        return _json({"ready": ready}, 200 if ready else 503)
+
+    @app.websocket("/rooms/<room_id>/ws")
+    async def room_socket(room_id: str) -> None:
+        socket = QuartSocket(websocket._get_current_object())
+        with app.hub.serving():
+            await _serve_socket(app, socket, room_id)
+
+    return app
+
+
+def _details(room: RoomRecord, members: list[MemberRecord]) -> dict[str, Any]:
+    online = [
+        OnlineUser(
+            connection_id=m.connection_id, display_name=m.display_name, connected_at=clock.iso(m.connected_at)
+        ).model_dump()
+        for m in sorted(members, key=lambda m: m.connected_at)
+    ]
+    return RoomDetails(
+        room_id=room.room_id,
+        name=room.name,
+        created_at=clock.iso(room.created_at),
+        expires_at=clock.iso(room.expires_at),
+        max_users=room.max_users,
+        online_users_count=len(online),
+        online_users=online,  # type: ignore[arg-type]
+        owner_name=room.owner_name,
+        has_password=room.password_hash is not None,
+        is_expired=room.expires_at <= clock.now(),
+        is_full=len(online) >= room.max_users,
+        preferences=Preferences(destroy_on_owner_offline=room.destroy_on_owner_offline),
+    ).model_dump()
+
+
+async def _serve_socket(app: ChatApp, socket: QuartSocket, room_id: str) -> None:
+    """One member's WebSocket from accept to close: admission, presence, chat, departure."""
+    settings, rooms, hub = app.settings, app.rooms, app.hub
+    await socket.accept()
+    if hub.draining:
+        await socket.close(protocol.CLOSE_TRY_AGAIN, "Server is shutting down; reconnect")
+        return
+    try:
+        entry = await rooms.entry(room_id, socket.arg("token"), socket.display_name())
+        online_count = await rooms.admit(entry)
+    except (RoomError, InvalidName) as error:
+        await socket.close(protocol.CLOSE_POLICY, str(error))
+        return
+    member = Member(entry.member, settings.outbox_frames)
+    member.deliver(protocol.system(room_id, protocol.CONNECTED, connection_id=member.connection_id))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(member.write, socket)
+        room = None
+        try:
+            room = await hub.enter(entry.room, member)
+            await app.bus.publish(
+                room_id,
+                protocol.presence(
+                    room_id, "user_online", member.connection_id, entry.member.display_name, online_count
+                ),
+            )
+            with member.reading:
+                await _read_messages(app, socket, entry, member)
+        finally:
+            member.finish(protocol.CLOSE_NORMAL, "")
+            if room is not None:
+                hub.leave(room, member)
+            await _depart(app, entry)
+        # The writer flushes the last frames and the close frame; it gets a grace period.
+        nursery.cancel_scope.deadline = trio.current_time() + settings.close_grace_seconds
+
+
+async def _read_messages(app: ChatApp, socket: QuartSocket, entry: Entry, member: Member) -> None:
+    room_id, me = entry.room.room_id, entry.member
+    while True:
+        data = await socket.receive()
+        try:
+            text = protocol.message_text(data, app.settings.message_max_chars)
+        except protocol.BadFrame as error:
+            member.deliver(protocol.error(str(error)))
+            continue
+        await app.bus.publish(
+            room_id, protocol.chat_message(room_id, me.connection_id, me.display_name, text)
+        )
+
+
+async def _depart(app: ChatApp, entry: Entry) -> None:
+    # Runs while the handler may be cancelled (the client hung up): shield it, but bound it.
+    with trio.CancelScope(shield=True), trio.move_on_after(app.settings.close_grace_seconds):
+        try:
+            await app.rooms.depart(entry, owner_rule=not app.hub.draining)
+        except Exception:
+            log.exception("departure failed", extra={"room_id": entry.room.room_id})

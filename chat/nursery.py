@@ -1,0 +1,207 @@
+"""The live side of one instance: a nursery per room with local members.
+
+The Hub owns one ``LiveRoom`` per room that has members on this instance. A LiveRoom owns
+the room's subscriber task and its expiry deadline (a cancel scope), and hands every frame
+from the bus to each local member's bounded outbox without ever awaiting a socket. Each
+``Member`` drains its outbox into its socket from its own writer task, which the WebSocket
+handler owns: a socket that stops reading can stall only its own writer, never the room.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+import trio
+
+from . import clock, protocol
+from .bus import ROOM_END, Bus, MemberRecord, RoomRecord
+
+log = logging.getLogger(__name__)
+
+SLOW_CONSUMER = "Too slow: this connection fell behind the room's messages"
+
+
+class Socket(Protocol):
+    async def send(self, frame: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Member:
+    """One local WebSocket in a room: its outbox and how it will be closed."""
+
+    def __init__(self, record: MemberRecord, outbox_frames: int) -> None:
+        self.record = record
+        self._outbox, self._frames = trio.open_memory_channel[str](outbox_frames)
+        # Cancelled by finish(): stops the handler reading from a member that must go.
+        self.reading = trio.CancelScope()
+        self.finished = False
+        self.close_code = protocol.CLOSE_NORMAL
+        self.close_reason = ""
+
+    @property
+    def connection_id(self) -> str:
+        return self.record.connection_id
+
+    def deliver(self, frame: str) -> bool:
+        """Queue a frame without waiting; False when the outbox is full."""
+        try:
+            self._outbox.send_nowait(frame)
+        except trio.WouldBlock:
+            return False
+        except trio.ClosedResourceError:
+            pass  # Already finishing; its last frames are queued.
+        return True
+
+    def finish(self, code: int, reason: str, final: str | None = None) -> None:
+        """Stop taking frames; the writer flushes what is queued, then closes the socket."""
+        if self.finished:
+            return
+        self.finished = True
+        if final is not None:
+            self.deliver(final)  # A full outbox means the reader is gone anyway.
+        self.close_code, self.close_reason = code, reason
+        self._outbox.close()
+        self.reading.cancel()
+
+    async def write(self, socket: Socket) -> None:
+        async with self._frames:
+            async for frame in self._frames:
+                await socket.send(frame)
+        await socket.close(self.close_code, self.close_reason)
+
+
+class LiveRoom:
+    def __init__(self, hub: Hub, record: RoomRecord) -> None:
+        self.hub = hub
+        self.record = record
+        self.members: dict[str, Member] = {}
+        self.scope = trio.CancelScope(deadline=clock.deadline_at(record.expires_at))
+        self.subscribed = trio.Event()
+        # Set once the room stops taking members: it ended, expired or emptied.
+        self.closed = False
+
+    @property
+    def room_id(self) -> str:
+        return self.record.room_id
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        bus = self.hub.bus
+        try:
+            with self.scope:
+                async with bus.subscribe(self.room_id) as frames:
+                    self.subscribed.set()
+                    task_status.started()
+                    # A close that landed between a member's admission and this
+                    # subscription would otherwise never reach this instance.
+                    if await bus.get_room(self.room_id) is None:
+                        self.end(protocol.CLOSE_POLICY, "Room not found")
+                        return
+                    async for frame in frames:
+                        if frame == ROOM_END:
+                            self.end(protocol.CLOSE_NORMAL, "Room closed")
+                            return
+                        self.fan_out(frame)
+            if self.scope.cancelled_caught and trio.current_time() >= self.scope.deadline:
+                self.end(
+                    protocol.CLOSE_NORMAL, "Room expired", protocol.system(self.room_id, protocol.EXPIRED)
+                )
+                with trio.CancelScope(shield=True), trio.move_on_after(self.hub.cleanup_seconds):
+                    await bus.delete_room(self.room_id)
+        finally:
+            if not self.closed:  # Failed before it could end in order.
+                self.end(protocol.CLOSE_INTERNAL, "Room failed; reconnect")
+            self.subscribed.set()
+
+    def fan_out(self, frame: str) -> None:
+        slow = [m for m in self.members.values() if not m.deliver(frame)]
+        for member in slow:
+            log.info(
+                "slow consumer disconnected",
+                extra={"room_id": self.room_id, "connection_id": member.connection_id},
+            )
+            member.finish(protocol.CLOSE_POLICY, SLOW_CONSUMER)
+
+    def end(self, code: int, reason: str, final: str | None = None) -> None:
+        self.closed = True
+        self.hub.forget(self)
+        for member in list(self.members.values()):
+            member.finish(code, reason, final)
+        self.scope.cancel()
+
+
+class Hub:
+    """Every live room on this instance, each in a nursery the Hub owns."""
+
+    def __init__(self, bus: Bus, *, cleanup_seconds: float = 5.0) -> None:
+        self.bus = bus
+        self.cleanup_seconds = cleanup_seconds
+        self.rooms: dict[str, LiveRoom] = {}
+        self.draining = False
+        self._nursery: trio.Nursery | None = None
+        self._sockets = 0
+        self._no_sockets = trio.Event()
+        self._no_sockets.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    @property
+    def socket_count(self) -> int:
+        return self._sockets
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Counts an open WebSocket, so a drain can wait for the last one to finish."""
+        if self._sockets == 0:
+            self._no_sockets = trio.Event()
+        self._sockets += 1
+        try:
+            yield
+        finally:
+            self._sockets -= 1
+            if self._sockets == 0:
+                self._no_sockets.set()
+
+    async def enter(self, record: RoomRecord, member: Member) -> LiveRoom:
+        """Add a member to the room's live side, starting it (subscribed) if it is the first."""
+        assert self._nursery is not None, "Hub.run() is not running"
+        room = self.rooms.get(record.room_id)
+        if room is None:
+            room = LiveRoom(self, record)
+            self.rooms[record.room_id] = room
+            room.members[member.connection_id] = member
+            await self._nursery.start(room.run)
+        else:
+            room.members[member.connection_id] = member
+            await room.subscribed.wait()
+        return room
+
+    def leave(self, room: LiveRoom, member: Member) -> None:
+        room.members.pop(member.connection_id, None)
+        if not room.members and not room.closed:
+            room.closed = True
+            self.forget(room)
+            room.scope.cancel()
+
+    def forget(self, room: LiveRoom) -> None:
+        if self.rooms.get(room.room_id) is room:
+            del self.rooms[room.room_id]
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Tell every local member the server is going away, and wait for their sockets."""
+        self.draining = True
+        for room in list(self.rooms.values()):
+            room.end(
+                protocol.CLOSE_GOING_AWAY,
+                "Server shutting down",
+                protocol.system(room.room_id, protocol.SHUTTING_DOWN),
+            )
+        with trio.move_on_after(grace_seconds):
+            await self._no_sockets.wait()

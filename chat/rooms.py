@@ -1,0 +1,187 @@
+"""The room domain: create, join, details, close, and who may enter a room's WebSocket.
+
+Knows nothing of HTTP or WebSocket types; errors carry the status and a detail a client
+can act on, and the HTTP layer only translates them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+
+from . import clock, protocol
+from .bus import ROOM_END, Admission, AdmitResult, Bus, MemberRecord, RoomRecord
+from .config import Settings
+from .credentials import Grant, Role, TokenSigner, hash_password, password_matches
+
+# Longest room id we bother looking up; ours are 16 characters.
+ROOM_ID_MAX_CHARS = 64
+
+
+class RoomError(Exception):
+    status = 400
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class RoomNotFound(RoomError):
+    status = 404
+
+    def __init__(self) -> None:
+        super().__init__("Room not found")
+
+
+class WrongPassword(RoomError):
+    status = 401
+
+
+class Forbidden(RoomError):
+    status = 403
+
+
+class RoomFull(RoomError):
+    status = 409
+
+    def __init__(self) -> None:
+        super().__init__("Room is full")
+
+
+@dataclass(frozen=True)
+class NewRoom:
+    name: str | None
+    owner_name: str
+    password: str | None
+    expiry_seconds: int
+    max_users: int
+    destroy_on_owner_offline: bool
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What a WebSocket may do once it is let in."""
+
+    room: RoomRecord
+    member: MemberRecord
+
+
+class Rooms:
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.tokens = TokenSigner(settings.secret_key)
+
+    async def find(self, room_id: str) -> RoomRecord:
+        room = await self.bus.get_room(room_id) if len(room_id) <= ROOM_ID_MAX_CHARS else None
+        if room is None:
+            raise RoomNotFound()
+        return room
+
+    async def create(self, new: NewRoom) -> tuple[RoomRecord, str]:
+        """The new room and its owner token."""
+        created_at = clock.now()
+        room = RoomRecord(
+            room_id=secrets.token_urlsafe(12),
+            name=new.name,
+            owner_name=new.owner_name,
+            password_hash=await hash_password(new.password) if new.password else None,
+            max_users=new.max_users,
+            created_at=created_at,
+            expires_at=created_at + new.expiry_seconds,
+            destroy_on_owner_offline=new.destroy_on_owner_offline,
+        )
+        await self.bus.create_room(room)
+        return room, self._token(room, new.owner_name, "owner")
+
+    async def join(self, room_id: str, display_name: str, password: str | None) -> tuple[RoomRecord, str]:
+        """The room and a member token, once the password (if any) is right and a seat is free."""
+        room = await self.find(room_id)
+        await self._check_password(room, password)
+        if len(await self.bus.members(room_id)) >= room.max_users:
+            raise RoomFull()
+        return room, self._token(room, display_name, "member")
+
+    async def details(self, room_id: str, password: str | None) -> tuple[RoomRecord, list[MemberRecord]]:
+        room = await self.find(room_id)
+        await self._check_password(room, password)
+        return room, await self.bus.members(room_id)
+
+    async def close(self, room_id: str, owner_token: str | None) -> None:
+        room = await self.find(room_id)
+        grant = self.tokens.verify(owner_token, room_id) if owner_token else None
+        if grant is None or not grant.is_owner:
+            raise Forbidden("Only the room owner can close the room: send the owner_token from room creation")
+        await self.end(room, protocol.CLOSED_BY_OWNER)
+
+    async def end(self, room: RoomRecord, message: str) -> bool:
+        """Delete the room and tell every member on every instance; False if already gone."""
+        if not await self.bus.delete_room(room.room_id):
+            return False
+        await self.bus.publish(room.room_id, protocol.system(room.room_id, message))
+        await self.bus.publish(room.room_id, ROOM_END)
+        return True
+
+    async def entry(self, room_id: str, token: str | None, display_name: str) -> Entry:
+        """Who this WebSocket is in the room, from its token or (open rooms only) its name."""
+        room = await self.find(room_id)
+        grant: Grant | None = None
+        if token:
+            grant = self.tokens.verify(token, room_id)
+            if grant is None:
+                raise Forbidden("Invalid or expired room token: join the room again")
+        elif room.password_hash is not None:
+            raise WrongPassword("This room has a password: join it first and use the ws_url returned")
+        member = MemberRecord(
+            connection_id=str(uuid.uuid4()),
+            display_name=grant.display_name if grant else display_name,
+            connected_at=clock.now(),
+            is_owner=grant.is_owner if grant else False,
+        )
+        return Entry(room, member)
+
+    async def admit(self, entry: Entry) -> int:
+        """Take a seat for the member; the online count including them."""
+        result: AdmitResult = await self.bus.admit(entry.room.room_id, entry.member)
+        if result.status is Admission.FULL:
+            raise RoomFull()
+        if result.status is Admission.NO_ROOM:
+            raise RoomNotFound()
+        return result.online_count
+
+    async def depart(self, entry: Entry, *, owner_rule: bool = True) -> None:
+        """Free the member's seat, tell the room, and end the room if its owner has left."""
+        room, member = entry.room, entry.member
+        departure = await self.bus.depart(room.room_id, member.connection_id)
+        if departure is None:
+            return
+        await self.bus.publish(
+            room.room_id,
+            protocol.presence(
+                room.room_id,
+                "user_offline",
+                member.connection_id,
+                member.display_name,
+                departure.online_count,
+            ),
+        )
+        if (
+            owner_rule
+            and member.is_owner
+            and room.destroy_on_owner_offline
+            and not departure.owner_online
+            and room.expires_at > clock.now()
+        ):
+            await self.end(room, protocol.OWNER_OFFLINE)
+
+    async def _check_password(self, room: RoomRecord, password: str | None) -> None:
+        if room.password_hash is None:
+            return
+        if not password:
+            raise WrongPassword("Password required")
+        if not await password_matches(room.password_hash, password):
+            raise WrongPassword("Invalid password")
+
+    def _token(self, room: RoomRecord, display_name: str, role: Role) -> str:
+        return self.tokens.issue(Grant(room.room_id, display_name, role, room.expires_at))

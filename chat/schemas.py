@@ -1,0 +1,108 @@
+"""Request and response bodies of the REST API, as pydantic models (also the OpenAPI schema).
+
+Field bounds are the defaults in config.Settings, so the published schema states them.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+
+from .config import Settings
+
+
+def _printable(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be empty")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") and ch != "\u200d" for ch in value):
+        raise ValueError("must not contain control or invisible characters")
+    return value
+
+
+defaults = Settings()
+Name = Annotated[
+    str, Field(min_length=1, max_length=defaults.display_name_max_chars), AfterValidator(_printable)
+]
+RoomName = Annotated[str, Field(max_length=defaults.room_name_max_chars), AfterValidator(_printable)]
+Password = Annotated[str, Field(max_length=defaults.password_max_chars)]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+
+class Preferences(Request):
+    destroy_on_owner_offline: StrictBool = True
+
+
+class CreateRoom(Request):
+    owner_name: Name
+    name: RoomName | None = None
+    password: Password | None = Field(default=None, description="Optional; empty means no password")
+    expiry_seconds: Annotated[
+        StrictInt, Field(ge=defaults.min_expiry_seconds, le=defaults.max_expiry_seconds)
+    ] = defaults.default_expiry_seconds
+    max_users: Annotated[StrictInt, Field(ge=1, le=defaults.max_users_limit)] = defaults.default_max_users
+    preferences: Preferences = Field(default_factory=Preferences)
+
+
+class JoinRoom(Request):
+    display_name: Name
+    password: Password | None = None
+
+
+class LeaveRoom(Request):
+    display_name: Name | None = None
+
+
+class CloseRoom(Request):
+    owner_token: Annotated[str, Field(max_length=2048)] | None = None
+    display_name: Annotated[str, Field(max_length=1024)] | None = None
+
+
+class DetailsQuery(Request):
+    password: Password | None = None
+
+
+class RoomCreated(BaseModel):
+    room_id: str
+    ws_url: str
+    expires_at: str
+    owner_token: str = Field(description="Proves ownership: needed to close the room")
+
+
+class RoomJoined(BaseModel):
+    ws_url: str
+    expires_at: str
+
+
+class OnlineUser(BaseModel):
+    connection_id: str
+    display_name: str
+    connected_at: str
+
+
+class RoomDetails(BaseModel):
+    room_id: str
+    name: str | None
+    created_at: str
+    expires_at: str
+    max_users: int
+    online_users_count: int
+    online_users: list[OnlineUser]
+    owner_name: str
+    has_password: bool
+    is_expired: bool
+    is_full: bool
+    preferences: Preferences
+
+
+class Message(BaseModel):
+    message: str
+
+
+class Error(BaseModel):
+    detail: str
