@@ -103,7 +103,7 @@ def _bearer() -> str | None:
 
 
 def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
-    app = ChatApp(__name__, static_folder=None)
+    app = ChatApp(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["QUART_SCHEMA_CONVERT_CASING"] = False
     QuartSchema(
@@ -226,6 +226,11 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
         body = await _body(CloseRoom)
         await app.rooms.close(room_id, _bearer() or body.owner_token)
         return _json({"message": "Room closed successfully"})
+
+    @app.get("/")
+    async def index() -> Response:
+        """The browser client."""
+        return await app.send_static_file("index.html")
 
     @app.get("/healthz")
     async def healthz() -> Response:
