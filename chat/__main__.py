@@ -50,9 +50,7 @@ async def wait_for_shutdown(app: ChatApp) -> None:
     await app.hub.drain(app.settings.shutdown_grace_seconds)
 
 
-async def serve(
-    settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
-) -> None:
+async def serve(settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     async with open_bus(settings) as bus:
         app = create_app(settings, bus)
         async with trio.open_nursery() as nursery:

@@ -319,9 +319,7 @@ async def _read_messages(app: ChatApp, socket: QuartSocket, entry: Entry, member
         except protocol.BadFrame as error:
             member.deliver(protocol.error(str(error)))
             continue
-        await app.bus.publish(
-            room_id, protocol.chat_message(room_id, me.connection_id, me.display_name, text)
-        )
+        await app.bus.publish(room_id, protocol.chat_message(room_id, me.connection_id, me.display_name, text))
 
 
 async def _depart(app: ChatApp, entry: Entry) -> None:

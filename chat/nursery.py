@@ -106,9 +106,7 @@ class LiveRoom:
                             return
                         self.fan_out(frame)
             if self.scope.cancelled_caught and trio.current_time() >= self.scope.deadline:
-                self.end(
-                    protocol.CLOSE_NORMAL, "Room expired", protocol.system(self.room_id, protocol.EXPIRED)
-                )
+                self.end(protocol.CLOSE_NORMAL, "Room expired", protocol.system(self.room_id, protocol.EXPIRED))
                 with trio.CancelScope(shield=True), trio.move_on_after(self.hub.cleanup_seconds):
                     await bus.delete_room(self.room_id)
         finally:

@@ -23,9 +23,7 @@ def _printable(value: str) -> str:
 
 
 defaults = Settings()
-Name = Annotated[
-    str, Field(min_length=1, max_length=defaults.display_name_max_chars), AfterValidator(_printable)
-]
+Name = Annotated[str, Field(min_length=1, max_length=defaults.display_name_max_chars), AfterValidator(_printable)]
 RoomName = Annotated[str, Field(max_length=defaults.room_name_max_chars), AfterValidator(_printable)]
 Password = Annotated[str, Field(max_length=defaults.password_max_chars)]
 
@@ -42,9 +40,9 @@ class CreateRoom(Request):
     owner_name: Name
     name: RoomName | None = None
     password: Password | None = Field(default=None, description="Optional; empty means no password")
-    expiry_seconds: Annotated[
-        StrictInt, Field(ge=defaults.min_expiry_seconds, le=defaults.max_expiry_seconds)
-    ] = defaults.default_expiry_seconds
+    expiry_seconds: Annotated[StrictInt, Field(ge=defaults.min_expiry_seconds, le=defaults.max_expiry_seconds)] = (
+        defaults.default_expiry_seconds
+    )
     max_users: Annotated[StrictInt, Field(ge=1, le=defaults.max_users_limit)] = defaults.default_max_users
     preferences: Preferences = Field(default_factory=Preferences)
 

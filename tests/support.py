@@ -10,18 +10,19 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import httpx
 import orjson
 import trio
+from hypercorn.trio import serve
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from chat.__main__ import hypercorn_config
 from chat.bus import Bus
 from chat.config import Settings
 from chat.http import ChatApp, create_app
-from hypercorn.trio import serve
 
 TEST_SECRET = "test-secret-key"
 
@@ -78,13 +79,21 @@ class ServerProcess:
 @asynccontextmanager
 async def server_process(env: dict[str, str] | None = None) -> AsyncIterator[ServerProcess]:
     """Starts the ``ephemeralchat`` command on a free port; stops it (SIGTERM) afterwards."""
-    full_env = {**os.environ, "HOST": "127.0.0.1", "PORT": "0", "SECRET_KEY": TEST_SECRET,
-                "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": "0",
+        "SECRET_KEY": TEST_SECRET,
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
     command = [os.path.join(os.path.dirname(sys.executable), "ephemeralchat")]
     async with trio.open_nursery() as nursery:
-        proc = await nursery.start(lambda task_status: trio.run_process(
-            command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False,
-            task_status=task_status))
+        proc = await nursery.start(
+            partial(
+                trio.run_process, command, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False
+            )
+        )
         lines: list[str] = []
         url_found: trio.Event = trio.Event()
         holder: dict[str, str] = {}
@@ -125,16 +134,17 @@ class Client:
         self.ws = ws
         self.connection_id = ""
 
-    async def receive(self) -> dict[str, Any]:
-        with trio.fail_after(10):
+    async def receive(self, within: float = 10) -> dict[str, Any]:
+        with trio.fail_after(within):
             return orjson.loads(await self.ws.get_message())
 
-    async def receive_until(self, **match: Any) -> dict[str, Any]:
+    async def receive_until(self, within: float = 10, **match: Any) -> dict[str, Any]:
         """Frames until one whose fields equal ``match``; skips the rest."""
-        while True:
-            frame = await self.receive()
-            if all(frame.get(k) == v for k, v in match.items()):
-                return frame
+        with trio.fail_after(within):
+            while True:
+                frame = orjson.loads(await self.ws.get_message())
+                if all(frame.get(k) == v for k, v in match.items()):
+                    return frame
 
     async def say(self, text: str) -> None:
         await self.ws.send_message(orjson.dumps({"type": "message", "text": text}).decode())

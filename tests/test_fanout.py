@@ -1,0 +1,118 @@
+"""Fan-out under pressure: a member that stops reading, and rooms that come and go by the thousand."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+
+import trio
+import trio.testing
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from chat.bus.memory import MemoryBus
+from chat.nursery import SLOW_CONSUMER, LiveRoom, Member
+
+from .support import Client, Server, connect, create_room, join_room, running_app
+
+PAD = "x" * 3_900
+
+
+async def test_a_member_that_stops_reading_is_dropped_and_the_room_carries_on(server: Server) -> None:
+    async with server.client() as http:
+        room = await create_room(http, owner_name="sender")
+        rid = room["room_id"]
+        healthy_url = (await join_room(http, rid, "healthy"))["ws_url"]
+        stalled_url = (await join_room(http, rid, "stalled"))["ws_url"]
+        async with connect(room["ws_url"]) as sender, connect(healthy_url) as healthy:
+            # message_queue_size=1: once we stop calling get_message, TCP backpressure does the rest.
+            async with open_websocket_url(stalled_url, message_queue_size=1) as stalled_ws:
+                stalled_id = (await Client(stalled_ws).receive())["connection_id"]
+                await healthy.receive_until(event="user_online", display_name="stalled")
+                await sender.receive_until(event="user_online", display_name="stalled")
+                received: list[int] = []
+                sent = 0
+                with trio.fail_after(60):
+                    # The sender waits for its own echo, so the members who read keep up.
+                    while True:
+                        assert sent < 20_000, "the stalled member was never dropped"
+                        await sender.ws.send_message(f"{sent}:{PAD}")
+                        echo = await sender.receive_until(type="message")
+                        assert echo["text"].startswith(f"{sent}:")
+                        sent += 1
+                        frame = await healthy.receive()
+                        while frame["type"] != "message":
+                            if frame.get("event") == "user_offline":
+                                assert frame["connection_id"] == stalled_id
+                                break
+                            frame = await healthy.receive()
+                        else:
+                            received.append(int(frame["text"].partition(":")[0]))
+                            continue
+                        break
+                    # The healthy member was told, and goes on getting everything in order.
+                    await sender.say("-1:after")
+                    while (frame := await healthy.receive())["type"] == "message":
+                        received.append(int(frame["text"].partition(":")[0]))
+                        if received[-1] == -1:
+                            break
+                assert received == [*range(sent), -1]
+                # The stalled member, once it reads again, finds a clear close reason after its backlog.
+                with trio.fail_after(30):
+                    try:
+                        while True:
+                            await stalled_ws.get_message()
+                    except ConnectionClosed as closed:
+                        assert (closed.reason.code, closed.reason.reason) == (1008, SLOW_CONSUMER)
+            details = (await http.get(f"/rooms/{rid}")).json()
+            assert [u["display_name"] for u in details["online_users"]] == ["sender", "healthy"]
+
+
+def count_tasks() -> int:
+    def walk(task: trio.lowlevel.Task) -> Iterator[trio.lowlevel.Task]:
+        yield task
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                yield from walk(child)
+
+    return sum(1 for _ in walk(trio.lowlevel.current_root_task()))
+
+
+def live_objects(*kinds: type) -> int:
+    gc.collect()
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, kinds))
+
+
+async def test_a_thousand_rooms_come_and_go_leaving_nothing_behind(autojump_clock: trio.testing.MockClock) -> None:
+    bus = MemoryBus()
+    async with running_app(bus=bus) as server:
+        app = server.app
+        assert app is not None
+        async with server.client() as http:
+            await create_room(http)  # Warm up: first-request state is not a leak.
+        await trio.testing.wait_all_tasks_blocked()
+        tasks_before = count_tasks()
+        async with server.client() as http:
+            for _ in range(1_000):
+                room = await create_room(http)
+                async with connect(room["ws_url"]) as owner:
+                    await owner.say("hello")
+                    await owner.receive_until(type="message")
+                    assert len(app.hub.rooms) == 1
+        # Hypercorn ends a closed socket's ping task at its next tick: one ping interval at most.
+        await trio.sleep(app.settings.ws_ping_seconds + 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert app.hub.rooms == {}
+        assert len(bus._rooms) == 1  # only the warm-up room, never joined, is left
+        assert bus._subscribers == {}
+        assert live_objects(LiveRoom, Member) == 0
+        assert count_tasks() == tasks_before
+
+
+async def test_unjoined_rooms_are_swept_at_expiry(autojump_clock: trio.testing.MockClock) -> None:
+    bus = MemoryBus()
+    async with running_app(bus=bus) as server, server.client() as http:
+        for i in range(1_000):
+            await create_room(http, expiry_seconds=60 + i % 7)
+        assert len(bus._rooms) == 1_000
+        await trio.sleep(120)
+        assert bus._rooms == {} and bus._expiries == []
