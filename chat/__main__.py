@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import trio
 from hypercorn.config import Config
@@ -41,26 +42,28 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
     yield MemoryBus()
 
 
-async def wait_for_shutdown(app: ChatApp) -> None:
+# After the drain only idle keep-alive connections and Hypercorn's per-socket ping sleepers
+# remain; each sleeper would otherwise hold the exit for up to a whole ping interval.
+AFTER_DRAIN_GRACE_SECONDS = 0.5
+
+
+async def wait_for_shutdown(app: ChatApp, config: Config) -> None:
     """Returns on SIGINT/SIGTERM, after every WebSocket was told to go away (close 1001)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("%s received: closing connections", signal.Signals(signum).name)
             break
     await app.hub.drain(app.settings.shutdown_grace_seconds)
+    config.graceful_timeout = min(config.graceful_timeout, AFTER_DRAIN_GRACE_SECONDS)
 
 
 async def serve(settings: Settings, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
     async with open_bus(settings) as bus:
         app = create_app(settings, bus)
+        config = hypercorn_config(settings)
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
-                lambda task_status: hypercorn_serve(
-                    app,
-                    hypercorn_config(settings),
-                    shutdown_trigger=lambda: wait_for_shutdown(app),
-                    task_status=task_status,
-                )
+                partial(hypercorn_serve, app, config, shutdown_trigger=partial(wait_for_shutdown, app, config))
             )
             for bind in binds:
                 log.info("EphemeralChat serving on %s (%s backend)", bind, type(bus).__name__)

@@ -1,0 +1,45 @@
+"""Settings from the document's environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chat.config import ConfigError, Settings, read_env_file
+
+
+def test_defaults_serve_on_the_memory_backend() -> None:
+    settings = Settings.from_env({})
+    assert (settings.host, settings.port, settings.log_level) == ("0.0.0.0", 8000, "INFO")
+    assert not settings.uses_redis
+    assert settings.generated_secret and len(settings.secret_key) >= 32
+    assert Settings.from_env({}).secret_key != settings.secret_key
+
+
+def test_document_variables_are_read() -> None:
+    settings = Settings.from_env(
+        {"HOST": "127.0.0.1", "PORT": "9000", "DOMAIN": "chat.example.org", "LOG_LEVEL": "debug",
+         "LOG_FILE": "/tmp/x.log", "REDIS_HOST": "cache", "REDIS_PORT": "6380", "REDIS_PASSWORD": "pw",
+         "SECRET_KEY": "k"}
+    )
+    assert (settings.host, settings.port, settings.domain) == ("127.0.0.1", 9000, "chat.example.org")
+    assert (settings.log_level, settings.log_file) == ("DEBUG", "/tmp/x.log")
+    assert settings.uses_redis and settings.redis_dsn == "redis://:pw@cache:6380/0"
+    assert settings.secret_key == "k" and not settings.generated_secret
+    assert Settings.from_env({"REDIS_URL": "redis://r:1/2"}).redis_dsn == "redis://r:1/2"
+
+
+@pytest.mark.parametrize("env, message", [({"PORT": "x"}, "PORT"), ({"LOG_LEVEL": "loud"}, "LOG_LEVEL")])
+def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env(env)
+
+
+def test_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("# comment\nPORT=9100\nexport DOMAIN='chat.local'\n\nLOG_LEVEL=\"WARNING\"\n")
+    assert read_env_file(env_file) == {"PORT": "9100", "DOMAIN": "chat.local", "LOG_LEVEL": "WARNING"}
+    monkeypatch.setenv("PORT", "9200")
+    settings = Settings.from_env(env_file=str(env_file))
+    assert (settings.port, settings.domain) == (9200, "chat.local")
