@@ -69,7 +69,7 @@ class TokenSigner:
         return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
 
     def issue(self, grant: Grant) -> str:
-        claims = {"r": grant.room_id, "n": grant.display_name, "o": grant.role, "e": grant.expires_at}
+        claims = {"r": grant.room_id, "n": grant.display_name, "o": grant.role, "e": round(grant.expires_at, 3)}
         body = _b64(orjson.dumps(claims))
         return f"{body}.{self._sign(body)}"
 

@@ -92,7 +92,7 @@ def message_text(frame: str | bytes, max_chars: int) -> str:
     """The chat text carried by a client frame: ``{"type":"message","text":...}`` or plain text."""
     if isinstance(frame, bytes):
         raise BadFrame("Binary frames are not supported; send text or JSON")
-    text: object = frame
+    text = frame
     if frame[:1] == "{":
         try:
             data = orjson.loads(frame)
@@ -102,10 +102,10 @@ def message_text(frame: str | bytes, max_chars: int) -> str:
             kind = data.get("type", "message")
             if kind != "message":
                 raise BadFrame(f"Unknown message type {str(kind)[:40]!r}; use 'message'")
-            text = data.get("text")
-            if not isinstance(text, str):
+            candidate = data.get("text")
+            if not isinstance(candidate, str):
                 raise BadFrame("'text' must be a string")
-    assert isinstance(text, str)
+            text = candidate
     if not text.strip():
         raise BadFrame("Message text is empty")
     if len(text) > max_chars:
