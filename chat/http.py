@@ -281,7 +281,7 @@ async def _serve_socket(app: ChatApp, socket: QuartSocket, room_id: str) -> None
         await socket.close(protocol.CLOSE_TRY_AGAIN, "Server is shutting down; reconnect")
         return
     try:
-        entry = await rooms.entry(room_id, socket.arg("token"), socket.display_name())
+        entry = await rooms.entry(room_id, socket.token(), socket.display_name())
         online_count = await rooms.admit(entry)
     except (RoomError, InvalidName) as error:
         await socket.close(protocol.CLOSE_POLICY, str(error))

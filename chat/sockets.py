@@ -27,6 +27,12 @@ class QuartSocket:
     def arg(self, name: str) -> str | None:
         return self._ws.args.get(name) or None
 
+    def token(self) -> str | None:
+        """The room token from ``ws_url``, also when a client appended ``?display_name=``
+        to it with a second "?" (a token never contains one)."""
+        raw = self.arg("token")
+        return raw.split("?", 1)[0] or None if raw else None
+
     def display_name(self) -> str:
         """The ``display_name`` query parameter, validated like a REST display name."""
         raw = self.arg("display_name")

@@ -107,6 +107,30 @@ async def test_full_room_refuses_the_next_socket(server: Server) -> None:
             assert (await owner.receive_until(type="message"))["text"] == "the two of us"
 
 
+async def test_admission_is_atomic_under_a_burst(server: Server) -> None:
+    async with server.client() as http:
+        room = await create_room(http, max_users=5)
+        url = f"{server.ws}/rooms/{room['room_id']}/ws?display_name=racer"
+        outcomes: list[str] = []
+        everyone_answered = trio.Event()
+
+        async def racer() -> None:
+            async with open_websocket_url(url) as ws:
+                try:
+                    outcomes.append((await Client(ws).receive())["message"])
+                except ConnectionClosed as closed:
+                    outcomes.append(closed.reason.reason or "")
+                if len(outcomes) == 30:
+                    everyone_answered.set()
+                await everyone_answered.wait()
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(30):
+                nursery.start_soon(racer)
+        assert outcomes.count("Connected to room") == 5
+        assert outcomes.count("Room is full") == 25
+
+
 async def test_bare_display_name_connection_works_for_open_rooms(server: Server) -> None:
     async with server.client() as http:
         room = await create_room(http, owner_name="John")
@@ -163,4 +187,7 @@ async def test_owner_url_with_another_display_name_stays_owner(server: Server) -
         room = await create_room(http, owner_name="John")
         async with connect(room["ws_url"] + "&display_name=Mallory") as owner:
             assert (await owner.receive())["display_name"] == "John"
+            # Appended with a second "?" by a client that did not parse the URL: still the owner.
+            async with connect(room["ws_url"] + "?display_name=Mallory") as again:
+                assert (await again.receive())["display_name"] == "John"
         assert (await http.get(f"/rooms/{room['room_id']}")).status_code == 404

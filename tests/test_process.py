@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
 import trio
 
 from .support import connect, create_room, join_room, server_process
@@ -26,7 +27,8 @@ async def test_two_clients_chat_through_the_command() -> None:
         assert any("MemoryBus" in line for line in running.output)
 
 
-async def test_sigterm_closes_every_socket_with_1001_and_exits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_closes_every_socket_with_1001_and_exits(tmp_path: Path, signum: signal.Signals) -> None:
     log_file = tmp_path / "logs" / "app.log"
     async with server_process({"LOG_FILE": str(log_file), "LOG_LEVEL": "debug"}) as running:
         async with running.server.client() as http:
@@ -36,7 +38,7 @@ async def test_sigterm_closes_every_socket_with_1001_and_exits(tmp_path: Path) -
             await bob.receive_until(event="user_online", display_name="Ann")
             await ann.say("a private message text")
             await bob.receive_until(type="message")
-            running.proc.send_signal(signal.SIGTERM)
+            running.proc.send_signal(signum)
             with trio.fail_after(10):
                 for member in (bob, ann):
                     notice = await member.receive_until(type="system")
@@ -44,7 +46,7 @@ async def test_sigterm_closes_every_socket_with_1001_and_exits(tmp_path: Path) -
                     assert await closed_with(member) == (1001, "Server shutting down")
                 assert await running.proc.wait() == 0
     logged = log_file.read_text()
-    assert "serving on" in logged and "SIGTERM" in logged
+    assert "serving on" in logged and signum.name in logged
     assert "hunter2-secret" not in logged and "a private message text" not in logged
 
 
