@@ -37,9 +37,15 @@ def hypercorn_config(settings: Settings) -> Config:
 @asynccontextmanager
 async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
     """The backend the settings ask for, open for as long as the server runs."""
-    if settings.uses_redis:
-        raise ConfigError("Redis is not supported by this build yet; unset REDIS_URL/REDIS_HOST")
-    yield MemoryBus()
+    if not settings.uses_redis:
+        yield MemoryBus()
+        return
+    # Imported here: trio-asyncio installs its asyncio policy on import, which a
+    # MemoryBus server has no use for.
+    from .bus.redis import open_redis_bus
+
+    async with open_redis_bus(settings.redis_dsn, presence_timeout_seconds=settings.presence_timeout_seconds) as bus:
+        yield bus
 
 
 # After the drain only idle keep-alive connections and Hypercorn's per-socket ping sleepers

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -27,6 +28,8 @@ class Settings:
     domain: str = ""
     log_level: str = "INFO"
     log_file: str = ""
+    # "text" for people reading a terminal, "json" (one object a line) for log collectors.
+    log_format: str = "text"
 
     redis_url: str = ""
     redis_host: str = ""
@@ -56,6 +59,9 @@ class Settings:
     ws_ping_seconds: float = 20.0
     # Seconds Hypercorn waits for open requests after a shutdown signal.
     shutdown_grace_seconds: float = 5.0
+    # With Redis: how long the members of an instance that died (kill -9, lost host) may
+    # linger in presence before another instance says user_offline for them.
+    presence_timeout_seconds: float = 30.0
 
     generated_secret: bool = field(default=False, compare=False)
 
@@ -89,6 +95,10 @@ class Settings:
             values["log_level"] = values["log_level"].upper()
             if values["log_level"] not in LOG_LEVELS:
                 raise ConfigError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}")
+        if "log_format" in values:
+            values["log_format"] = values["log_format"].lower()
+            if values["log_format"] not in LOG_FORMATS:
+                raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         if not values.get("secret_key"):
             values["secret_key"] = secrets.token_urlsafe(32)
             values["generated_secret"] = True

@@ -19,7 +19,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from . import __version__, clock, protocol
-from .bus import Bus, MemberRecord, RoomRecord
+from .bus import Bus, BusUnavailable, MemberRecord, RoomRecord
 from .bus.memory import MemoryBus
 from .config import Settings
 from .nursery import Hub, Member
@@ -124,6 +124,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
             async with trio.open_nursery() as nursery:
                 await nursery.start(app.bus.run)
                 await nursery.start(app.hub.run)
+                await nursery.start(app.rooms.reap_ghosts)
                 task_status.started()
 
     @app.before_serving
@@ -142,6 +143,10 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     @app.errorhandler(RoomError)
     async def room_error(error: RoomError) -> Response:
         return _error(error.detail, error.status)
+
+    @app.errorhandler(BusUnavailable)
+    async def bus_unavailable(error: BusUnavailable) -> Response:
+        return _error(str(error), 503)
 
     @app.errorhandler(BadRequest)
     async def bad_request(error: BadRequest) -> Response:
@@ -286,6 +291,9 @@ async def _serve_socket(app: ChatApp, socket: QuartSocket, room_id: str) -> None
     except (RoomError, InvalidName) as error:
         await socket.close(protocol.CLOSE_POLICY, str(error))
         return
+    except BusUnavailable as error:
+        await socket.close(protocol.CLOSE_TRY_AGAIN, str(error))
+        return
     member = Member(entry.member, settings.outbox_frames)
     member.deliver(protocol.system(room_id, protocol.CONNECTED, connection_id=member.connection_id))
     async with trio.open_nursery() as nursery:
@@ -319,7 +327,11 @@ async def _read_messages(app: ChatApp, socket: QuartSocket, entry: Entry, member
         except protocol.BadFrame as error:
             member.deliver(protocol.error(str(error)))
             continue
-        await app.bus.publish(room_id, protocol.chat_message(room_id, me.connection_id, me.display_name, text))
+        try:
+            await app.bus.publish(room_id, protocol.chat_message(room_id, me.connection_id, me.display_name, text))
+        except BusUnavailable as error:
+            # Never lose a message silently: the sender learns it did not go out.
+            member.deliver(protocol.error(str(error)))
 
 
 async def _depart(app: ChatApp, entry: Entry) -> None:

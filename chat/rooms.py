@@ -6,14 +6,19 @@ can act on, and the HTTP layer only translates them.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
 
+import trio
+
 from . import clock, protocol
-from .bus import ROOM_END, Admission, AdmitResult, Bus, MemberRecord, RoomRecord
+from .bus import ROOM_END, Admission, AdmitResult, Bus, BusUnavailable, MemberRecord, RoomRecord
 from .config import Settings
 from .credentials import Grant, Role, TokenSigner, hash_password, password_matches
+
+log = logging.getLogger(__name__)
 
 # Longest room id we bother looking up; ours are 16 characters.
 ROOM_ID_MAX_CHARS = 64
@@ -174,6 +179,20 @@ class Rooms:
             and room.expires_at > clock.now()
         ):
             await self.end(room, protocol.OWNER_OFFLINE)
+
+    async def reap_ghosts(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """One per instance: say goodbye for members whose instance died, as if they left."""
+        task_status.started()
+        while True:
+            try:
+                for ghost in await self.bus.reap():
+                    room = await self.bus.get_room(ghost.room_id)
+                    if room is None:  # Ended meanwhile: only the presence entry is left.
+                        await self.bus.depart(ghost.room_id, ghost.member.connection_id)
+                    else:
+                        await self.depart(Entry(room, ghost.member))
+            except BusUnavailable:
+                log.info("presence sweep postponed: backend unavailable")
 
     async def _check_password(self, room: RoomRecord, password: str | None) -> None:
         if room.password_hash is None:

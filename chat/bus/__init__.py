@@ -55,6 +55,14 @@ class Departure:
     owner_online: bool
 
 
+@dataclass(frozen=True)
+class Ghost:
+    """A member still in a room's presence whose instance died: no socket holds it anymore."""
+
+    room_id: str
+    member: MemberRecord
+
+
 class BusUnavailable(RuntimeError):
     """The shared backend cannot be reached right now."""
 
@@ -87,3 +95,10 @@ class Bus(Protocol):
 
     def subscribe(self, room_id: str) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[str]]:
         """Frames published to the room from now on, until the context exits."""
+
+    async def reap(self) -> list[Ghost]:
+        """Wait for the next presence sweep; the members whose instance stopped heartbeating.
+
+        Each ghost is still in presence: the caller departs it like any leaving member.
+        A backend without other instances has no ghosts and never returns.
+        """

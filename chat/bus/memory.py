@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import trio
 
 from .. import clock
-from . import Admission, AdmitResult, Departure, MemberRecord, RoomRecord
+from . import Admission, AdmitResult, Departure, Ghost, MemberRecord, RoomRecord
 
 # Frames a room's subscriber may fall behind its publishers before they wait for it.
 SUBSCRIPTION_FRAMES = 1024
@@ -103,6 +103,11 @@ class MemoryBus:
                 await channel.send(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # That subscriber left while we waited; it no longer wants frames.
+
+    async def reap(self) -> list[Ghost]:
+        # One process: every member's socket lives here, so none can be orphaned.
+        await trio.sleep_forever()
+        return []
 
     @asynccontextmanager
     async def subscribe(self, room_id: str) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:

@@ -1,0 +1,203 @@
+"""Room pub/sub over Redis: one connection per instance, one reader, one publisher.
+
+The reader owns the pub/sub connection and hands each room's frames to that room's local
+subscriptions. Subscriptions are reconciled rather than commanded: the rooms with local
+subscribers are the wanted set, and one task brings the connection's SUBSCRIBEs in line
+with it, so a new connection after an outage resubscribes every room by the same path.
+Publishing queues the final frame for the publisher task, which pipelines whatever is
+waiting: the hot path never waits for a Redis round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+from redis.asyncio.connection import AbstractConnection
+
+from . import ROOM_END, BusUnavailable, keys
+from .link import LOST, UNAVAILABLE, RedisLink
+
+log = logging.getLogger(__name__)
+
+# Frames a room's subscriber may fall behind the reader before the reader waits for it.
+SUBSCRIPTION_FRAMES = 1024
+# Frames waiting for the publisher; a full queue makes publishers wait (backpressure).
+OUTGOING_FRAMES = 4096
+PUBLISH_BATCH = 512
+READ_BATCH = 256
+# How long a new room waits for Redis to confirm its SUBSCRIBE before going on regardless.
+SUBSCRIBE_WAIT_SECONDS = 5.0
+
+
+async def _read_batch(connection: AbstractConnection) -> list[Any]:
+    """Runs on asyncio: one reply, then every reply already buffered, in one bridge crossing.
+
+    The connection has no socket timeout, so the first read waits as long as the room is quiet.
+    """
+    replies = [await connection.read_response()]
+    while len(replies) < READ_BATCH:
+        try:
+            if not await connection.can_read():
+                break
+            replies.append(await connection.read_response())
+        except LOST:
+            break  # Hand over what arrived; the next read raises the error again.
+    return replies
+
+
+class RoomChannels:
+    def __init__(self, link: RedisLink, on_room_end: Callable[[str], None]) -> None:
+        self._link = link
+        self._on_room_end = on_room_end
+        self._local: dict[str, set[trio.MemorySendChannel[str]]] = {}
+        # Channels SUBSCRIBEd (and not since UNSUBSCRIBEd) on the current connection.
+        self._subscribed: set[str] = set()
+        self._confirmations: dict[str, trio.Event] = {}
+        self._changed = trio.Event()
+        self._outgoing, self._queued = trio.open_memory_channel[tuple[str, str]](OUTGOING_FRAMES)
+        self._blocked: set[trio.CancelScope] = set()
+        link.on_loss(self._release)
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._subscribed)
+
+    async def session(self, nursery: trio.Nursery) -> None:
+        """Start this session's reader, subscriptions and publisher; returns once resubscribed."""
+        connection = await nursery.start(self._read)
+        await nursery.start(self._sync, connection)
+        nursery.start_soon(self._publish)
+
+    @asynccontextmanager
+    async def subscribe(self, room_id: str) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
+        send, receive = trio.open_memory_channel[str](SUBSCRIPTION_FRAMES)
+        channel = keys.room_channel(room_id)
+        subscribers = self._local.setdefault(room_id, set())
+        subscribers.add(send)
+        try:
+            if channel not in self._subscribed:
+                self._confirmations.setdefault(channel, trio.Event())
+                self._changed.set()
+            confirmed = self._confirmations.get(channel)
+            # Frames published before Redis confirms would be lost to this room, so wait;
+            # while Redis is down the next session subscribes it instead.
+            if confirmed is not None and self._link.ready:
+                with trio.move_on_after(SUBSCRIBE_WAIT_SECONDS):
+                    await confirmed.wait()
+            async with receive:
+                yield receive
+        finally:
+            subscribers.discard(send)
+            send.close()
+            if not subscribers and self._local.get(room_id) is subscribers:
+                del self._local[room_id]
+                self._changed.set()
+                if channel not in self._subscribed:  # Left before its SUBSCRIBE was sent.
+                    self._confirmations.pop(channel, trio.Event()).set()
+
+    async def publish(self, room_id: str, frame: str) -> None:
+        if not self._link.ready:
+            raise BusUnavailable(UNAVAILABLE)
+        try:
+            self._outgoing.send_nowait((room_id, frame))
+            return
+        except trio.WouldBlock:
+            pass
+        # Wait for space, unless Redis goes away meanwhile: then the sender hears of it.
+        with trio.CancelScope() as waiting:
+            self._blocked.add(waiting)
+            try:
+                await self._outgoing.send((room_id, frame))
+                return
+            finally:
+                self._blocked.discard(waiting)
+        raise BusUnavailable(UNAVAILABLE)
+
+    def _release(self) -> None:
+        for waiting in self._blocked:
+            waiting.cancel()
+        for confirmed in self._confirmations.values():
+            confirmed.set()
+        self._confirmations.clear()
+        self._subscribed = set()
+
+    async def _read(self, *, task_status: trio.TaskStatus[AbstractConnection] = trio.TASK_STATUS_IGNORED) -> None:
+        connection = await self._link.pubsub_connection()
+        try:
+            task_status.started(connection)
+            try:
+                while True:
+                    for reply in await self._link.aio(_read_batch, connection):
+                        await self._dispatch(reply)
+            except LOST as error:
+                self._link.lost(error)
+        finally:
+            await self._link.close_connection(connection)
+
+    async def _dispatch(self, reply: list[Any]) -> None:
+        kind = reply[0]
+        if kind == "message":
+            room_id = keys.room_of_channel(reply[1])
+            if reply[2] == ROOM_END:
+                self._on_room_end(room_id)
+            for send in list(self._local.get(room_id, ())):
+                try:
+                    await send.send(reply[2])
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass  # That subscription ended while we waited for it.
+        elif kind == "subscribe":
+            confirmed = self._confirmations.pop(reply[1], None)
+            if confirmed is not None:
+                confirmed.set()
+
+    async def _sync(
+        self, connection: AbstractConnection, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        self._subscribed = set()
+        await self._sync_once(connection)
+        pending = list(self._confirmations.values())
+        with trio.move_on_after(SUBSCRIBE_WAIT_SECONDS):
+            for confirmed in pending:
+                await confirmed.wait()
+        task_status.started()
+        try:
+            while True:
+                await self._changed.wait()
+                await self._sync_once(connection)
+        except LOST as error:
+            self._link.lost(error)
+
+    async def _sync_once(self, connection: AbstractConnection) -> None:
+        self._changed = trio.Event()
+        wanted = {keys.room_channel(room_id) for room_id in self._local}
+        add, remove = wanted - self._subscribed, self._subscribed - wanted
+        for channel in add:
+            self._confirmations.setdefault(channel, trio.Event())
+        # Recorded before the awaits, so changes made meanwhile are diffed on the next round.
+        self._subscribed = wanted
+        if remove:
+            await self._link.aio(connection.send_command, "UNSUBSCRIBE", *sorted(remove))
+        if add:
+            await self._link.aio(connection.send_command, "SUBSCRIBE", *sorted(add))
+
+    async def _publish(self) -> None:
+        while True:
+            batch = [await self._queued.receive()]
+            while len(batch) < PUBLISH_BATCH:
+                try:
+                    batch.append(self._queued.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            pipe = self._link.client.pipeline(transaction=False)
+            for room_id, frame in batch:
+                pipe.publish(keys.room_channel(room_id), frame)
+            try:
+                await self._link.aio(pipe.execute)
+            except LOST as error:
+                log.warning("%d frames not published: redis went away", len(batch))
+                self._link.lost(error)
+                return

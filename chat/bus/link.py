@@ -1,0 +1,156 @@
+"""One instance's connections to Redis, and how they come back after an outage.
+
+A ``RedisLink`` owns a bounded connection pool for commands and runs *sessions*: a session
+starts once Redis answers, runs the tasks that need a live Redis (the pub/sub reader, the
+publisher, the heartbeat) and ends on the first connection error anywhere, whether a
+session task or a request's command hit it. Between sessions the link is not ready,
+every call fails fast with ``BusUnavailable``, and it retries with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+import trio_asyncio
+from redis import exceptions as rx
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from . import BusUnavailable
+
+log = logging.getLogger(__name__)
+
+# Command connections per instance, however many rooms it serves; callers beyond it queue.
+POOL_CONNECTIONS = 8
+POOL_WAIT_SECONDS = 5.0
+CONNECT_TIMEOUT_SECONDS = 2.0
+COMMAND_TIMEOUT_SECONDS = 5.0
+BACKOFF_MIN_SECONDS = 0.05
+BACKOFF_MAX_SECONDS = 2.0
+
+UNAVAILABLE = "The chat backend (Redis) is unavailable; try again shortly"
+
+# Errors that mean "Redis cannot be reached", as opposed to a bad command.
+LOST = (rx.ConnectionError, rx.TimeoutError, OSError)
+
+Session = Callable[[trio.Nursery], Awaitable[None]]
+
+
+class RedisLink:
+    def __init__(self, url: str, loop: trio_asyncio.TrioEventLoop, *, client_name: str) -> None:
+        self._loop = loop
+        # No redis-py retries: a failed command ends the session, and the session's
+        # reconnect loop (with backoff) is the one place that retries.
+        self.pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_timeout=COMMAND_TIMEOUT_SECONDS,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=True,
+            # Named, so CLIENT LIST tells operators which instance holds which connection.
+            client_name=client_name,
+            # RESP2: pub/sub messages arrive as plain replies the reader parses, not as
+            # RESP3 pushes that redis-py would route to its own handler.
+            protocol=2,
+        )
+        self.client = Redis(connection_pool=self.pool)
+        self.ready = False
+        self._session = trio.CancelScope()
+        self._on_loss: list[Callable[[], None]] = []
+
+    def on_loss(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` each time a session ends (Redis became unreachable)."""
+        self._on_loss.append(callback)
+
+    async def aio(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """Await an asyncio-flavoured redis-py call from Trio, with no readiness check."""
+        return await trio_asyncio.aio_as_trio(fn, loop=self._loop)(*args, **kwargs)
+
+    async def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """A command on behalf of a caller: fails fast while Redis is down."""
+        if not self.ready:
+            raise BusUnavailable(UNAVAILABLE)
+        try:
+            return await self.aio(fn, *args, **kwargs)
+        except LOST as error:
+            self.lost(error)
+            raise BusUnavailable(UNAVAILABLE) from error
+        except rx.RedisError as error:
+            log.error("redis command failed: %s", error)
+            raise BusUnavailable(UNAVAILABLE) from error
+
+    def lost(self, error: BaseException) -> None:
+        """End the current session: Redis (or our connection to it) failed."""
+        if self.ready:
+            log.warning("lost redis: %s", error or type(error).__name__)
+        self.ready = False
+        self._session.cancel()
+
+    async def guarded(self, work: Callable[[], Awaitable[None]]) -> None:
+        """Run a session task; a connection error ends the session instead of crashing."""
+        try:
+            await work()
+        except LOST as error:
+            self.lost(error)
+
+    async def pubsub_connection(self) -> AbstractConnection:
+        """A new connection outside the pool whose reads may block for as long as it takes."""
+        kwargs = {**self.pool.connection_kwargs, "socket_timeout": None}
+        connection: AbstractConnection = self.pool.connection_class(**kwargs)
+        await self.aio(connection.connect)
+        return connection
+
+    async def close_connection(self, connection: AbstractConnection) -> None:
+        # Shielded and bounded: a cancelled close would leave the socket half-closed.
+        with trio.CancelScope(shield=True), trio.move_on_after(CONNECT_TIMEOUT_SECONDS):
+            await self.aio(connection.disconnect, nowait=True)
+
+    async def run(self, session: Session, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a session up while Redis answers; returns only when cancelled."""
+        backoff = BACKOFF_MIN_SECONDS
+        started = False
+        try:
+            while True:
+                self._session = trio.CancelScope()
+                with self._session:
+                    try:
+                        await self.aio(self.client.ping)
+                        async with trio.open_nursery() as nursery:
+                            await session(nursery)
+                            self.ready = True
+                            backoff = BACKOFF_MIN_SECONDS
+                            log.info("connected to redis")
+                            if not started:
+                                started = True
+                                task_status.started()
+                    except* (rx.RedisError, OSError) as errors:
+                        # Anything Redis answers with that breaks a session (even a bad
+                        # reply) is retried with backoff rather than taking the server down.
+                        self.lost(errors.exceptions[0])
+                self.ready = False
+                for callback in self._on_loss:
+                    callback()
+                await self._disconnect_pool()
+                if not started:
+                    started = True
+                    task_status.started()  # Serve anyway: not ready until Redis answers.
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_SECONDS)
+        finally:
+            self.ready = False
+            await self._disconnect_pool()
+
+    async def _disconnect_pool(self) -> None:
+        # Pooled sockets to the old server are dead; drop them rather than fail on each.
+        with trio.CancelScope(shield=True), trio.move_on_after(CONNECT_TIMEOUT_SECONDS):
+            try:
+                await self.aio(self.pool.disconnect, inuse_connections=True)
+            except (rx.RedisError, OSError) as error:
+                log.debug("closing redis pool: %s", error)

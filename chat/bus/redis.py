@@ -1,0 +1,288 @@
+"""RedisBus: the shared state and pub/sub of every instance of one deployment, in Redis.
+
+redis-py's asyncio client runs on a trio-asyncio loop that the caller opens around the
+server's whole life and hands in; nothing outside ``chat.bus`` sees asyncio. Room state
+follows the original document's keys (see ``keys``), each with a TTL no longer than the
+room's life; every multi-key step is one Lua script (see ``scripts``).
+
+Presence entries carry the id of the instance that holds the socket. Each instance with
+members refreshes a heartbeat key; when an instance dies its key expires, and ``reap``
+on any survivor returns its members so the room rules can say goodbye for them.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+import trio_asyncio
+
+from .. import clock
+from . import Admission, AdmitResult, BusUnavailable, Departure, Ghost, MemberRecord, RoomRecord, keys, scripts
+from .channels import RoomChannels
+from .link import LOST, RedisLink
+
+DEFAULT_PRESENCE_TIMEOUT_SECONDS = 30.0
+CLIENT_NAME_PREFIX = "ephemeralchat-"
+
+
+def _ms(epoch_seconds: float) -> int:
+    return int(epoch_seconds * 1000)
+
+
+def _flag(value: bool) -> str:
+    return "1" if value else "0"
+
+
+def _room_fields(room: RoomRecord) -> dict[str, str | int]:
+    fields: dict[str, str | int] = {
+        "owner_name": room.owner_name,
+        "max_users": room.max_users,
+        "created_at": repr(room.created_at),
+        "expires_at": repr(room.expires_at),
+        "expires_ms": _ms(room.expires_at),
+        "destroy_on_owner_offline": _flag(room.destroy_on_owner_offline),
+        "owners_online": 0,
+    }
+    if room.name is not None:
+        fields["name"] = room.name
+    if room.password_hash is not None:
+        fields["password_hash"] = room.password_hash
+    return fields
+
+
+def _room(room_id: str, fields: dict[str, str]) -> RoomRecord:
+    return RoomRecord(
+        room_id=room_id,
+        name=fields.get("name"),
+        owner_name=fields["owner_name"],
+        password_hash=fields.get("password_hash"),
+        max_users=int(fields["max_users"]),
+        created_at=float(fields["created_at"]),
+        expires_at=float(fields["expires_at"]),
+        destroy_on_owner_offline=fields["destroy_on_owner_offline"] == "1",
+    )
+
+
+class RedisBus:
+    def __init__(
+        self,
+        url: str,
+        *,
+        loop: trio_asyncio.TrioEventLoop,
+        presence_timeout_seconds: float = DEFAULT_PRESENCE_TIMEOUT_SECONDS,
+        instance_id: str | None = None,
+    ) -> None:
+        self.instance_id = instance_id or secrets.token_hex(6)
+        self._link = RedisLink(url, loop, client_name=f"{CLIENT_NAME_PREFIX}{self.instance_id}")
+        self._channels = RoomChannels(self._link, self._forget_room)
+        # Heartbeat every third of the timeout; the key lives two thirds, so one late beat
+        # is forgiven, and a sweep every third finds a dead instance within the timeout.
+        self._beat_seconds = presence_timeout_seconds / 3
+        self._alive_ms = max(1, int(presence_timeout_seconds * 2000 / 3))
+        self._ready_at = float("inf")
+        self._orphans: set[str] = set()
+        # What this instance would put back if Redis returns empty: its members, and the
+        # stored fields of the rooms they are in (until those rooms end).
+        self._held: dict[str, tuple[str, MemberRecord]] = {}
+        self._held_per_room: Counter[str] = Counter()
+        self._room_meta: dict[str, list[str]] = {}
+        client = self._link.client
+        self._admit = client.register_script(scripts.ADMIT)
+        self._depart = client.register_script(scripts.DEPART)
+        self._delete = client.register_script(scripts.DELETE_ROOM)
+        self._members = client.register_script(scripts.MEMBERS)
+        self._reap = client.register_script(scripts.REAP)
+        self._heartbeat = client.register_script(scripts.HEARTBEAT)
+        self._restore_room = client.register_script(scripts.RESTORE)
+
+    @property
+    def ready(self) -> bool:
+        return self._link.ready
+
+    @property
+    def link(self) -> RedisLink:
+        return self._link
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        await self._link.run(self._session, task_status=task_status)
+
+    async def _session(self, nursery: trio.Nursery) -> None:
+        await self._restore()
+        await self._channels.session(nursery)
+        await nursery.start(self._beat)
+        self._ready_at = trio.current_time()
+
+    async def _beat(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        args = [*scripts.PREFIXES, self._alive_ms]
+        beat_keys = [keys.instance_conns(self.instance_id), keys.instance_alive(self.instance_id)]
+        await self._link.aio(self._heartbeat, keys=beat_keys, args=args)
+        task_status.started()
+        try:
+            while True:
+                await trio.sleep(self._beat_seconds)
+                await self._link.aio(self._heartbeat, keys=beat_keys, args=args)
+        except LOST as error:
+            self._link.lost(error)
+
+    async def create_room(self, room: RoomRecord) -> None:
+        meta = keys.room_meta(room.room_id)
+        pipe = self._link.client.pipeline(transaction=True)
+        pipe.hset(meta, mapping=_room_fields(room))
+        pipe.pexpireat(meta, _ms(room.expires_at))
+        await self._link.call(pipe.execute)
+
+    async def get_room(self, room_id: str) -> RoomRecord | None:
+        fields = await self._link.call(self._link.client.hgetall, keys.room_meta(room_id))
+        if not fields or "owner_name" not in fields:
+            return None
+        room = _room(room_id, fields)
+        return room if room.expires_at > clock.now() else None
+
+    async def delete_room(self, room_id: str) -> bool:
+        expired = _ms(clock.now()) >= _expires_ms(self._room_meta.get(room_id))
+        self._forget_room(room_id)
+        try:
+            removed = await self._link.call(
+                self._delete, keys=[keys.room_meta(room_id), keys.room_users(room_id)], args=list(scripts.PREFIXES)
+            )
+        except BusUnavailable:
+            if expired:  # Its keys expire inside Redis on their own: nothing is left undone.
+                return False
+            raise
+        return bool(removed)
+
+    def _forget_room(self, room_id: str) -> None:
+        """The room ended: never put it back, whatever its members still do here."""
+        self._room_meta.pop(room_id, None)
+
+    async def _restore(self) -> None:
+        rooms: dict[str, list[MemberRecord]] = {}
+        for room_id, member in self._held.values():
+            rooms.setdefault(room_id, []).append(member)
+        for room_id, members in rooms.items():
+            meta = self._room_meta.get(room_id)
+            if meta is None:
+                continue
+            args: list[str | int] = [*scripts.PREFIXES, self.instance_id, self._alive_ms, room_id, len(meta) // 2]
+            args += meta
+            for m in members:
+                args += [m.connection_id, m.display_name, repr(m.connected_at), _flag(m.is_owner)]
+            room_keys = [
+                keys.room_meta(room_id),
+                keys.room_users(room_id),
+                keys.instance_conns(self.instance_id),
+                keys.instance_alive(self.instance_id),
+            ]
+            await self._link.aio(self._restore_room, keys=room_keys, args=args)
+
+    async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
+        status, count, *meta = await self._link.call(
+            self._admit,
+            keys=[
+                keys.room_meta(room_id),
+                keys.room_users(room_id),
+                keys.conn(member.connection_id),
+                keys.instance_conns(self.instance_id),
+                keys.instance_alive(self.instance_id),
+            ],
+            args=[
+                *scripts.PREFIXES,
+                member.connection_id,
+                room_id,
+                member.display_name,
+                repr(member.connected_at),
+                _flag(member.is_owner),
+                self.instance_id,
+                self._alive_ms,
+            ],
+        )
+        outcome = (Admission.NO_ROOM, Admission.FULL, Admission.ADMITTED)[int(status)]
+        if outcome is Admission.ADMITTED:
+            self._held[member.connection_id] = (room_id, member)
+            self._held_per_room[room_id] += 1
+            self._room_meta[room_id] = meta[0]
+        return AdmitResult(outcome, int(count))
+
+    async def depart(self, room_id: str, connection_id: str) -> Departure | None:
+        if self._held.pop(connection_id, None) is not None:
+            self._held_per_room[room_id] -= 1
+            if self._held_per_room[room_id] <= 0:
+                del self._held_per_room[room_id]
+                self._room_meta.pop(room_id, None)
+        try:
+            result = await self._link.call(
+                self._depart,
+                keys=[keys.room_meta(room_id), keys.room_users(room_id), keys.conn(connection_id)],
+                args=[*scripts.PREFIXES, connection_id, self.instance_id],
+            )
+        except BusUnavailable:
+            # Its socket is gone but its seat is not: the next sweep hands it back as a
+            # ghost, so the room still hears it left. One entry per member we served.
+            self._orphans.add(connection_id)
+            raise
+        if result is None:
+            return None
+        online_count, owner_online = result
+        return Departure(int(online_count), bool(owner_online))
+
+    async def members(self, room_id: str) -> list[MemberRecord]:
+        flat: list[str] = await self._link.call(
+            self._members, keys=[keys.room_meta(room_id), keys.room_users(room_id)], args=list(scripts.PREFIXES)
+        )
+        return [
+            MemberRecord(cid, name, float(connected_at), is_owner == "1")
+            for cid, name, connected_at, is_owner in _rows(flat, 4)
+        ]
+
+    async def publish(self, room_id: str, frame: str) -> None:
+        await self._channels.publish(room_id, frame)
+
+    @asynccontextmanager
+    async def subscribe(self, room_id: str) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
+        async with self._channels.subscribe(room_id) as frames:
+            yield frames
+
+    async def reap(self) -> list[Ghost]:
+        """After the next sweep interval: members of instances that stopped heartbeating."""
+        while True:
+            await trio.sleep(self._beat_seconds)
+            # Just after an outage the others may not have beaten yet: give them one
+            # heartbeat key's lifetime before calling anyone dead.
+            if self.ready and trio.current_time() - self._ready_at >= self._alive_ms / 1000:
+                break
+        orphans, self._orphans = self._orphans, set()
+        try:
+            flat: list[str] = await self._link.call(self._reap, args=[*scripts.PREFIXES, *orphans])
+        except BusUnavailable:
+            self._orphans |= orphans
+            raise
+        return [
+            Ghost(room_id, MemberRecord(cid, name, float(connected_at), is_owner == "1"))
+            for cid, room_id, name, connected_at, is_owner in _rows(flat, 5)
+        ]
+
+
+def _expires_ms(meta: list[str] | None) -> float:
+    """The room's end from its stored fields; never, when we do not hold them."""
+    fields = dict(zip(meta[::2], meta[1::2], strict=True)) if meta else {}
+    return int(fields["expires_ms"]) if "expires_ms" in fields else float("inf")
+
+
+def _rows(flat: list[Any], width: int) -> list[tuple[Any, ...]]:
+    return [tuple(flat[i : i + width]) for i in range(0, len(flat), width)]
+
+
+@asynccontextmanager
+async def open_redis_bus(url: str, *, presence_timeout_seconds: float) -> AsyncIterator[RedisBus]:
+    """A RedisBus on a trio-asyncio loop that lives exactly as long as this context.
+
+    Open it around the whole server: a loop opened inside a startup hook would live in
+    that hook's context, out of sight of the request handlers.
+    """
+    async with trio_asyncio.open_loop() as loop:
+        yield RedisBus(url, loop=loop, presence_timeout_seconds=presence_timeout_seconds)

@@ -1,0 +1,170 @@
+"""The Lua scripts that make each multi-key step of the Redis backend atomic.
+
+Every script takes the same four leading ARGV (key prefixes from ``keys``), so key names
+stay defined in one place while scripts can reach keys they only learn while running.
+"""
+
+from __future__ import annotations
+
+from . import keys
+
+# ARGV[1..4] of every script.
+PREFIXES = (keys.CONN, keys.INSTANCE_CONNS, keys.INSTANCE_ALIVE, keys.INSTANCES)
+
+_PRELUDE = """
+local CONN, ICONNS, ALIVE, REGISTRY = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Never shorten a shared key's life: it may also serve rooms that outlive this one.
+local function extend(key, at)
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 or now_ms() + ttl < tonumber(at) then
+    redis.call('PEXPIREAT', key, at)
+  end
+end
+
+-- Drop a connection from its instance's index; an instance left with none keeps no key.
+local function forget(instance, cid)
+  local conns = ICONNS .. instance
+  redis.call('SREM', conns, cid)
+  if redis.call('EXISTS', conns) == 0 then
+    redis.call('DEL', ALIVE .. instance)
+    redis.call('SREM', REGISTRY, instance)
+  end
+end
+"""
+
+# KEYS: meta, users, conn, instance conns, instance alive.
+# ARGV[5..]: cid, room_id, display_name, connected_at, is_owner, instance, alive_ms.
+# Returns {0, 0} no room, {1, count} full, {2, count, meta as a flat list} admitted.
+ADMIT = _PRELUDE + """
+local expires = redis.call('HGET', KEYS[1], 'expires_ms')
+if not expires then return {0, 0} end
+local count = redis.call('SCARD', KEYS[2])
+if count >= tonumber(redis.call('HGET', KEYS[1], 'max_users')) then return {1, count} end
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('PEXPIREAT', KEYS[2], expires)
+redis.call('HSET', KEYS[3], 'room_id', ARGV[6], 'display_name', ARGV[7], 'connected_at', ARGV[8],
+           'is_owner', ARGV[9], 'instance', ARGV[10])
+redis.call('PEXPIREAT', KEYS[3], expires)
+if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[1], 'owners_online', 1) end
+redis.call('SADD', KEYS[4], ARGV[5])
+extend(KEYS[4], expires)
+-- Alive from the first member on, so no reaper mistakes it for dead before its heartbeat.
+redis.call('SET', KEYS[5], '1', 'PX', ARGV[11])
+redis.call('SADD', REGISTRY, ARGV[10])
+extend(REGISTRY, expires)
+return {2, count + 1, redis.call('HGETALL', KEYS[1])}
+"""
+
+# KEYS: meta, users, conn. ARGV[5..]: cid, the caller's instance (when conn has expired).
+# Returns nil when the room or the member is gone, else {online count, owner online 0/1}.
+DEPART = _PRELUDE + """
+local conn = redis.call('HMGET', KEYS[3], 'instance', 'is_owner')
+redis.call('DEL', KEYS[3])
+forget(conn[1] or ARGV[6], ARGV[5])
+if redis.call('SREM', KEYS[2], ARGV[5]) == 0 then return false end
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local owners = tonumber(redis.call('HGET', KEYS[1], 'owners_online') or '0')
+if conn[2] == '1' then owners = redis.call('HINCRBY', KEYS[1], 'owners_online', -1) end
+return {redis.call('SCARD', KEYS[2]), owners > 0 and 1 or 0}
+"""
+
+# KEYS: meta, users. Returns 1 only for the call that removed the room.
+DELETE_ROOM = _PRELUDE + """
+local removed = redis.call('DEL', KEYS[1])
+for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local instance = redis.call('HGET', CONN .. cid, 'instance')
+  redis.call('DEL', CONN .. cid)
+  if instance then forget(instance, cid) end
+end
+redis.call('DEL', KEYS[2])
+return removed
+"""
+
+# KEYS: meta, users. Returns a flat list: cid, display_name, connected_at, is_owner, ...
+MEMBERS = _PRELUDE + """
+local out = {}
+if redis.call('EXISTS', KEYS[1]) == 0 then return out end
+for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local c = redis.call('HMGET', CONN .. cid, 'display_name', 'connected_at', 'is_owner')
+  if c[1] then
+    table.insert(out, cid); table.insert(out, c[1]); table.insert(out, c[2]); table.insert(out, c[3])
+  end
+end
+return out
+"""
+
+# Members of instances whose heartbeat key expired, then those of the connection ids in
+# ARGV[5..] (the caller's own, whose departure failed), as a flat list:
+# cid, room_id, display_name, connected_at, is_owner, ... Index entries whose connection
+# already expired are dropped here, so a dead instance's keys do not outlive its rooms.
+REAP = _PRELUDE + """
+local out = {}
+for _, instance in ipairs(redis.call('SMEMBERS', REGISTRY)) do
+  if redis.call('EXISTS', ALIVE .. instance) == 0 then
+    local conns = ICONNS .. instance
+    for _, cid in ipairs(redis.call('SMEMBERS', conns)) do
+      local c = redis.call('HMGET', CONN .. cid, 'room_id', 'display_name', 'connected_at', 'is_owner')
+      if c[1] then
+        for _, v in ipairs({cid, c[1], c[2], c[3], c[4]}) do table.insert(out, v) end
+      else
+        redis.call('SREM', conns, cid)
+      end
+    end
+    if redis.call('EXISTS', conns) == 0 then redis.call('SREM', REGISTRY, instance) end
+  end
+end
+for i = 5, #ARGV do
+  local c = redis.call('HMGET', CONN .. ARGV[i], 'room_id', 'display_name', 'connected_at', 'is_owner')
+  if c[1] then
+    for _, v in ipairs({ARGV[i], c[1], c[2], c[3], c[4]}) do table.insert(out, v) end
+  end
+end
+return out
+"""
+
+# KEYS: instance conns, instance alive. ARGV[5]: alive_ms. Only instances with members beat.
+HEARTBEAT = _PRELUDE + """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[5]) end
+return 0
+"""
+
+# After Redis came back empty (a restart without persistence), one instance puts back a
+# room it serves and its own members there; what Redis kept, or another instance already
+# restored, is left alone. KEYS: meta, users, instance conns, instance alive.
+# ARGV[5..]: instance, alive_ms, room_id, number of meta fields N, N field/value pairs, then
+# cid, display_name, connected_at, is_owner for each member.
+RESTORE = _PRELUDE + """
+local instance, alive_ms, room_id, n = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
+local at = 9 + 2 * n
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local meta = {}
+  for i = 9, at - 1 do table.insert(meta, ARGV[i]) end
+  redis.call('HSET', KEYS[1], unpack(meta))
+  redis.call('HSET', KEYS[1], 'owners_online', 0)
+end
+local expires = redis.call('HGET', KEYS[1], 'expires_ms')
+if tonumber(expires) <= now_ms() then redis.call('DEL', KEYS[1]) return 0 end
+redis.call('PEXPIREAT', KEYS[1], expires)
+for i = at, #ARGV, 4 do
+  local cid = ARGV[i]
+  if redis.call('SADD', KEYS[2], cid) == 1 then
+    redis.call('HSET', CONN .. cid, 'room_id', room_id, 'display_name', ARGV[i + 1],
+               'connected_at', ARGV[i + 2], 'is_owner', ARGV[i + 3], 'instance', instance)
+    redis.call('PEXPIREAT', CONN .. cid, expires)
+    if ARGV[i + 3] == '1' then redis.call('HINCRBY', KEYS[1], 'owners_online', 1) end
+    redis.call('SADD', KEYS[3], cid)
+    extend(KEYS[3], expires)
+    redis.call('SET', KEYS[4], '1', 'PX', alive_ms)
+    redis.call('SADD', REGISTRY, instance)
+    extend(REGISTRY, expires)
+  end
+end
+redis.call('PEXPIREAT', KEYS[2], expires)
+return 1
+"""

