@@ -1,0 +1,204 @@
+"""``ephemeralchat-client`` as people run it: a process with a keyboard (stdin) and a screen (stdout)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from .support import Server
+
+CLIENT = os.path.join(os.path.dirname(sys.executable), "ephemeralchat-client")
+# Upper bound on waiting for one expected line; a healthy run takes milliseconds.
+LINE_SECONDS = 15
+STAMP = r"\[\d\d:\d\d:\d\d\]"
+
+
+class ClientProcess:
+    """One running client: type lines into it, wait for lines out of it."""
+
+    def __init__(self, proc: trio.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.errors: list[str] = []
+        self._seen = 0
+        self._open_pipes = 2
+        self._changed = trio.Event()
+
+    async def pump(self, stream: trio.abc.ReceiveStream, into: list[str]) -> None:
+        pending = b""
+        async for chunk in stream:
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            into.extend(raw.decode() for raw in complete)
+            self._changed.set()
+        if pending:
+            into.append(pending.decode())
+        self._open_pipes -= 1
+        self._changed.set()
+
+    async def expect(self, pattern: str) -> re.Match[str]:
+        """The next stdout line (after those already matched) that matches ``pattern``."""
+        regex = re.compile(pattern)
+        try:
+            return await self._wait_for(regex)
+        except trio.TooSlowError:
+            raise AssertionError(f"no line matched {pattern!r} in {LINE_SECONDS} s: {self.transcript()}") from None
+
+    async def _wait_for(self, regex: re.Pattern[str]) -> re.Match[str]:
+        with trio.fail_after(LINE_SECONDS):
+            while True:
+                for index in range(self._seen, len(self.lines)):
+                    match = regex.search(self.lines[index])
+                    if match:
+                        self._seen = index + 1
+                        return match
+                if not self._open_pipes:
+                    raise AssertionError(f"client exited before printing {regex.pattern!r}: {self.transcript()}")
+                self._changed = trio.Event()
+                await self._changed.wait()
+
+    async def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        await self.proc.stdin.send_all(line.encode() + b"\n")
+
+    async def end_input(self) -> None:
+        assert self.proc.stdin is not None
+        await self.proc.stdin.aclose()
+
+    async def exit_code(self) -> int:
+        with trio.fail_after(LINE_SECONDS):
+            return await self.proc.wait()
+
+    def transcript(self) -> str:
+        return "\nstdout:\n" + "\n".join(self.lines) + "\nstderr:\n" + "\n".join(self.errors)
+
+
+@asynccontextmanager
+async def client(server: Server, *args: str) -> AsyncIterator[ClientProcess]:
+    proc = await trio.lowlevel.open_process(
+        [CLIENT, "--server", server.url, *args],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    running = ClientProcess(proc)
+    try:
+        async with trio.open_nursery() as nursery:
+            assert proc.stdout is not None and proc.stderr is not None
+            nursery.start_soon(running.pump, proc.stdout, running.lines)
+            nursery.start_soon(running.pump, proc.stderr, running.errors)
+            yield running
+            with trio.fail_after(LINE_SECONDS):
+                await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            with trio.CancelScope(shield=True):
+                await proc.wait()
+
+
+@asynccontextmanager
+async def room_owner(server: Server, *args: str) -> AsyncIterator[tuple[ClientProcess, str]]:
+    """A client that created a room and is in it; and the room id."""
+    async with client(server, *args) as ada:
+        room_id = (await ada.expect(r"Room created: (\S+)")).group(1)
+        await ada.expect(r"\* Connected as")
+        yield ada, room_id
+
+
+async def test_create_join_chat_presence_and_quit(server: Server) -> None:
+    async with room_owner(server, "--create", "Standup", "--name", "Ada") as (ada, room_id):
+        assert f"Invite link: {server.url}/#room={room_id}" in "\n".join(ada.lines)
+        async with client(server, f"--join={room_id}", "--name", "Grace") as grace:
+            await grace.expect(r"\* Connected as Grace")
+            await ada.expect(rf"^{STAMP} \* Grace joined \(2 online\)$")
+
+            await grace.type("Morning Ada!")
+            for side in (ada, grace):
+                await side.expect(rf"^{STAMP} Grace: Morning Ada!$")
+            await ada.type("Morning. Shall we start?")
+            await grace.expect(rf"^{STAMP} Ada: Morning. Shall we start\?$")
+
+            await grace.type("/who")
+            await grace.expect(r"\* Online \(2/20\): Ada, Grace \(you\)$")
+            await grace.type("/time")
+            await grace.expect(r"\* The room expires in (9:[0-5]\d|10:00) \(at \d\d:\d\d:\d\d\)$")
+            await grace.type("//slash stays")
+            await ada.expect(rf"^{STAMP} Grace: /slash stays$")
+            await grace.type("/close")
+            await grace.expect(r"Only the room owner can close the room")
+
+            await grace.type("/quit")
+            await grace.expect(r"You left the room")
+            assert await grace.exit_code() == 0, grace.transcript()
+        await ada.expect(rf"^{STAMP} \* Grace left \(1 online\)$")
+        await ada.type("/quit")
+        assert await ada.exit_code() == 0, ada.transcript()
+
+
+async def test_member_exits_cleanly_when_owner_closes(server: Server) -> None:
+    async with room_owner(server, "--create", "Retro", "--name", "Ada") as (ada, room_id):
+        async with client(server, f"--join={room_id}", "--name", "Grace") as grace:
+            await ada.expect(r"Grace joined")
+            await ada.type("/close")
+            for side in (ada, grace):
+                await side.expect(rf"^{STAMP} \*\*\* Room has been closed by owner$")
+                assert await side.exit_code() == 0, side.transcript()
+
+
+async def test_owner_leaving_ends_the_room_for_members(server: Server) -> None:
+    async with room_owner(server, "--create", "", "--name", "Ada") as (ada, room_id):
+        async with client(server, f"--join={room_id}", "--name", "Grace") as grace:
+            await grace.expect(r"\* Connected as Grace")
+            await ada.end_input()  # End of input leaves, like /quit.
+            assert await ada.exit_code() == 0, ada.transcript()
+            await grace.expect(r"\*\*\* Room owner went offline shutting down room$")
+            assert await grace.exit_code() == 0, grace.transcript()
+
+
+async def test_keep_room_survives_owner_and_expiry_ends_it(server: Server) -> None:
+    brief = ("--create", "Brief", "--name", "Ada", "--keep-room", "--expiry", "2")
+    async with room_owner(server, *brief) as (ada, room_id):
+        async with client(server, f"--join={room_id}", "--name", "Grace") as grace:
+            await ada.expect(r"Grace joined")
+            await ada.type("/quit")
+            assert await ada.exit_code() == 0, ada.transcript()
+            await grace.expect(r"\* Ada left \(1 online\)")
+            await grace.expect(r"\*\*\* Room has expired$")
+            assert await grace.exit_code() == 0, grace.transcript()
+
+
+async def test_password_room(server: Server) -> None:
+    async with room_owner(server, "--create", "Vault", "--name", "Ada", "--password", "s3cret") as (ada, room_id):
+        async with client(server, f"--join={room_id}", "--name", "Eve", "--password", "guess") as eve:
+            assert await eve.exit_code() == 1
+        assert any("Invalid password (HTTP 401)" in line for line in eve.errors), eve.transcript()
+        async with client(server, f"--join={room_id}", "--name", "Grace", "--password", "s3cret") as grace:
+            await grace.type("/who")  # Details of a password room need the password too.
+            await grace.expect(r"\* Online \(2/20\): Ada, Grace \(you\)$")
+            await grace.type("/quit")
+            assert await grace.exit_code() == 0, grace.transcript()
+        await ada.type("/quit")
+
+
+async def test_errors_exit_nonzero_with_a_clear_message(server: Server) -> None:
+    async with client(server, "--join=no-such-room", "--name", "Grace") as lost:
+        assert await lost.exit_code() == 1
+    assert any("Room not found (HTTP 404)" in line for line in lost.errors), lost.transcript()
+
+    async with room_owner(server, "--create", "Tiny", "--name", "Ada", "--max-users", "1") as (ada, room_id):
+        async with client(server, f"--join={room_id}", "--name", "Grace") as late:
+            assert await late.exit_code() == 1
+        assert any("Room is full (HTTP 409)" in line for line in late.errors), late.transcript()
+        await ada.type("/quit")
+
+    nowhere = Server("http://127.0.0.1:9")  # Discard port: nothing listens there.
+    async with client(nowhere, "--join=abc", "--name", "Grace") as refused:
+        assert await refused.exit_code() == 1
+    assert any("cannot reach http://127.0.0.1:9" in line for line in refused.errors), refused.transcript()
+
