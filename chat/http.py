@@ -6,24 +6,25 @@ Translates HTTP and WebSocket to and from the room domain; holds no room logic i
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
 import trio
 from pydantic import BaseModel, ValidationError
-from quart import Response, request, websocket
+from quart import Response, request
 from quart_schema import QuartSchema, document_querystring, document_request, document_response
 from quart_schema.openapi import Info
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, clock, protocol
+from . import __version__, clock
 from .bus import Bus, BusUnavailable, MemberRecord, RoomRecord
 from .bus.memory import MemoryBus
 from .config import Settings
-from .nursery import Hub, Member
-from .rooms import Entry, NewRoom, RoomError, Rooms
+from .nursery import Hub
+from .rooms import NewRoom, RoomError, Rooms
 from .schemas import (
     CloseRoom,
     CreateRoom,
@@ -38,12 +39,14 @@ from .schemas import (
     RoomDetails,
     RoomJoined,
 )
-from .sockets import InvalidName, QuartSocket
+from .session import Session
+from .sockets import AsgiSocket
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 MAX_BODY_BYTES = 64 * 1024
+ROOM_SOCKET = re.compile(r"/rooms/([^/]+)/ws/?")
 
 
 class ChatApp(QuartTrio):
@@ -246,12 +249,18 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
         ready = app.bus.ready and not app.hub.draining
         return _json({"ready": ready}, 200 if ready else 503)
 
-    @app.websocket("/rooms/<room_id>/ws")
-    async def room_socket(room_id: str) -> None:
-        socket = QuartSocket(websocket._get_current_object())
-        with app.hub.serving():
-            await _serve_socket(app, socket, room_id)
+    session = Session(settings, app.bus, app.rooms, app.hub)
+    quart_asgi = app.asgi_app
 
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Room sockets are served on plain ASGI, without Quart's per-message layers: this is
+        # the hot path, and it needs Hypercorn's send callable for batched writes.
+        if scope["type"] == "websocket" and (match := ROOM_SOCKET.fullmatch(scope["path"])):
+            await session.serve(AsgiSocket(scope, receive, send), match[1])
+        else:
+            await quart_asgi(scope, receive, send)
+
+    app.asgi_app = asgi  # type: ignore[method-assign]
     return app
 
 
@@ -276,68 +285,3 @@ def _details(room: RoomRecord, members: list[MemberRecord]) -> dict[str, Any]:
         is_full=len(online) >= room.max_users,
         preferences=Preferences(destroy_on_owner_offline=room.destroy_on_owner_offline),
     ).model_dump()
-
-
-async def _serve_socket(app: ChatApp, socket: QuartSocket, room_id: str) -> None:
-    """One member's WebSocket from accept to close: admission, presence, chat, departure."""
-    settings, rooms, hub = app.settings, app.rooms, app.hub
-    await socket.accept()
-    if hub.draining:
-        await socket.close(protocol.CLOSE_TRY_AGAIN, "Server is shutting down; reconnect")
-        return
-    try:
-        entry = await rooms.entry(room_id, socket.token(), socket.display_name())
-        online_count = await rooms.admit(entry)
-    except (RoomError, InvalidName) as error:
-        await socket.close(protocol.CLOSE_POLICY, str(error))
-        return
-    except BusUnavailable as error:
-        await socket.close(protocol.CLOSE_TRY_AGAIN, str(error))
-        return
-    member = Member(entry.member, settings.outbox_frames)
-    member.deliver(protocol.system(room_id, protocol.CONNECTED, connection_id=member.connection_id))
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(member.write, socket)
-        room = None
-        try:
-            room = await hub.enter(entry.room, member)
-            await app.bus.publish(
-                room_id,
-                protocol.presence(
-                    room_id, "user_online", member.connection_id, entry.member.display_name, online_count
-                ),
-            )
-            with member.reading:
-                await _read_messages(app, socket, entry, member)
-        finally:
-            member.finish(protocol.CLOSE_NORMAL, "")
-            if room is not None:
-                hub.leave(room, member)
-            await _depart(app, entry)
-        # The writer flushes the last frames and the close frame; it gets a grace period.
-        nursery.cancel_scope.deadline = trio.current_time() + settings.close_grace_seconds
-
-
-async def _read_messages(app: ChatApp, socket: QuartSocket, entry: Entry, member: Member) -> None:
-    room_id, me = entry.room.room_id, entry.member
-    while True:
-        data = await socket.receive()
-        try:
-            text = protocol.message_text(data, app.settings.message_max_chars)
-        except protocol.BadFrame as error:
-            member.deliver(protocol.error(str(error)))
-            continue
-        try:
-            await app.bus.publish(room_id, protocol.chat_message(room_id, me.connection_id, me.display_name, text))
-        except BusUnavailable as error:
-            # Never lose a message silently: the sender learns it did not go out.
-            member.deliver(protocol.error(str(error)))
-
-
-async def _depart(app: ChatApp, entry: Entry) -> None:
-    # Runs while the handler may be cancelled (the client hung up): shield it, but bound it.
-    with trio.CancelScope(shield=True), trio.move_on_after(app.settings.close_grace_seconds):
-        try:
-            await app.rooms.depart(entry, owner_rule=not app.hub.draining)
-        except Exception:
-            log.exception("departure failed", extra={"room_id": entry.room.room_id})

@@ -2,9 +2,10 @@
 
 The Hub owns one ``LiveRoom`` per room that has members on this instance. A LiveRoom owns
 the room's subscriber task and its expiry deadline (a cancel scope), and hands every frame
-from the bus to each local member's bounded outbox without ever awaiting a socket. Each
-``Member`` drains its outbox into its socket from its own writer task, which the WebSocket
-handler owns: a socket that stops reading can stall only its own writer, never the room.
+from the bus to each local member's bounded outbox without ever awaiting a socket: framed
+once (chat.wire), the same bytes for everyone. Each ``Member`` drains its outbox into its
+socket from its own writer task, which the WebSocket handler owns, taking whatever has queued
+up as one write: a socket that stops reading can stall only its own writer, never the room.
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ from typing import Protocol
 
 import trio
 
-from . import clock, protocol
-from .bus import ROOM_END, Bus, MemberRecord, RoomRecord
+from . import clock, protocol, wire
+from .bus import ROOM_END, Bus, BusUnavailable, MemberRecord, RoomRecord
 
 log = logging.getLogger(__name__)
 
 SLOW_CONSUMER = "Too slow: this connection fell behind the room's messages"
+# Most frames one write carries: bounds the size of a single send while a backlog drains.
+WRITE_BATCH = 64
 
 
 class Socket(Protocol):
-    async def send(self, frame: str) -> None: ...
+    async def send_frames(self, frames: list[bytes]) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
 
@@ -35,18 +38,20 @@ class Member:
 
     def __init__(self, record: MemberRecord, outbox_frames: int) -> None:
         self.record = record
-        self._outbox, self._frames = trio.open_memory_channel[str](outbox_frames)
+        self._outbox, self._frames = trio.open_memory_channel[bytes](outbox_frames)
         # Cancelled by finish(): stops the handler reading from a member that must go.
         self.reading = trio.CancelScope()
         self.finished = False
         self.close_code = protocol.CLOSE_NORMAL
         self.close_reason = ""
+        # Set once the writer has flushed the outbox and sent the close frame.
+        self.written = trio.Event()
 
     @property
     def connection_id(self) -> str:
         return self.record.connection_id
 
-    def deliver(self, frame: str) -> bool:
+    def deliver(self, frame: bytes) -> bool:
         """Queue a frame without waiting; False when the outbox is full."""
         try:
             self._outbox.send_nowait(frame)
@@ -56,13 +61,17 @@ class Member:
             pass  # Already finishing; its last frames are queued.
         return True
 
+    def tell(self, text: str) -> bool:
+        """Queue a frame meant for this member alone."""
+        return self.deliver(wire.text_frame(text))
+
     def finish(self, code: int, reason: str, final: str | None = None) -> None:
         """Stop taking frames; the writer flushes what is queued, then closes the socket."""
         if self.finished:
             return
         self.finished = True
         if final is not None:
-            self.deliver(final)  # A full outbox means the reader is gone anyway.
+            self.tell(final)  # A full outbox means the reader is gone anyway.
         self.close_code, self.close_reason = code, reason
         self._outbox.close()
         self.reading.cancel()
@@ -70,8 +79,15 @@ class Member:
     async def write(self, socket: Socket) -> None:
         async with self._frames:
             async for frame in self._frames:
-                await socket.send(frame)
+                batch = [frame]
+                while len(batch) < WRITE_BATCH:
+                    try:
+                        batch.append(self._frames.receive_nowait())
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break
+                await socket.send_frames(batch)
         await socket.close(self.close_code, self.close_reason)
+        self.written.set()
 
 
 class LiveRoom:
@@ -97,7 +113,7 @@ class LiveRoom:
                     task_status.started()
                     # A close that landed between a member's admission and this
                     # subscription would otherwise never reach this instance.
-                    if await bus.get_room(self.room_id) is None:
+                    if await self._gone():
                         self.end(protocol.CLOSE_POLICY, "Room not found")
                         return
                     async for frame in frames:
@@ -108,14 +124,24 @@ class LiveRoom:
             if self.scope.cancelled_caught and trio.current_time() >= self.scope.deadline:
                 self.end(protocol.CLOSE_NORMAL, "Room expired", protocol.system(self.room_id, protocol.EXPIRED))
                 with trio.CancelScope(shield=True), trio.move_on_after(self.hub.cleanup_seconds):
-                    await bus.delete_room(self.room_id)
+                    try:
+                        await bus.delete_room(self.room_id)
+                    except BusUnavailable:
+                        pass  # Its keys expire with the room anyway.
         finally:
             if not self.closed:  # Failed before it could end in order.
                 self.end(protocol.CLOSE_INTERNAL, "Room failed; reconnect")
             self.subscribed.set()
 
+    async def _gone(self) -> bool:
+        try:
+            return await self.hub.bus.get_room(self.room_id) is None
+        except BusUnavailable:
+            return False  # Cannot tell now; a close still arrives on the channel once back.
+
     def fan_out(self, frame: str) -> None:
-        slow = [m for m in self.members.values() if not m.deliver(frame)]
+        framed = wire.text_frame(frame)
+        slow = [m for m in self.members.values() if not m.deliver(framed)]
         for member in slow:
             log.info(
                 "slow consumer disconnected",

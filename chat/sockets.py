@@ -1,12 +1,27 @@
-"""The WebSocket as the room code sees it: a thin adapter over Quart's websocket object."""
+"""The WebSocket as the room code sees it: ASGI, plus a batched write path through Hypercorn.
+
+Frames reach the socket as pre-framed bytes (chat.wire). When Hypercorn serves us, a batch of
+frames goes down as one ``Data`` event on the connection's ``WSStream``: one lock, one
+``send_all``, one syscall for everything a member has queued, instead of one trip through the
+ASGI send path per frame. That stream is the object whose bound ``app_send`` Hypercorn passes
+as the ASGI ``send`` callable. Under any other server the plain ASGI path is used.
+
+The same stream lets us ``abort()`` a connection whose peer stopped reading: Hypercorn
+shields its socket writes from cancellation, so only closing the transport frees a writer
+stuck in one (``StreamClosed`` closes it without waiting for the send lock).
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
+from urllib.parse import parse_qsl
 
+from hypercorn.protocol.events import Data, StreamClosed
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from pydantic import TypeAdapter, ValidationError
-from quart.wrappers import Websocket
 
+from . import wire
 from .schemas import Name
 
 log = logging.getLogger(__name__)
@@ -19,13 +34,31 @@ class InvalidName(ValueError):
     pass
 
 
-class QuartSocket:
-    def __init__(self, ws: Websocket) -> None:
-        self._ws = ws
+class Disconnected(Exception):
+    """The peer closed the WebSocket or the connection dropped."""
+
+
+def _hypercorn_stream(send: Any) -> WSStream | None:
+    stream = getattr(send, "__self__", None)
+    return stream if isinstance(stream, WSStream) else None
+
+
+class AsgiSocket:
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+        self._stream = _hypercorn_stream(send)
+        self.args = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         self.closed = False
 
+    @property
+    def batched(self) -> bool:
+        """True when frames go down in batches straight through Hypercorn."""
+        return self._stream is not None
+
     def arg(self, name: str) -> str | None:
-        return self._ws.args.get(name) or None
+        return self.args.get(name) or None
 
     def token(self) -> str | None:
         """The room token from ``ws_url``, also when a client appended ``?display_name=``
@@ -45,19 +78,35 @@ class QuartSocket:
             raise InvalidName(f"display_name: {reason}") from None
 
     async def accept(self) -> None:
-        await self._ws.accept()
+        if (await self._receive())["type"] != "websocket.connect":
+            raise Disconnected()
+        await self._send({"type": "websocket.accept"})
 
     async def receive(self) -> str | bytes:
-        return await self._ws.receive()
+        event = await self._receive()
+        if event["type"] != "websocket.receive":
+            raise Disconnected()
+        text = event.get("text")
+        return text if text is not None else (event.get("bytes") or b"")
 
-    async def send(self, frame: str) -> None:
-        await self._ws.send(frame)
+    async def send_frames(self, frames: list[bytes]) -> None:
+        stream = self._stream
+        if stream is None:
+            for frame in frames:
+                await self._send({"type": "websocket.send", "text": wire.text_of(frame)})
+        elif not stream.closed and stream.state == ASGIWebsocketState.CONNECTED:
+            await stream.send(Data(stream_id=stream.stream_id, data=b"".join(frames)))
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
         self.closed = True
-        try:
-            await self._ws.close(code, reason[:120])  # A close reason must fit in 123 bytes.
-        except Exception:  # The peer is already gone; there is nobody left to tell.
-            log.debug("close after disconnect", exc_info=True)
+        # A close reason must fit in 123 bytes of UTF-8.
+        reason = reason.encode()[:120].decode(errors="ignore")
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def abort(self) -> None:
+        """Drop the connection now, even while a write to it is stuck."""
+        stream = self._stream
+        if stream is not None and not stream.closed:
+            await stream.send(StreamClosed(stream_id=stream.stream_id))

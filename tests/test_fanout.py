@@ -17,6 +17,37 @@ from .support import Client, Server, connect, create_room, join_room, running_ap
 PAD = "x" * 3_900
 
 
+async def flood_until_dropped(sender: Client, healthy: Client, stalled_id: str) -> int:
+    """Sends padded messages until the healthy member hears the stalled one go offline.
+
+    The sender waits for its own echo, so the members who read keep up. Checks that the
+    healthy member got every message in order; returns how many were sent.
+    """
+    received: list[int] = []
+    sent = 0
+    with trio.fail_after(60):
+        while True:
+            assert sent < 20_000, "the stalled member was never dropped"
+            await sender.ws.send_message(f"{sent}:{PAD}")
+            echo = await sender.receive_until(type="message")
+            assert echo["text"].startswith(f"{sent}:")
+            sent += 1
+            frame = await healthy.receive()
+            if frame["type"] == "message":
+                received.append(int(frame["text"].partition(":")[0]))
+                continue
+            assert (frame["event"], frame["connection_id"]) == ("user_offline", stalled_id)
+            break
+        await sender.say("-1:after")
+        while (frame := await healthy.receive())["type"] == "message":
+            received.append(int(frame["text"].partition(":")[0]))
+            if received[-1] == -1:
+                break
+    # Nothing lost, nothing duplicated, nothing out of order for the member who kept up.
+    assert received == [*range(sent), -1]
+    return sent
+
+
 async def test_a_member_that_stops_reading_is_dropped_and_the_room_carries_on(server: Server) -> None:
     async with server.client() as http:
         room = await create_room(http, owner_name="sender")
@@ -29,33 +60,7 @@ async def test_a_member_that_stops_reading_is_dropped_and_the_room_carries_on(se
                 stalled_id = (await Client(stalled_ws).receive())["connection_id"]
                 await healthy.receive_until(event="user_online", display_name="stalled")
                 await sender.receive_until(event="user_online", display_name="stalled")
-                received: list[int] = []
-                sent = 0
-                with trio.fail_after(60):
-                    # The sender waits for its own echo, so the members who read keep up.
-                    while True:
-                        assert sent < 20_000, "the stalled member was never dropped"
-                        await sender.ws.send_message(f"{sent}:{PAD}")
-                        echo = await sender.receive_until(type="message")
-                        assert echo["text"].startswith(f"{sent}:")
-                        sent += 1
-                        frame = await healthy.receive()
-                        while frame["type"] != "message":
-                            if frame.get("event") == "user_offline":
-                                assert frame["connection_id"] == stalled_id
-                                break
-                            frame = await healthy.receive()
-                        else:
-                            received.append(int(frame["text"].partition(":")[0]))
-                            continue
-                        break
-                    # The healthy member was told, and goes on getting everything in order.
-                    await sender.say("-1:after")
-                    while (frame := await healthy.receive())["type"] == "message":
-                        received.append(int(frame["text"].partition(":")[0]))
-                        if received[-1] == -1:
-                            break
-                assert received == [*range(sent), -1]
+                await flood_until_dropped(sender, healthy, stalled_id)
                 # The stalled member, once it reads again, finds a clear close reason after its backlog.
                 with trio.fail_after(30):
                     try:
@@ -65,6 +70,32 @@ async def test_a_member_that_stops_reading_is_dropped_and_the_room_carries_on(se
                         assert (closed.reason.code, closed.reason.reason) == (1008, SLOW_CONSUMER)
             details = (await http.get(f"/rooms/{rid}")).json()
             assert [u["display_name"] for u in details["online_users"]] == ["sender", "healthy"]
+
+
+async def test_a_member_that_never_reads_again_is_cut_off(autojump_clock: trio.testing.MockClock) -> None:
+    """Hypercorn cannot cancel a write stuck on a full socket; the grace period ends it anyway."""
+    async with running_app() as server, server.client() as http:
+        app = server.app
+        assert app is not None
+        room = await create_room(http, owner_name="sender")
+        rid = room["room_id"]
+        healthy_url = (await join_room(http, rid, "healthy"))["ws_url"]
+        stalled_url = (await join_room(http, rid, "stalled"))["ws_url"]
+        async with connect(room["ws_url"]) as sender, connect(healthy_url) as healthy:
+            async with open_websocket_url(stalled_url, message_queue_size=1) as stalled_ws:
+                stalled_id = (await Client(stalled_ws).receive())["connection_id"]
+                await healthy.receive_until(event="user_online", display_name="stalled")
+                await sender.receive_until(event="user_online", display_name="stalled")
+                await flood_until_dropped(sender, healthy, stalled_id)
+                assert app.hub.socket_count == 3  # its writer is still stuck in a send
+                await trio.sleep(app.settings.close_grace_seconds + 1)
+                assert app.hub.socket_count == 2
+                with trio.fail_after(30):
+                    try:
+                        while True:
+                            await stalled_ws.get_message()
+                    except ConnectionClosed as closed:
+                        assert closed.reason.code == 1006  # cut, not closed: it never read the close frame
 
 
 def count_tasks() -> int:

@@ -1,0 +1,98 @@
+"""One member's WebSocket, from accept to close: admission, presence, chat, departure."""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from . import protocol
+from .bus import Bus, BusUnavailable
+from .config import Settings
+from .nursery import Hub, LiveRoom, Member
+from .rooms import Entry, RoomError, Rooms
+from .sockets import AsgiSocket, Disconnected, InvalidName
+
+log = logging.getLogger(__name__)
+
+
+class Session:
+    """What a member's socket needs from the instance."""
+
+    def __init__(self, settings: Settings, bus: Bus, rooms: Rooms, hub: Hub) -> None:
+        self.settings, self.bus, self.rooms, self.hub = settings, bus, rooms, hub
+
+    async def serve(self, socket: AsgiSocket, room_id: str) -> None:
+        with self.hub.serving():
+            try:
+                await socket.accept()
+            except Disconnected:
+                return
+            if self.hub.draining:
+                await socket.close(protocol.CLOSE_TRY_AGAIN, "Server is shutting down; reconnect")
+                return
+            try:
+                entry = await self.rooms.entry(room_id, socket.token(), socket.display_name())
+                online_count = await self.rooms.admit(entry)
+            except (RoomError, InvalidName) as error:
+                await socket.close(protocol.CLOSE_POLICY, str(error))
+                return
+            except BusUnavailable as error:
+                await socket.close(protocol.CLOSE_TRY_AGAIN, str(error))
+                return
+            await self._chat(socket, entry, online_count)
+
+    async def _chat(self, socket: AsgiSocket, entry: Entry, online_count: int) -> None:
+        me = entry.member
+        member = Member(me, self.settings.outbox_frames)
+        member.tell(protocol.system(entry.room.room_id, protocol.CONNECTED, connection_id=me.connection_id))
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(member.write, socket)
+            room: LiveRoom | None = None
+            try:
+                room = await self.hub.enter(entry.room, member)
+                presence = protocol.presence(
+                    entry.room.room_id, "user_online", me.connection_id, me.display_name, online_count
+                )
+                with member.reading:
+                    await self.bus.publish(entry.room.room_id, presence)
+                    await self._read(socket, entry, member)
+            except (Disconnected, BusUnavailable):
+                pass
+            finally:
+                member.finish(protocol.CLOSE_NORMAL, "")
+                if room is not None:
+                    self.hub.leave(room, member)
+                await self._depart(entry)
+            # The writer flushes the last frames and the close frame. A peer that stopped
+            # reading leaves it stuck in a send that cannot be cancelled: drop the connection.
+            with trio.move_on_after(self.settings.close_grace_seconds):
+                await member.written.wait()
+            if not member.written.is_set():
+                await socket.abort()
+
+    async def _read(self, socket: AsgiSocket, entry: Entry, member: Member) -> None:
+        room_id, me = entry.room.room_id, entry.member
+        limit = self.settings.message_max_chars
+        while True:
+            data = await socket.receive()
+            try:
+                text = protocol.message_text(data, limit)
+            except protocol.BadFrame as error:
+                member.tell(protocol.error(str(error)))
+                continue
+            try:
+                await self.bus.publish(room_id, protocol.chat_message(room_id, me.connection_id, me.display_name, text))
+            except BusUnavailable as error:
+                # Never lose a message silently: the sender learns it did not go out.
+                member.tell(protocol.error(str(error)))
+
+    async def _depart(self, entry: Entry) -> None:
+        # Runs while the handler may be cancelled (shutdown): shield it, but bound it.
+        with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_grace_seconds):
+            try:
+                await self.rooms.depart(entry, owner_rule=not self.hub.draining)
+            except BusUnavailable:
+                log.info("departure deferred to the presence sweep", extra={"room_id": entry.room.room_id})
+            except Exception:
+                log.exception("departure failed", extra={"room_id": entry.room.room_id})

@@ -1,0 +1,30 @@
+"""Server-to-client WebSocket frames as bytes (RFC 6455 §5.2).
+
+A broadcast is framed once and the same bytes object goes to every member's outbox, so the
+cost of framing does not grow with the size of the room. Server frames are never masked.
+"""
+
+from __future__ import annotations
+
+import struct
+
+_TEXT_FIN = 0x81  # FIN bit + opcode 0x1 (text)
+
+
+def text_frame(payload: str) -> bytes:
+    data = payload.encode()
+    size = len(data)
+    if size < 126:
+        header = bytes((_TEXT_FIN, size))
+    elif size < 1 << 16:
+        header = struct.pack("!BBH", _TEXT_FIN, 126, size)
+    else:
+        header = struct.pack("!BBQ", _TEXT_FIN, 127, size)
+    return header + data
+
+
+def text_of(frame: bytes) -> str:
+    """The text a frame made by ``text_frame`` carries."""
+    size = frame[1] & 0x7F
+    offset = 2 if size < 126 else 4 if size == 126 else 10
+    return frame[offset:].decode()
