@@ -117,10 +117,17 @@ class LiveRoom:
                         self.end(protocol.CLOSE_POLICY, "Room not found")
                         return
                     async for frame in frames:
-                        if frame == ROOM_END:
+                        # Fan out the whole backlog before yielding, so each writer wakes
+                        # once for everything queued rather than once per frame.
+                        while frame != ROOM_END:
+                            self.fan_out(frame)
+                            try:
+                                frame = frames.receive_nowait()
+                            except trio.WouldBlock:
+                                break
+                        else:
                             self.end(protocol.CLOSE_NORMAL, "Room closed")
                             return
-                        self.fan_out(frame)
             if self.scope.cancelled_caught and trio.current_time() >= self.scope.deadline:
                 self.end(protocol.CLOSE_NORMAL, "Room expired", protocol.system(self.room_id, protocol.EXPIRED))
                 with trio.CancelScope(shield=True), trio.move_on_after(self.hub.cleanup_seconds):
