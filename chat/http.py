@@ -19,7 +19,7 @@ from quart_schema.openapi import Info
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, clock
+from . import __version__, clock, metrics
 from .bus import Bus, BusUnavailable, MemberRecord, RoomRecord
 from .bus.memory import MemoryBus
 from .config import Settings
@@ -120,6 +120,8 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     app.bus = bus if bus is not None else MemoryBus()
     app.hub = Hub(app.bus, cleanup_seconds=settings.close_grace_seconds)
     app.rooms = Rooms(app.bus, settings)
+    metrics.watch(app.hub)
+    metrics.describe(__version__, type(app.bus).__name__)
     services = trio.CancelScope()
 
     async def run_services(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -162,6 +164,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.path)
+        metrics.error("unhandled")
         return _error("Internal server error", 500)
 
     @app.post("/rooms/")
@@ -243,6 +246,12 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     @app.get("/healthz")
     async def healthz() -> Response:
         return _json({"status": "ok"})
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        """Prometheus metrics of this instance."""
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
 
     @app.get("/readyz")
     async def readyz() -> Response:

@@ -11,13 +11,14 @@ up as one write: a socket that stops reading can stall only its own writer, neve
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
 import trio
 
-from . import clock, protocol, wire
+from . import clock, metrics, protocol, wire
 from .bus import ROOM_END, Bus, BusUnavailable, MemberRecord, RoomRecord
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class LiveRoom:
                         pass  # Its keys expire with the room anyway.
         finally:
             if not self.closed:  # Failed before it could end in order.
+                metrics.error("room_failed")
                 self.end(protocol.CLOSE_INTERNAL, "Room failed; reconnect")
             self.subscribed.set()
 
@@ -147,9 +149,12 @@ class LiveRoom:
             return False  # Cannot tell now; a close still arrives on the channel once back.
 
     def fan_out(self, frame: str) -> None:
+        started = time.perf_counter()
         framed = wire.text_frame(frame)
         slow = [m for m in self.members.values() if not m.deliver(framed)]
+        metrics.fanned_out(len(self.members) - len(slow), time.perf_counter() - started)
         for member in slow:
+            metrics.slow_consumer()
             log.info(
                 "slow consumer disconnected",
                 extra={"room_id": self.room_id, "connection_id": member.connection_id},

@@ -6,7 +6,7 @@ import logging
 
 import trio
 
-from . import protocol
+from . import metrics, protocol
 from .bus import Bus, BusUnavailable
 from .config import Settings
 from .nursery import Hub, LiveRoom, Member
@@ -29,15 +29,19 @@ class Session:
             except Disconnected:
                 return
             if self.hub.draining:
+                metrics.refused("draining")
                 await socket.close(protocol.CLOSE_TRY_AGAIN, "Server is shutting down; reconnect")
                 return
             try:
                 entry = await self.rooms.entry(room_id, socket.token(), socket.display_name())
                 online_count = await self.rooms.admit(entry)
             except (RoomError, InvalidName) as error:
+                reason = metrics.refusal_reason(error.status) if isinstance(error, RoomError) else "invalid_name"
+                metrics.refused(reason)
                 await socket.close(protocol.CLOSE_POLICY, str(error))
                 return
             except BusUnavailable as error:
+                metrics.refused("backend_unavailable")
                 await socket.close(protocol.CLOSE_TRY_AGAIN, str(error))
                 return
             await self._chat(socket, entry, online_count)
@@ -79,11 +83,14 @@ class Session:
             try:
                 text = protocol.message_text(data, limit)
             except protocol.BadFrame as error:
+                metrics.error("bad_frame")
                 member.tell(protocol.error(str(error)))
                 continue
             try:
                 await self.bus.publish(room_id, protocol.chat_message(room_id, me.connection_id, me.display_name, text))
+                metrics.received()
             except BusUnavailable as error:
+                metrics.error("undeliverable")
                 # Never lose a message silently: the sender learns it did not go out.
                 member.tell(protocol.error(str(error)))
 
@@ -95,4 +102,5 @@ class Session:
             except BusUnavailable:
                 log.info("departure deferred to the presence sweep", extra={"room_id": entry.room.room_id})
             except Exception:
+                metrics.error("departure_failed")
                 log.exception("departure failed", extra={"room_id": entry.room.room_id})

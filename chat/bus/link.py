@@ -21,6 +21,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from .. import metrics
 from . import BusUnavailable
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,8 @@ class RedisLink:
                             self.ready = True
                             backoff = BACKOFF_MIN_SECONDS
                             log.info("connected to redis")
+                            if started:  # Not the first session: Redis came back.
+                                metrics.bus_reconnected()
                             if not started:
                                 started = True
                                 task_status.started()

@@ -1,0 +1,192 @@
+"""Prometheus metrics of one instance, served at ``/metrics``.
+
+The room code calls the small functions below; none of them blocks or allocates much.
+The per-frame path calls :func:`fanned_out` once per frame with the number of local
+members it reached, never once per member, so a 1000-member room costs one counter
+increment and one histogram observation per frame.
+
+Gauges of what is live (rooms, sockets) are read from the Hub when Prometheus scrapes
+(:func:`watch`), so they cannot drift from the truth when a code path forgets to count.
+
+Labels come from fixed sets (``REFUSAL_REASONS``, ``ERROR_KINDS``): anything else is
+counted as ``other``, so no input of a client can grow the number of series.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+NAMESPACE = "ephemeralchat"
+# generate_latest() writes the classic text format; newer prometheus-client releases name
+# a later version in CONTENT_TYPE_LATEST, which older Prometheus servers refuse to parse.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Why a connection was refused at the WebSocket (it is accepted, then closed with a code).
+REFUSAL_REASONS = (
+    "room_not_found",  # 1008: unknown, closed or expired room
+    "room_full",  # 1008: max_users reached
+    "unauthorized",  # 1008: password room without a valid token, bad or expired token
+    "invalid_name",  # 1008: display name too long or with forbidden characters
+    "draining",  # 1013: the instance is shutting down
+    "backend_unavailable",  # 1013: Redis is unreachable
+    "other",
+)
+
+# Faults worth a graph; each is also logged where it happens.
+ERROR_KINDS = (
+    "bad_frame",  # a client sent a frame the server could not take (error frame back)
+    "undeliverable",  # a message could not be published (error frame back to its sender)
+    "unhandled",  # a REST request ended in a 500
+    "room_failed",  # a room's nursery ended without an orderly close
+    "departure_failed",  # presence clean-up after a socket closed failed
+    "other",
+)
+
+# Handing one frame to every local outbox is a loop of send_nowait calls: microseconds
+# for small rooms, up to a millisecond or so for the largest. The buckets cover that span
+# and a few slow outliers (a stalled event loop shows up in the top buckets).
+FANOUT_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+# The *_created series double the output and no dashboard reads them. Process-wide,
+# which suits a server that exports nothing else.
+disable_created_metrics()
+
+# One registry per process, not prometheus_client's global one: what /metrics shows is
+# exactly what is defined here, whatever else the process imports.
+REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+INFO = Info("build", "Version and backend of this instance", namespace=NAMESPACE, registry=REGISTRY)
+LIVE_ROOMS = Gauge(
+    "live_rooms", "Rooms with at least one member connected to this instance", namespace=NAMESPACE, registry=REGISTRY
+)
+CONNECTIONS = Gauge(
+    "connections", "Open WebSocket connections on this instance", namespace=NAMESPACE, registry=REGISTRY
+)
+MESSAGES_RECEIVED = Counter(
+    "messages_received", "Chat messages taken from this instance's sockets", namespace=NAMESPACE, registry=REGISTRY
+)
+FRAMES_DELIVERED = Counter(
+    "frames_delivered",
+    "Frames (messages, presence, system) queued to this instance's sockets, one per member reached",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+FANOUT_SECONDS = Histogram(
+    "fanout_seconds",
+    "Time to hand one room frame to every local member's outbox",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+    buckets=FANOUT_BUCKETS,
+)
+SLOW_CONSUMERS = Counter(
+    "slow_consumer_disconnects",
+    "Connections closed because their outbox was full",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+REFUSED = Counter(
+    "refused_connections",
+    "WebSocket connections refused, by reason",
+    ["reason"],
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+BUS_RECONNECTS = Counter(
+    "bus_reconnects",
+    "Times the connection to the shared backend was re-established after a loss",
+    namespace=NAMESPACE,
+    registry=REGISTRY,
+)
+ERRORS = Counter("errors", "Errors, by kind", ["kind"], namespace=NAMESPACE, registry=REGISTRY)
+
+
+def _children(metric: Counter, label: str, values: tuple[str, ...]) -> dict[str, Counter]:
+    # Created up front: every series exists (at 0) from the first scrape, so rate() and
+    # alerts work before the first event, and the calls below skip the label lookup.
+    return {value: metric.labels(**{label: value}) for value in values}
+
+
+_REFUSED = _children(REFUSED, "reason", REFUSAL_REASONS)
+_ERRORS = _children(ERRORS, "kind", ERROR_KINDS)
+# Bound once: the per-frame call then costs two method calls and no attribute lookups.
+_deliver = FRAMES_DELIVERED.inc
+_time_fanout = FANOUT_SECONDS.observe
+
+
+class LiveSide(Protocol):
+    """What :func:`watch` reads: the Hub of ``chat.nursery``, without importing it."""
+
+    rooms: dict[str, object]
+
+    @property
+    def socket_count(self) -> int: ...
+
+
+def watch(hub: LiveSide) -> None:
+    """Let the live-rooms and connections gauges read ``hub`` at scrape time.
+
+    The last call wins: a process serves one app, and tests that build several apps only
+    care that the gauges follow one of them.
+    """
+    LIVE_ROOMS.set_function(lambda: len(hub.rooms))
+    CONNECTIONS.set_function(lambda: hub.socket_count)
+
+
+def describe(version: str, backend: str) -> None:
+    """Record what this instance runs, e.g. ``describe(__version__, "RedisBus")``."""
+    INFO.info({"version": version, "backend": backend})
+
+
+def received() -> None:
+    """One chat message was taken from a local socket and handed to the bus."""
+    MESSAGES_RECEIVED.inc()
+
+
+def fanned_out(members: int, seconds: float) -> None:
+    """One frame reached ``members`` local outboxes in ``seconds``. Call once per frame."""
+    _deliver(members)
+    _time_fanout(seconds)
+
+
+def slow_consumer() -> None:
+    """A member was closed because its outbox was full."""
+    SLOW_CONSUMERS.inc()
+
+
+def refused(reason: str) -> None:
+    """A WebSocket was refused; ``reason`` is one of ``REFUSAL_REASONS``."""
+    (_REFUSED.get(reason) or _REFUSED["other"]).inc()
+
+
+def refusal_reason(status: int) -> str:
+    """The refusal reason for a room error's HTTP status (``RoomError.status``)."""
+    return {404: "room_not_found", 409: "room_full", 401: "unauthorized", 403: "unauthorized"}.get(status, "other")
+
+
+def bus_reconnected() -> None:
+    """The shared backend answers again after it was lost."""
+    BUS_RECONNECTS.inc()
+
+
+def error(kind: str) -> None:
+    """An error of ``kind`` (one of ``ERROR_KINDS``) happened."""
+    (_ERRORS.get(kind) or _ERRORS["other"]).inc()
+
+
+def render() -> tuple[bytes, str]:
+    """The body and content type of a ``/metrics`` answer (Prometheus text format)."""
+    return generate_latest(REGISTRY), CONTENT_TYPE

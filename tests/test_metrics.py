@@ -1,0 +1,126 @@
+"""chat.metrics: what the room code records is what /metrics shows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from chat import metrics
+
+
+def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of the exposition text, keyed by name and labels, as Prometheus reads it."""
+    body, content_type = metrics.render()
+    assert content_type == "text/plain; version=0.0.4; charset=utf-8"
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+@dataclass
+class FakeHub:
+    rooms: dict[str, object] = field(default_factory=dict)
+    sockets: int = 0
+
+    @property
+    def socket_count(self) -> int:
+        return self.sockets
+
+
+def test_every_series_exists_before_any_event() -> None:
+    samples = scrape()
+    names = {name for name, _ in samples}
+    for name in (
+        "ephemeralchat_live_rooms",
+        "ephemeralchat_connections",
+        "ephemeralchat_messages_received_total",
+        "ephemeralchat_frames_delivered_total",
+        "ephemeralchat_fanout_seconds_count",
+        "ephemeralchat_slow_consumer_disconnects_total",
+        "ephemeralchat_bus_reconnects_total",
+        "process_resident_memory_bytes",
+    ):
+        assert name in names, name
+    for reason in metrics.REFUSAL_REASONS:
+        value(samples, "ephemeralchat_refused_connections_total", reason=reason)
+    for kind in metrics.ERROR_KINDS:
+        value(samples, "ephemeralchat_errors_total", kind=kind)
+
+
+def test_gauges_follow_the_hub_at_scrape_time() -> None:
+    hub = FakeHub()
+    metrics.watch(hub)
+    hub.rooms.update(a=object(), b=object())
+    hub.sockets = 5
+    samples = scrape()
+    assert value(samples, "ephemeralchat_live_rooms") == 2
+    assert value(samples, "ephemeralchat_connections") == 5
+    hub.rooms.clear()
+    hub.sockets = 0
+    samples = scrape()
+    assert value(samples, "ephemeralchat_live_rooms") == 0
+    assert value(samples, "ephemeralchat_connections") == 0
+
+
+def test_fan_out_counts_members_once_per_frame() -> None:
+    before = scrape()
+    metrics.fanned_out(20, 0.00003)
+    metrics.fanned_out(1000, 0.002)
+    metrics.received()
+    after = scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("ephemeralchat_frames_delivered_total") == 1020
+    assert delta("ephemeralchat_messages_received_total") == 1
+    assert delta("ephemeralchat_fanout_seconds_count") == 2
+    assert abs(delta("ephemeralchat_fanout_seconds_sum") - 0.00203) < 1e-9
+    # Cumulative buckets: the fast frame lands at 50 µs and above, the slow one at 2.5 ms.
+    assert delta("ephemeralchat_fanout_seconds_bucket", le="2.5e-05") == 0
+    assert delta("ephemeralchat_fanout_seconds_bucket", le="5e-05") == 1
+    assert delta("ephemeralchat_fanout_seconds_bucket", le="0.001") == 1
+    assert delta("ephemeralchat_fanout_seconds_bucket", le="0.0025") == 2
+    assert delta("ephemeralchat_fanout_seconds_bucket", le="+Inf") == 2
+
+
+def test_labelled_counters_keep_a_fixed_set_of_series() -> None:
+    before = scrape()
+    metrics.refused("room_full")
+    metrics.refused(metrics.refusal_reason(404))
+    metrics.refused(metrics.refusal_reason(403))
+    # A value from outside the fixed set must not create a series of its own.
+    metrics.refused("<script>")
+    metrics.error("bad_frame")
+    metrics.error("no such kind")
+    metrics.slow_consumer()
+    metrics.bus_reconnected()
+    after = scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    refused = "ephemeralchat_refused_connections_total"
+    assert delta(refused, reason="room_full") == 1
+    assert delta(refused, reason="room_not_found") == 1
+    assert delta(refused, reason="unauthorized") == 1
+    assert delta(refused, reason="other") == 1
+    assert delta("ephemeralchat_errors_total", kind="bad_frame") == 1
+    assert delta("ephemeralchat_errors_total", kind="other") == 1
+    assert delta("ephemeralchat_slow_consumer_disconnects_total") == 1
+    assert delta("ephemeralchat_bus_reconnects_total") == 1
+    assert {labels for name, labels in after if name == refused} == {
+        (("reason", reason),) for reason in metrics.REFUSAL_REASONS
+    }
+
+
+def test_build_info() -> None:
+    metrics.describe("1.2.3", "MemoryBus")
+    assert value(scrape(), "ephemeralchat_build_info", version="1.2.3", backend="MemoryBus") == 1
