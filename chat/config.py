@@ -44,9 +44,6 @@ class Settings:
     max_expiry_seconds: int = 86_400
     default_max_users: int = 20
     max_users_limit: int = 1_000
-    room_name_max_chars: int = 100
-    display_name_max_chars: int = 50
-    password_max_chars: int = 128
     message_max_chars: int = 4_000
     # Hard cap on one WebSocket frame; larger frames close the socket with 1009.
     frame_max_bytes: int = 65_536

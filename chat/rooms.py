@@ -20,7 +20,7 @@ from .credentials import Grant, Role, TokenSigner, hash_password, password_match
 
 log = logging.getLogger(__name__)
 
-# Longest room id we bother looking up; ours are 16 characters.
+# Longest room id we bother looking up; ours are 16 hex digits.
 ROOM_ID_MAX_CHARS = 64
 
 
@@ -54,14 +54,26 @@ class RoomFull(RoomError):
         super().__init__("Room is full")
 
 
+class InvalidRoom(RoomError):
+    status = 422
+
+
 @dataclass(frozen=True)
 class NewRoom:
     name: str | None
     owner_name: str
     password: str | None
-    expiry_seconds: int
-    max_users: int
+    expiry_seconds: int | None  # None: the configured default
+    max_users: int | None
     destroy_on_owner_offline: bool
+
+
+def _within(field: str, value: int | None, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    if not low <= value <= high:
+        raise InvalidRoom(f"{field}: must be between {low} and {high}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -86,15 +98,24 @@ class Rooms:
 
     async def create(self, new: NewRoom) -> tuple[RoomRecord, str]:
         """The new room and its owner token."""
+        limits = self.settings
+        expiry = _within(
+            "expiry_seconds",
+            new.expiry_seconds,
+            limits.default_expiry_seconds,
+            limits.min_expiry_seconds,
+            limits.max_expiry_seconds,
+        )
+        max_users = _within("max_users", new.max_users, limits.default_max_users, 1, limits.max_users_limit)
         created_at = clock.now()
         room = RoomRecord(
-            room_id=secrets.token_urlsafe(12),
+            room_id=secrets.token_hex(8),  # hex: never starts with "-", safe on a command line
             name=new.name,
             owner_name=new.owner_name,
             password_hash=await hash_password(new.password) if new.password else None,
-            max_users=new.max_users,
+            max_users=max_users,
             created_at=created_at,
-            expires_at=created_at + new.expiry_seconds,
+            expires_at=created_at + expiry,
             destroy_on_owner_offline=new.destroy_on_owner_offline,
         )
         await self.bus.create_room(room)

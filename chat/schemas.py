@@ -1,6 +1,8 @@
 """Request and response bodies of the REST API, as pydantic models (also the OpenAPI schema).
 
-Field bounds are the defaults in config.Settings, so the published schema states them.
+Names and passwords have fixed length limits, stated in the published schema. The room
+limits an operator may tune (expiry and max_users bounds and defaults) are checked by the
+room domain against Settings, so these models only fix their types.
 """
 
 from __future__ import annotations
@@ -9,8 +11,6 @@ import unicodedata
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
-
-from .config import Settings
 
 
 def _printable(value: str) -> str:
@@ -22,10 +22,13 @@ def _printable(value: str) -> str:
     return value
 
 
-defaults = Settings()
-Name = Annotated[str, Field(min_length=1, max_length=defaults.display_name_max_chars), AfterValidator(_printable)]
-RoomName = Annotated[str, Field(max_length=defaults.room_name_max_chars), AfterValidator(_printable)]
-Password = Annotated[str, Field(max_length=defaults.password_max_chars)]
+DISPLAY_NAME_MAX_CHARS = 50
+ROOM_NAME_MAX_CHARS = 100
+PASSWORD_MAX_CHARS = 128
+
+Name = Annotated[str, Field(min_length=1, max_length=DISPLAY_NAME_MAX_CHARS), AfterValidator(_printable)]
+RoomName = Annotated[str, Field(max_length=ROOM_NAME_MAX_CHARS), AfterValidator(_printable)]
+Password = Annotated[str, Field(max_length=PASSWORD_MAX_CHARS)]
 
 
 class Request(BaseModel):
@@ -40,10 +43,8 @@ class CreateRoom(Request):
     owner_name: Name
     name: RoomName | None = None
     password: Password | None = Field(default=None, description="Optional; empty means no password")
-    expiry_seconds: Annotated[StrictInt, Field(ge=defaults.min_expiry_seconds, le=defaults.max_expiry_seconds)] = (
-        defaults.default_expiry_seconds
-    )
-    max_users: Annotated[StrictInt, Field(ge=1, le=defaults.max_users_limit)] = defaults.default_max_users
+    expiry_seconds: StrictInt | None = Field(default=None, description="Seconds the room lives (default 600)")
+    max_users: StrictInt | None = Field(default=None, description="Most members online at once (default 20)")
     preferences: Preferences = Field(default_factory=Preferences)
 
 

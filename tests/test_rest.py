@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from .support import Server, connect, create_room, join_room
+from .support import Server, connect, create_room, join_room, running_app, settings
 
 
 def parse(ts: str) -> datetime:
@@ -183,3 +183,16 @@ async def test_openapi_and_docs(server: Server) -> None:
         assert "requestBody" in create
         docs = await http.get("/docs")
         assert docs.status_code == 200 and "openapi.json" in docs.text
+
+
+async def test_room_limits_follow_the_configuration() -> None:
+    config = settings(default_expiry_seconds=30, max_expiry_seconds=60, default_max_users=3, max_users_limit=4)
+    async with running_app(config) as configured, configured.client() as http:
+        room = await create_room(http)
+        details = (await http.get(f"/rooms/{room['room_id']}")).json()
+        assert details["max_users"] == 3
+        assert parse(details["expires_at"]) - parse(details["created_at"]) == timedelta(seconds=30)
+        too_long = await http.post("/rooms/", json={"owner_name": "a", "expiry_seconds": 61})
+        assert too_long.status_code == 422 and too_long.json()["detail"] == "expiry_seconds: must be between 1 and 60"
+        too_many = await http.post("/rooms/", json={"owner_name": "a", "max_users": 5})
+        assert too_many.status_code == 422 and "max_users" in too_many.json()["detail"]
