@@ -48,6 +48,23 @@ class Settings:
     # Hard cap on one WebSocket frame; larger frames close the socket with 1009.
     frame_max_bytes: int = 65_536
 
+    # Chat messages one connection may send: a steady rate, a burst, and how many refused
+    # messages (beyond those paid back by accepted ones) count as a flood (close 1008).
+    messages_per_second: float = 30.0
+    message_burst: int = 300
+    flood_debt: int = 600
+    # Per client address and minute; over it, 429 with Retry-After. Shared via Redis.
+    rooms_per_minute: int = 300
+    joins_per_minute: int = 600
+    # Trust this many proxies' X-Forwarded-For / X-Forwarded-Proto (0: none; nginx in front: 1).
+    trusted_proxy_hops: int = 0
+    # Capacity of one instance: open WebSockets, and rooms with members on it.
+    max_connections: int = 10_000
+    max_live_rooms: int = 5_000
+    # Comma-separated origins allowed to call the API from a browser (CORS) and to open
+    # WebSockets; empty means this server's own origin only. "*" allows any.
+    allowed_origins: str = ""
+
     # Frames a connection may have queued before it counts as a slow consumer.
     outbox_frames: int = 256
     # How long a closing socket gets to flush its last frames before it is dropped.

@@ -6,12 +6,14 @@ Translates HTTP and WebSocket to and from the room domain; holds no room logic i
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
 import trio
+from hypercorn.middleware import ProxyFixMiddleware
 from pydantic import BaseModel, ValidationError
 from quart import Response, request
 from quart_schema import QuartSchema, document_querystring, document_request, document_response
@@ -19,22 +21,25 @@ from quart_schema.openapi import Info
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, clock, metrics
+from . import __version__, clock, headers, metrics
 from .bus import Bus, BusUnavailable, MemberRecord, RoomRecord
 from .bus.memory import MemoryBus
 from .config import Settings
 from .nursery import Hub
-from .rooms import NewRoom, RoomError, Rooms
+from .origins import Origins
+from .rooms import NewRoom, RateLimited, RoomError, Rooms
 from .schemas import (
     CloseRoom,
     CreateRoom,
     DetailsQuery,
     Error,
+    Health,
     JoinRoom,
     LeaveRoom,
     Message,
     OnlineUser,
     Preferences,
+    Readiness,
     RoomCreated,
     RoomDetails,
     RoomJoined,
@@ -100,6 +105,10 @@ def _query(model: type[M]) -> M:
         raise BadRequest(_describe(error)) from None
 
 
+def _address() -> str:
+    return request.remote_addr or "unknown"
+
+
 def _bearer() -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
@@ -147,7 +156,10 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
 
     @app.errorhandler(RoomError)
     async def room_error(error: RoomError) -> Response:
-        return _error(error.detail, error.status)
+        response = _error(error.detail, error.status)
+        if isinstance(error, RateLimited):
+            response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+        return response
 
     @app.errorhandler(BusUnavailable)
     async def bus_unavailable(error: BusUnavailable) -> Response:
@@ -171,9 +183,13 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     @app.post("/rooms")
     @document_request(CreateRoom)
     @document_response(RoomCreated, 200)
+    @document_response(Error, 413)
     @document_response(Error, 422)
+    @document_response(Error, 429)
+    @document_response(Error, 503)
     async def create_room() -> Response:
         """Create a room. Keep `owner_token`: it is the only proof of ownership."""
+        await app.rooms.allow("create", _address(), settings.rooms_per_minute)
         body = await _body(CreateRoom)
         room, token = await app.rooms.create(
             NewRoom(
@@ -200,8 +216,13 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     @document_response(Error, 401)
     @document_response(Error, 404)
     @document_response(Error, 409)
+    @document_response(Error, 413)
+    @document_response(Error, 422)
+    @document_response(Error, 429)
+    @document_response(Error, 503)
     async def join_room(room_id: str) -> Response:
         """Get a `ws_url` for the room: checks the password and that a seat is free."""
+        await app.rooms.allow("join", _address(), settings.joins_per_minute)
         body = await _body(JoinRoom)
         room, token = await app.rooms.join(room_id, body.display_name, body.password or None)
         return _json({"ws_url": ws_url(room.room_id, token), "expires_at": clock.iso(room.expires_at)})
@@ -211,6 +232,8 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     @document_response(RoomDetails, 200)
     @document_response(Error, 401)
     @document_response(Error, 404)
+    @document_response(Error, 422)
+    @document_response(Error, 503)
     async def room_details(room_id: str) -> Response:
         """The room and who is online in it; password rooms need `?password=`."""
         query = _query(DetailsQuery)
@@ -221,6 +244,9 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     @document_request(LeaveRoom)
     @document_response(Message, 200)
     @document_response(Error, 404)
+    @document_response(Error, 413)
+    @document_response(Error, 422)
+    @document_response(Error, 503)
     async def leave_room(room_id: str) -> Response:
         """Acknowledge a leave; closing the WebSocket is what frees the seat."""
         await _body(LeaveRoom)
@@ -232,6 +258,9 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     @document_response(Message, 200)
     @document_response(Error, 403)
     @document_response(Error, 404)
+    @document_response(Error, 413)
+    @document_response(Error, 422)
+    @document_response(Error, 503)
     async def close_room(room_id: str) -> Response:
         """Close the room for everyone. Needs the owner token (Bearer header or body)."""
         body = await _body(CloseRoom)
@@ -244,6 +273,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
         return await app.send_static_file("index.html")
 
     @app.get("/healthz")
+    @document_response(Health, 200)
     async def healthz() -> Response:
         return _json({"status": "ok"})
 
@@ -254,11 +284,15 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
         return Response(body, content_type=content_type)
 
     @app.get("/readyz")
+    @document_response(Readiness, 200)
+    @document_response(Readiness, 503)
     async def readyz() -> Response:
         ready = app.bus.ready and not app.hub.draining
         return _json({"ready": ready}, 200 if ready else 503)
 
-    session = Session(settings, app.bus, app.rooms, app.hub)
+    origins = Origins(settings.allowed_origins)
+    headers.install(app, origins)
+    session = Session(settings, app.bus, app.rooms, app.hub, origins)
     quart_asgi = app.asgi_app
 
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -269,7 +303,11 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
         else:
             await quart_asgi(scope, receive, send)
 
-    app.asgi_app = asgi  # type: ignore[method-assign]
+    if settings.trusted_proxy_hops:
+        # Client address (per-address limits) and scheme (wss:// in ws_url) from the proxy.
+        app.asgi_app = ProxyFixMiddleware(asgi, mode="legacy", trusted_hops=settings.trusted_proxy_hops)  # type: ignore[method-assign]
+    else:
+        app.asgi_app = asgi  # type: ignore[method-assign]
     return app
 
 

@@ -41,6 +41,8 @@ REFUSAL_REASONS = (
     "invalid_name",  # 1008: display name too long or with forbidden characters
     "draining",  # 1013: the instance is shutting down
     "backend_unavailable",  # 1013: Redis is unreachable
+    "origin",  # 1008: a browser page from an origin that is not allowed
+    "capacity",  # 1013: the instance holds its most connections or live rooms
     "other",
 )
 
@@ -51,6 +53,8 @@ ERROR_KINDS = (
     "unhandled",  # a REST request ended in a 500
     "room_failed",  # a room's nursery ended without an orderly close
     "departure_failed",  # presence clean-up after a socket closed failed
+    "rate_limited",  # a message over the connection's rate (error frame back)
+    "flood",  # a connection far over its rate, closed with 1008
     "other",
 )
 

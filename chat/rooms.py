@@ -47,6 +47,14 @@ class Forbidden(RoomError):
     status = 403
 
 
+class RateLimited(RoomError):
+    status = 429
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class RoomFull(RoomError):
     status = 409
 
@@ -89,6 +97,16 @@ class Rooms:
         self.bus = bus
         self.settings = settings
         self.tokens = TokenSigner(settings.secret_key)
+
+    async def allow(self, action: str, address: str, per_minute: int) -> None:
+        """Count one ``action`` ("create", "join") from a client address against its limit."""
+        hits, left = await self.bus.count(f"{action}:{address}", 60)
+        if hits > per_minute:
+            raise RateLimited(
+                f"Too many {action} requests from your address (at most {per_minute} a minute); "
+                f"try again in {max(1, round(left))} s",
+                retry_after=left,
+            )
 
     async def find(self, room_id: str) -> RoomRecord:
         room = await self.bus.get_room(room_id) if len(room_id) <= ROOM_ID_MAX_CHARS else None

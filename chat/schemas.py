@@ -105,3 +105,13 @@ class Message(BaseModel):
 
 class Error(BaseModel):
     detail: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    """``ready`` is false (and the status 503) while the backend is unreachable or the server drains."""
+
+    ready: bool

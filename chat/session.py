@@ -9,7 +9,9 @@ import trio
 from . import metrics, protocol
 from .bus import Bus, BusUnavailable
 from .config import Settings
+from .limits import MessageRate, Verdict
 from .nursery import Hub, LiveRoom, Member
+from .origins import Origins
 from .rooms import Entry, RoomError, Rooms
 from .sockets import AsgiSocket, Disconnected, InvalidName
 
@@ -19,8 +21,22 @@ log = logging.getLogger(__name__)
 class Session:
     """What a member's socket needs from the instance."""
 
-    def __init__(self, settings: Settings, bus: Bus, rooms: Rooms, hub: Hub) -> None:
+    def __init__(self, settings: Settings, bus: Bus, rooms: Rooms, hub: Hub, origins: Origins) -> None:
         self.settings, self.bus, self.rooms, self.hub = settings, bus, rooms, hub
+        self.origins = origins
+
+    def _refusal(self, socket: AsgiSocket, room_id: str) -> tuple[int, str, str] | None:
+        """Why this socket may not even try to enter: close code, reason, metric label."""
+        if self.hub.draining:
+            return protocol.CLOSE_TRY_AGAIN, "Server is shutting down; reconnect", "draining"
+        if not self.origins.allows(socket.header("origin"), socket.header("host")):
+            return protocol.CLOSE_POLICY, "Origin not allowed", "origin"
+        full = self.hub.socket_count > self.settings.max_connections or (
+            room_id not in self.hub.rooms and len(self.hub.rooms) >= self.settings.max_live_rooms
+        )
+        if full:
+            return protocol.CLOSE_TRY_AGAIN, "Server is at capacity; try again later", "capacity"
+        return None
 
     async def serve(self, socket: AsgiSocket, room_id: str) -> None:
         with self.hub.serving():
@@ -28,9 +44,11 @@ class Session:
                 await socket.accept()
             except Disconnected:
                 return
-            if self.hub.draining:
-                metrics.refused("draining")
-                await socket.close(protocol.CLOSE_TRY_AGAIN, "Server is shutting down; reconnect")
+            refusal = self._refusal(socket, room_id)
+            if refusal is not None:
+                code, reason, label = refusal
+                metrics.refused(label)
+                await socket.close(code, reason)
                 return
             try:
                 entry = await self.rooms.entry(room_id, socket.token(), socket.display_name())
@@ -72,14 +90,25 @@ class Session:
             # reading leaves it stuck in a send that cannot be cancelled: drop the connection.
             with trio.move_on_after(self.settings.close_grace_seconds):
                 await member.written.wait()
+                await socket.finish_closing()
             if not member.written.is_set():
                 await socket.abort()
 
     async def _read(self, socket: AsgiSocket, entry: Entry, member: Member) -> None:
         room_id, me = entry.room.room_id, entry.member
         limit = self.settings.message_max_chars
+        rate = MessageRate(self.settings.messages_per_second, self.settings.message_burst, self.settings.flood_debt)
         while True:
             data = await socket.receive()
+            verdict = rate.judge()
+            if verdict is Verdict.FLOOD:
+                metrics.error("flood")
+                member.finish(protocol.CLOSE_POLICY, "Flooding: far too many messages")
+                return
+            if verdict is Verdict.REFUSE:
+                metrics.error("rate_limited")
+                member.tell(protocol.error(f"Slow down: at most {rate.per_second:g} messages a second"))
+                continue
             try:
                 text = protocol.message_text(data, limit)
             except protocol.BadFrame as error:

@@ -51,11 +51,19 @@ class AsgiSocket:
         self._stream = _hypercorn_stream(send)
         self.args = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         self.closed = False
+        self.disconnected = False
 
     @property
     def batched(self) -> bool:
         """True when frames go down in batches straight through Hypercorn."""
         return self._stream is not None
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower().encode()
+        for key, value in self.scope.get("headers", ()):
+            if key.lower() == wanted:
+                return bytes(value).decode("latin-1")
+        return None
 
     def arg(self, name: str) -> str | None:
         return self.args.get(name) or None
@@ -83,8 +91,11 @@ class AsgiSocket:
         await self._send({"type": "websocket.accept"})
 
     async def receive(self) -> str | bytes:
+        if self.disconnected:
+            raise Disconnected()
         event = await self._receive()
         if event["type"] != "websocket.receive":
+            self.disconnected = True
             raise Disconnected()
         text = event.get("text")
         return text if text is not None else (event.get("bytes") or b"")
@@ -104,6 +115,16 @@ class AsgiSocket:
         # A close reason must fit in 123 bytes of UTF-8.
         reason = reason.encode()[:120].decode(errors="ignore")
         await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    async def finish_closing(self) -> None:
+        """After our close frame: read until the peer answers it. Closing the transport with
+        the peer's data still unread would make the kernel reset the connection, and a reset
+        can destroy our close frame before the peer reads it."""
+        try:
+            while True:
+                await self.receive()
+        except Disconnected:
+            pass
 
     async def abort(self) -> None:
         """Drop the connection now, even while a write to it is stuck."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 import trio
+import trio.testing
 import trio_asyncio
 
 from chat import clock
@@ -149,6 +150,24 @@ async def test_expired_rooms_are_gone(backend: Backend) -> None:
     assert await bus.get_room(room.room_id) is None
     assert (await bus.admit(room.room_id, member())).status is Admission.NO_ROOM
     assert await bus.members(room.room_id) == []
+
+
+async def test_counters_count_per_key_within_their_window(backend: Backend) -> None:
+    bus = backend.bus
+    key, other = f"create:{secrets.token_hex(4)}", f"create:{secrets.token_hex(4)}"
+    seen = [await bus.count(key, 60) for _ in range(5)]
+    assert [hits for hits, _ in seen] == [1, 2, 3, 4, 5]
+    assert all(0 < left <= 60 for _, left in seen)
+    assert (await bus.count(other, 60))[0] == 1
+
+
+async def test_memory_counters_start_again_with_a_new_window(autojump_clock: trio.testing.MockClock) -> None:
+    async with running(MemoryBus()) as bus:
+        assert (await bus.count("k", 60))[0] == 1
+        assert (await bus.count("k", 60))[0] == 2
+        await trio.sleep(61)
+        hits, left = await bus.count("k", 60)
+        assert (hits, left) == (1, 60)
 
 
 async def test_publish_reaches_every_subscriber_in_order_per_publisher(backend: Backend) -> None:

@@ -12,7 +12,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from chat.bus.memory import MemoryBus
 from chat.nursery import SLOW_CONSUMER, LiveRoom, Member
 
-from .support import Client, Server, connect, create_room, join_room, running_app
+from .support import Client, Server, connect, create_room, join_room, running_app, settings
 
 PAD = "x" * 3_900
 
@@ -115,7 +115,7 @@ def live_objects(*kinds: type) -> int:
 
 async def test_a_thousand_rooms_come_and_go_leaving_nothing_behind(autojump_clock: trio.testing.MockClock) -> None:
     bus = MemoryBus()
-    async with running_app(bus=bus) as server:
+    async with running_app(settings(rooms_per_minute=10_000), bus=bus) as server:
         app = server.app
         assert app is not None
         async with server.client() as http:
@@ -141,7 +141,7 @@ async def test_a_thousand_rooms_come_and_go_leaving_nothing_behind(autojump_cloc
 
 async def test_unjoined_rooms_are_swept_at_expiry(autojump_clock: trio.testing.MockClock) -> None:
     bus = MemoryBus()
-    async with running_app(bus=bus) as server, server.client() as http:
+    async with running_app(settings(rooms_per_minute=10_000), bus=bus) as server, server.client() as http:
         for i in range(1_000):
             await create_room(http, expiry_seconds=60 + i % 7)
         assert len(bus._rooms) == 1_000

@@ -96,6 +96,10 @@ class Bus(Protocol):
     def subscribe(self, room_id: str) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[str]]:
         """Frames published to the room from now on, until the context exits."""
 
+    async def count(self, key: str, window_seconds: float) -> tuple[int, float]:
+        """Count one event under ``key`` in a fixed window shared by every instance:
+        the events so far in this window (this one included) and seconds until it ends."""
+
     async def reap(self) -> list[Ghost]:
         """Wait for the next presence sweep; the members whose instance stopped heartbeating.
 

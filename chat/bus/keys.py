@@ -16,6 +16,9 @@ INSTANCES = "instances"
 INSTANCE_CONNS = "instance:conns:"
 # Present while the instance heartbeats; its expiry is how the others learn it died.
 INSTANCE_ALIVE = "instance:alive:"
+# Fixed-window counters of the per-address limits. Not room state: each dies with its
+# window (a minute), so they are left out of PATTERNS, which audits what rooms leave behind.
+COUNTER = "limit:"
 
 
 def room_meta(room_id: str) -> str:
@@ -44,6 +47,10 @@ def instance_conns(instance_id: str) -> str:
 
 def instance_alive(instance_id: str) -> str:
     return INSTANCE_ALIVE + instance_id
+
+
+def counter(key: str) -> str:
+    return COUNTER + key
 
 
 # Patterns that match every key above, for operators and tests that audit leftovers.

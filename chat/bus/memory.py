@@ -14,6 +14,8 @@ from . import Admission, AdmitResult, Departure, Ghost, MemberRecord, RoomRecord
 
 # Frames a room's subscriber may fall behind its publishers before they wait for it.
 SUBSCRIPTION_FRAMES = 1024
+# Counters kept before the expired ones are swept out, so memory stays bounded.
+COUNTERS_BEFORE_SWEEP = 4096
 
 
 @dataclass
@@ -29,6 +31,7 @@ class MemoryBus:
         # (expires_at, room_id), so one sweeper task wakes only when a room actually expires.
         self._expiries: list[tuple[float, str]] = []
         self._expiry_changed = trio.Event()
+        self._counters: dict[str, tuple[float, int]] = {}  # key -> (window ends, count)
 
     @property
     def ready(self) -> bool:
@@ -103,6 +106,16 @@ class MemoryBus:
                 await channel.send(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # That subscriber left while we waited; it no longer wants frames.
+
+    async def count(self, key: str, window_seconds: float) -> tuple[int, float]:
+        now = clock.now()
+        ends, hits = self._counters.get(key, (0.0, 0))
+        if ends <= now:
+            if len(self._counters) >= COUNTERS_BEFORE_SWEEP:
+                self._counters = {k: v for k, v in self._counters.items() if v[0] > now}
+            ends, hits = now + window_seconds, 0
+        self._counters[key] = (ends, hits + 1)
+        return hits + 1, ends - now
 
     async def reap(self) -> list[Ghost]:
         # One process: every member's socket lives here, so none can be orphaned.

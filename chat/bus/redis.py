@@ -99,6 +99,7 @@ class RedisBus:
         self._reap = client.register_script(scripts.REAP)
         self._heartbeat = client.register_script(scripts.HEARTBEAT)
         self._restore_room = client.register_script(scripts.RESTORE)
+        self._count = client.register_script(scripts.COUNT)
 
     @property
     def ready(self) -> bool:
@@ -246,6 +247,11 @@ class RedisBus:
     async def subscribe(self, room_id: str) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
         async with self._channels.subscribe(room_id) as frames:
             yield frames
+
+    async def count(self, key: str, window_seconds: float) -> tuple[int, float]:
+        window_ms = max(1, int(window_seconds * 1000))
+        hits, ttl_ms = await self._link.call(self._count, keys=[keys.counter(key)], args=[window_ms])
+        return int(hits), max(0, int(ttl_ms)) / 1000
 
     async def reap(self) -> list[Ghost]:
         """After the next sweep interval: members of instances that stopped heartbeating."""

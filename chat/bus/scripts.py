@@ -168,3 +168,12 @@ end
 redis.call('PEXPIREAT', KEYS[2], expires)
 return 1
 """
+
+# KEYS[1] counter; ARGV[1] window in ms. No prelude: it touches only its own key.
+COUNT = """
+local hits = redis.call('INCR', KEYS[1])
+if hits == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return {hits, redis.call('PTTL', KEYS[1])}
+"""

@@ -1,0 +1,40 @@
+"""Response headers: CORS for configured origins, and the security headers of every page."""
+
+from __future__ import annotations
+
+from quart import Quart, Response, request
+
+from .origins import Origins
+
+# The browser client loads only its own files and talks only to this server.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+# The API docs pages load Swagger UI / ReDoc from their CDN, so they get no CSP of ours.
+DOCS_PATHS = ("/docs", "/redocs")
+CORS_MAX_AGE_SECONDS = 600
+
+
+def install(app: Quart, origins: Origins) -> None:
+    @app.after_request
+    async def add_headers(response: Response) -> Response:
+        headers = response.headers
+        headers["X-Content-Type-Options"] = "nosniff"
+        # Room tokens and passwords travel in URLs: never leak them in a Referer.
+        headers["Referrer-Policy"] = "no-referrer"
+        if response.mimetype == "text/html" and request.path not in DOCS_PATHS:
+            headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+            headers["X-Frame-Options"] = "DENY"
+        if request.path == "/" or request.path.startswith("/static/"):
+            # Revalidate, so an upgrade of the client reaches browsers at once.
+            headers["Cache-Control"] = "no-cache"
+        origin = request.headers.get("Origin")
+        if origin and origins.cross_site_allowed(origin):
+            headers["Access-Control-Allow-Origin"] = "*" if origins.any else origin
+            headers["Vary"] = "Origin"
+            if request.method == "OPTIONS":
+                headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+                headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization"
+                headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_SECONDS)
+        return response
