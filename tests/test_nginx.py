@@ -30,6 +30,9 @@ from .redis_server import free_port, open_redis_server
 from .support import Client, ServerProcess, connect, create_room, join_room, server_process
 from .test_lifecycle import closed_with
 
+# As deploy/docker-compose.yml sets it: nginx is the one trusted proxy in front.
+INSTANCE_ENV = {"TRUSTED_PROXY_HOPS": "1"}
+
 NGINX_CONF = Path(__file__).resolve().parents[1] / "deploy" / "nginx.conf"
 UPSTREAM_SERVER = re.compile(r"^(?P<indent>[ \t]*)server app\d+:8000(?P<options>[^;\n]*);$", re.MULTILINE)
 ERROR_LOG = re.compile(r"^error_log [^;\n]+;$", re.MULTILINE)
@@ -167,9 +170,8 @@ async def deployment(instances: int = 2) -> AsyncIterator[tuple[Nginx, list[Serv
     """Redis, ``instances`` ephemeralchat processes on it, and nginx in front of them."""
     async with AsyncExitStack() as stack:
         redis = await stack.enter_async_context(open_redis_server())
-        servers = [
-            await stack.enter_async_context(server_process({"REDIS_URL": redis.url})) for _ in range(instances)
-        ]
+        env = INSTANCE_ENV | {"REDIS_URL": redis.url}
+        servers = [await stack.enter_async_context(server_process(env)) for _ in range(instances)]
         nginx = await stack.enter_async_context(running_nginx([port_of(s) for s in servers]))
         yield nginx, servers
 
