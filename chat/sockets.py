@@ -1,14 +1,8 @@
-"""The WebSocket as the room code sees it: ASGI, plus a batched write path through Hypercorn.
+"""The WebSocket as the room code sees it: ASGI, with batched writes when Hypercorn serves it.
 
-Frames reach the socket as pre-framed bytes (chat.wire). When Hypercorn serves us, a batch of
-frames goes down as one ``Data`` event on the connection's ``WSStream``: one lock, one
-``send_all``, one syscall for everything a member has queued, instead of one trip through the
-ASGI send path per frame. That stream is the object whose bound ``app_send`` Hypercorn passes
-as the ASGI ``send`` callable. Under any other server the plain ASGI path is used.
-
-The same stream lets us ``abort()`` a connection whose peer stopped reading: Hypercorn
-shields its socket writes from cancellation, so only closing the transport frees a writer
-stuck in one (``StreamClosed`` closes it without waiting for the send lock).
+Frames reach the socket as pre-framed bytes (chat.wire). Under Hypercorn they go down through
+``chat.transport`` (a batch per write, and a way to cut a peer that stopped reading); under
+any other server, as one ASGI message each.
 """
 
 from __future__ import annotations
@@ -17,12 +11,11 @@ import logging
 from typing import Any
 from urllib.parse import parse_qsl
 
-from hypercorn.protocol.events import Data, StreamClosed
-from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from pydantic import TypeAdapter, ValidationError
 
 from . import wire
 from .schemas import Name
+from .transport import Transport, hypercorn_stream
 
 log = logging.getLogger(__name__)
 
@@ -38,17 +31,13 @@ class Disconnected(Exception):
     """The peer closed the WebSocket or the connection dropped."""
 
 
-def _hypercorn_stream(send: Any) -> WSStream | None:
-    stream = getattr(send, "__self__", None)
-    return stream if isinstance(stream, WSStream) else None
-
-
 class AsgiSocket:
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.scope = scope
         self._receive = receive
         self._send = send
-        self._stream = _hypercorn_stream(send)
+        stream = hypercorn_stream(send)
+        self._transport = Transport(stream) if stream is not None else None
         self.args = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         self.closed = False
         self.disconnected = False
@@ -56,7 +45,7 @@ class AsgiSocket:
     @property
     def batched(self) -> bool:
         """True when frames go down in batches straight through Hypercorn."""
-        return self._stream is not None
+        return self._transport is not None
 
     def header(self, name: str) -> str | None:
         wanted = name.lower().encode()
@@ -101,12 +90,11 @@ class AsgiSocket:
         return text if text is not None else (event.get("bytes") or b"")
 
     async def send_frames(self, frames: list[bytes]) -> None:
-        stream = self._stream
-        if stream is None:
-            for frame in frames:
-                await self._send({"type": "websocket.send", "text": wire.text_of(frame)})
-        elif not stream.closed and stream.state == ASGIWebsocketState.CONNECTED:
-            await stream.send(Data(stream_id=stream.stream_id, data=b"".join(frames)))
+        if self._transport is not None:
+            await self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+            return
+        for frame in frames:
+            await self._send({"type": "websocket.send", "text": wire.text_of(frame)})
 
     async def close(self, code: int, reason: str) -> None:
         if self.closed:
@@ -128,6 +116,5 @@ class AsgiSocket:
 
     async def abort(self) -> None:
         """Drop the connection now, even while a write to it is stuck."""
-        stream = self._stream
-        if stream is not None and not stream.closed:
-            await stream.send(StreamClosed(stream_id=stream.stream_id))
+        if self._transport is not None:
+            await self._transport.abort()
