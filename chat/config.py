@@ -69,6 +69,9 @@ class Settings:
     outbox_frames: int = 256
     # How long a closing socket gets to flush its last frames before it is dropped.
     close_grace_seconds: float = 5.0
+    # How long a connection dropped as too slow may sit unread before it is cut: if its
+    # peer reads again by then, it still finds the close frame with the reason.
+    stalled_grace_seconds: float = 30.0
     # Seconds between WebSocket pings, so half-open connections lose their seat.
     ws_ping_seconds: float = 20.0
     # Seconds Hypercorn waits for open requests after a shutdown signal.

@@ -47,6 +47,8 @@ class Member:
         self.close_reason = ""
         # Set once the writer has flushed the outbox and sent the close frame.
         self.written = trio.Event()
+        # Dropped for not keeping up: its writer may sit in a send for a long time.
+        self.stalled = False
 
     @property
     def connection_id(self) -> str:
@@ -76,6 +78,19 @@ class Member:
         self.close_code, self.close_reason = code, reason
         self._outbox.close()
         self.reading.cancel()
+
+    def drop(self) -> None:
+        """Disconnect a member too slow for its room: its backlog is freed at once, so
+        the close frame (1008, with the reason) is the next thing after what is in flight."""
+        if self.finished:
+            return
+        self.stalled = True
+        while True:
+            try:
+                self._frames.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
+        self.finish(protocol.CLOSE_POLICY, SLOW_CONSUMER)
 
     async def write(self, socket: Socket) -> None:
         async with self._frames:
@@ -159,7 +174,7 @@ class LiveRoom:
                 "slow consumer disconnected",
                 extra={"room_id": self.room_id, "connection_id": member.connection_id},
             )
-            member.finish(protocol.CLOSE_POLICY, SLOW_CONSUMER)
+            member.drop()
 
     def end(self, code: int, reason: str, final: str | None = None) -> None:
         self.closed = True

@@ -88,7 +88,8 @@ class Session:
                 await self._depart(entry)
             # The writer flushes the last frames and the close frame. A peer that stopped
             # reading leaves it stuck in a send that cannot be cancelled: drop the connection.
-            with trio.move_on_after(self.settings.close_grace_seconds):
+            grace = self.settings.stalled_grace_seconds if member.stalled else self.settings.close_grace_seconds
+            with trio.move_on_after(grace):
                 await member.written.wait()
                 await socket.finish_closing()
             if not member.written.is_set():

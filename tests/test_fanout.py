@@ -88,7 +88,7 @@ async def test_a_member_that_never_reads_again_is_cut_off(autojump_clock: trio.t
                 await sender.receive_until(event="user_online", display_name="stalled")
                 await flood_until_dropped(sender, healthy, stalled_id)
                 assert app.hub.socket_count == 3  # its writer is still stuck in a send
-                await trio.sleep(app.settings.close_grace_seconds + 1)
+                await trio.sleep(app.settings.stalled_grace_seconds + 1)
                 assert app.hub.socket_count == 2
                 with trio.fail_after(30):
                     try:
