@@ -8,6 +8,7 @@ any other server, as one ASGI message each.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -46,6 +47,11 @@ class AsgiSocket:
     def batched(self) -> bool:
         """True when frames go down in batches straight through Hypercorn."""
         return self._transport is not None
+
+    @property
+    def write_now(self) -> Callable[[bytes], int] | None:
+        """A synchronous, non-blocking write of frame bytes, when this connection has one."""
+        return self._transport.write_now if self._transport is not None and self._transport.direct else None
 
     def header(self, name: str) -> str | None:
         wanted = name.lower().encode()

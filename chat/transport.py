@@ -59,20 +59,26 @@ class Transport:
     def open(self) -> bool:
         return not self.stream.closed and self.stream.state == ASGIWebsocketState.CONNECTED
 
+    def write_now(self, data: bytes) -> int:
+        """Write what the socket takes right now, without waiting; how many bytes that was.
+
+        Synchronous, so nobody can start sending between the check of Hypercorn's lock and
+        the write. A full socket (EAGAIN) or a broken one writes nothing: the locked path
+        then queues the rest, or finds out the connection is gone and closes it.
+        """
+        if self._lock is None or self._lock.locked() or not self.open:
+            return 0
+        try:
+            return os.write(self._socket.fileno(), data)
+        except OSError:
+            return 0
+
     async def write(self, data: bytes) -> None:
         if not self.open:
             return
-        pending: bytes | memoryview = data
-        # No await between the check and the write: nobody can start sending in between.
-        if self._lock is not None and not self._lock.locked():
-            try:
-                sent = os.write(self._socket.fileno(), data)
-            except OSError:  # Full (EAGAIN), or broken: Hypercorn's path finds out and closes.
-                sent = 0
-            if sent == len(data):
-                return
-            pending = memoryview(data)[sent:]
-        await self.stream.send(Data(stream_id=self.stream.stream_id, data=bytes(pending)))
+        sent = self.write_now(data)
+        if sent < len(data):
+            await self.stream.send(Data(stream_id=self.stream.stream_id, data=data[sent:]))
 
     async def abort(self) -> None:
         """Drop the connection now, even while a write to it is stuck."""

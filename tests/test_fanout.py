@@ -147,3 +147,27 @@ async def test_unjoined_rooms_are_swept_at_expiry(autojump_clock: trio.testing.M
         assert len(bus._rooms) == 1_000
         await trio.sleep(120)
         assert bus._rooms == {} and bus._expiries == []
+
+
+async def test_a_member_that_falls_behind_and_catches_up_gets_everything_in_order() -> None:
+    """Frames go straight to the socket while it keeps up, through the outbox while it does
+    not, and straight again once it has caught up: never out of order, never twice."""
+    config = settings(message_max_chars=20_000, outbox_frames=1_000)
+    async with running_app(config) as server, server.client() as http:
+        room = await create_room(http, owner_name="sender")
+        late_url = (await join_room(http, room["room_id"], "late"))["ws_url"]
+        async with connect(room["ws_url"]) as sender:
+            async with open_websocket_url(late_url, message_queue_size=1) as late_ws:
+                late = Client(late_ws)
+                await late.receive()  # hello
+                await late.receive()  # its own user_online
+                await sender.receive_until(event="user_online", display_name="late")
+                total = 300
+                for i in range(total):  # ~5 MB: more than the socket buffers hold
+                    await sender.ws.send_message(f"{i}:" + "y" * 16_000)
+                    await sender.receive_until(type="message")
+                with trio.fail_after(30):
+                    got = [int((await late.receive())["text"].partition(":")[0]) for _ in range(total)]
+                assert got == list(range(total))
+                await sender.say(f"{total}:after")
+                assert (await late.receive())["text"] == f"{total}:after"
