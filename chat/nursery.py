@@ -39,11 +39,16 @@ WriteNow = Callable[[bytes], int]
 
 
 class Member:
-    """One local WebSocket in a room: its outbox and how it will be closed."""
+    """One local WebSocket in a room: how frames reach it, and how it will be closed.
+
+    A member that keeps up gets every frame written straight to its socket. The bounded
+    outbox and the writer task that drains it exist only once the socket could not take a
+    frame, or when the member is closing: most members never need them.
+    """
 
     def __init__(self, record: MemberRecord, outbox_frames: int) -> None:
         self.record = record
-        self._outbox, self._frames = trio.open_memory_channel[bytes](outbox_frames)
+        self._capacity = outbox_frames
         # Cancelled by finish(): stops the handler reading from a member that must go.
         self.reading = trio.CancelScope()
         self.finished = False
@@ -53,8 +58,11 @@ class Member:
         self.written = trio.Event()
         # Dropped for not keeping up: its writer may sit in a send for a long time.
         self.stalled = False
-        # Set when the socket can take a synchronous write (see deliver()).
-        self.write_now: WriteNow | None = None
+        self._socket: Socket | None = None
+        self._nursery: trio.Nursery | None = None
+        self._write_now: WriteNow | None = None
+        self._outbox: trio.MemorySendChannel[bytes] | None = None
+        self._frames: trio.MemoryReceiveChannel[bytes] | None = None
         # Frames handed to the outbox that the writer has not taken yet, and whether the
         # writer holds frames it has not finished writing: while either is so, new frames
         # must queue behind them.
@@ -65,6 +73,11 @@ class Member:
     def connection_id(self) -> str:
         return self.record.connection_id
 
+    def attach(self, socket: Socket, nursery: trio.Nursery, write_now: WriteNow | None) -> None:
+        """Where frames go: the socket, a nursery for its writer, and the synchronous write
+        the socket offers (if any)."""
+        self._socket, self._nursery, self._write_now = socket, nursery, write_now
+
     def deliver(self, frame: bytes) -> bool:
         """Hand a frame on without waiting; False when the outbox is full.
 
@@ -72,33 +85,33 @@ class Member:
         a reader that keeps up takes it there and then, with no task switch. Only what the
         socket cannot take now goes through the outbox and the writer task.
         """
-        if self.write_now is not None and not self._queued and not self._writing and not self.finished:
-            sent = self.write_now(frame)
+        if self.finished:
+            return True  # Closing: nothing more goes out after the last frames.
+        if self._write_now is not None and not self._queued and not self._writing:
+            sent = self._write_now(frame)
             if sent == len(frame):
                 return True
             frame = frame[sent:]
         try:
-            self._outbox.send_nowait(frame)
+            self._open_outbox().send_nowait(frame)
         except trio.WouldBlock:
             return False
-        except trio.ClosedResourceError:
-            return True  # Already finishing; its last frames are queued.
         self._queued += 1
         return True
 
     def tell(self, text: str) -> bool:
-        """Queue a frame meant for this member alone."""
+        """Hand on a frame meant for this member alone."""
         return self.deliver(wire.text_frame(text))
 
     def finish(self, code: int, reason: str, final: str | None = None) -> None:
         """Stop taking frames; the writer flushes what is queued, then closes the socket."""
         if self.finished:
             return
-        self.finished = True
         if final is not None:
             self.tell(final)  # A full outbox means the reader is gone anyway.
+        self.finished = True
         self.close_code, self.close_reason = code, reason
-        self._outbox.close()
+        self._open_outbox().close()
         self.reading.cancel()
 
     def drop(self) -> None:
@@ -107,7 +120,7 @@ class Member:
         if self.finished:
             return
         self.stalled = True
-        while True:
+        while self._frames is not None:
             try:
                 self._frames.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
@@ -115,13 +128,20 @@ class Member:
             self._queued -= 1
         self.finish(protocol.CLOSE_POLICY, SLOW_CONSUMER)
 
-    async def write(self, socket: Socket) -> None:
-        async with self._frames:
-            async for frame in self._frames:
+    def _open_outbox(self) -> trio.MemorySendChannel[bytes]:
+        if self._outbox is None:
+            assert self._nursery is not None and self._socket is not None, "Member.attach() first"
+            self._outbox, self._frames = trio.open_memory_channel[bytes](self._capacity)
+            self._nursery.start_soon(self._write, self._socket, self._frames)
+        return self._outbox
+
+    async def _write(self, socket: Socket, frames: trio.MemoryReceiveChannel[bytes]) -> None:
+        async with frames:
+            async for frame in frames:
                 batch = [frame]
                 while len(batch) < WRITE_BATCH:
                     try:
-                        batch.append(self._frames.receive_nowait())
+                        batch.append(frames.receive_nowait())
                     except (trio.WouldBlock, trio.EndOfChannel):
                         break
                 self._queued -= len(batch)

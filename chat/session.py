@@ -67,10 +67,9 @@ class Session:
     async def _chat(self, socket: AsgiSocket, entry: Entry, online_count: int) -> None:
         me = entry.member
         member = Member(me, self.settings.outbox_frames)
-        member.write_now = socket.write_now
-        member.tell(protocol.system(entry.room.room_id, protocol.CONNECTED, connection_id=me.connection_id))
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(member.write, socket)
+            member.attach(socket, nursery, socket.write_now)
+            member.tell(protocol.system(entry.room.room_id, protocol.CONNECTED, connection_id=me.connection_id))
             room: LiveRoom | None = None
             try:
                 room = await self.hub.enter(entry.room, member)
