@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 
+import httpx
 import trio
 import trio.testing
-from trio_websocket import ConnectionClosed, open_websocket_url
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from chat.bus.memory import MemoryBus
 from chat.nursery import SLOW_CONSUMER, LiveRoom, Member
@@ -48,7 +50,13 @@ async def flood_until_dropped(sender: Client, healthy: Client, stalled_id: str) 
     return sent
 
 
-async def test_a_member_that_stops_reading_is_dropped_and_the_room_carries_on(server: Server) -> None:
+StalledRoom = tuple[httpx.AsyncClient, str, WebSocketConnection]
+
+
+@asynccontextmanager
+async def room_with_a_stalled_member(server: Server) -> AsyncIterator[StalledRoom]:
+    """A room whose sender flooded it until its stalled member was dropped: the REST client,
+    the room id, and the stalled member's socket (not read since its hello)."""
     async with server.client() as http:
         room = await create_room(http, owner_name="sender")
         rid = room["room_id"]
@@ -61,41 +69,37 @@ async def test_a_member_that_stops_reading_is_dropped_and_the_room_carries_on(se
                 await healthy.receive_until(event="user_online", display_name="stalled")
                 await sender.receive_until(event="user_online", display_name="stalled")
                 await flood_until_dropped(sender, healthy, stalled_id)
-                # The stalled member, once it reads again, finds a clear close reason after its backlog.
-                with trio.fail_after(30):
-                    try:
-                        while True:
-                            await stalled_ws.get_message()
-                    except ConnectionClosed as closed:
-                        assert (closed.reason.code, closed.reason.reason) == (1008, SLOW_CONSUMER)
-            details = (await http.get(f"/rooms/{rid}")).json()
-            assert [u["display_name"] for u in details["online_users"]] == ["sender", "healthy"]
+                yield http, rid, stalled_ws
+
+
+async def close_code_after_backlog(ws: WebSocketConnection) -> tuple[int, str | None]:
+    """Reads what piled up until the connection ends; how it ended."""
+    with trio.fail_after(30):
+        try:
+            while True:
+                await ws.get_message()
+        except ConnectionClosed as closed:
+            return closed.reason.code, closed.reason.reason
+
+
+async def test_a_member_that_stops_reading_is_dropped_and_the_room_carries_on(server: Server) -> None:
+    async with room_with_a_stalled_member(server) as (http, rid, stalled_ws):
+        # The stalled member, once it reads again, finds a clear close reason after its backlog.
+        assert await close_code_after_backlog(stalled_ws) == (1008, SLOW_CONSUMER)
+        details = (await http.get(f"/rooms/{rid}")).json()
+        assert [u["display_name"] for u in details["online_users"]] == ["sender", "healthy"]
 
 
 async def test_a_member_that_never_reads_again_is_cut_off(autojump_clock: trio.testing.MockClock) -> None:
     """Hypercorn cannot cancel a write stuck on a full socket; the grace period ends it anyway."""
-    async with running_app() as server, server.client() as http:
+    async with running_app() as server, room_with_a_stalled_member(server) as (_, _, stalled_ws):
         app = server.app
         assert app is not None
-        room = await create_room(http, owner_name="sender")
-        rid = room["room_id"]
-        healthy_url = (await join_room(http, rid, "healthy"))["ws_url"]
-        stalled_url = (await join_room(http, rid, "stalled"))["ws_url"]
-        async with connect(room["ws_url"]) as sender, connect(healthy_url) as healthy:
-            async with open_websocket_url(stalled_url, message_queue_size=1) as stalled_ws:
-                stalled_id = (await Client(stalled_ws).receive())["connection_id"]
-                await healthy.receive_until(event="user_online", display_name="stalled")
-                await sender.receive_until(event="user_online", display_name="stalled")
-                await flood_until_dropped(sender, healthy, stalled_id)
-                assert app.hub.socket_count == 3  # its writer is still stuck in a send
-                await trio.sleep(app.settings.stalled_grace_seconds + 1)
-                assert app.hub.socket_count == 2
-                with trio.fail_after(30):
-                    try:
-                        while True:
-                            await stalled_ws.get_message()
-                    except ConnectionClosed as closed:
-                        assert closed.reason.code == 1006  # cut, not closed: it never read the close frame
+        assert app.hub.socket_count == 3  # its writer is still stuck in a send
+        await trio.sleep(app.settings.stalled_grace_seconds + 1)
+        assert app.hub.socket_count == 2
+        # Cut, not closed: it never read the close frame.
+        assert (await close_code_after_backlog(stalled_ws))[0] == 1006
 
 
 def count_tasks() -> int:
