@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -179,8 +180,8 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
         metrics.error("unhandled")
         return _error("Internal server error", 500)
 
-    @app.post("/rooms/")
-    @app.post("/rooms")
+    # One rule for /rooms/ and /rooms: no redirect a client could trip on, one operation id.
+    @app.post("/rooms/", strict_slashes=False)
     @document_request(CreateRoom)
     @document_response(RoomCreated, 200)
     @document_response(Error, 413)
@@ -299,7 +300,9 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
         # Room sockets are served on plain ASGI, without Quart's per-message layers: this is
         # the hot path, and it needs Hypercorn's send callable for batched writes.
         if scope["type"] == "websocket" and (match := ROOM_SOCKET.fullmatch(scope["path"])):
-            await session.serve(AsgiSocket(scope, receive, send), match[1])
+            await session.serve(AsgiSocket(scope, receive, send, settings.frame_max_bytes), match[1])
+        elif scope["type"] == "http":
+            await quart_asgi(scope, receive, partial(_shielded, send))
         else:
             await quart_asgi(scope, receive, send)
 
@@ -309,6 +312,14 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     else:
         app.asgi_app = asgi  # type: ignore[method-assign]
     return app
+
+
+async def _shielded(send: Any, message: dict[str, Any]) -> None:
+    # Quart-Trio cancels a request's tasks once its response is out, and the last send is where
+    # Hypercorn closes a connection whose request body was not read (a GET with a body, a 413):
+    # cancelled there, the connection was left open but dead, and the client's next request hung.
+    with trio.CancelScope(shield=True):
+        await send(message)
 
 
 def _details(room: RoomRecord, members: list[MemberRecord]) -> dict[str, Any]:

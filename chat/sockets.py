@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 from pydantic import TypeAdapter, ValidationError
 
 from . import wire
+from .protocol import CLOSE_TOO_BIG
 from .schemas import Name
 from .transport import Transport, hypercorn_stream
 
@@ -33,8 +34,9 @@ class Disconnected(Exception):
 
 
 class AsgiSocket:
-    def __init__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any, frame_max_bytes: int | None = None) -> None:
         self.scope = scope
+        self.frame_max_bytes = frame_max_bytes
         self._receive = receive
         self._send = send
         stream = hypercorn_stream(send)
@@ -93,7 +95,15 @@ class AsgiSocket:
             self.disconnected = True
             raise Disconnected()
         text = event.get("text")
-        return text if text is not None else (event.get("bytes") or b"")
+        if text is None:
+            return event.get("bytes") or b""
+        # Hypercorn holds a text frame to the limit in characters, up to 4 bytes each: the
+        # limit is in bytes. Only a frame of over a quarter of it in characters needs encoding.
+        limit = self.frame_max_bytes
+        if limit is not None and len(text) > limit // 4 and len(text.encode()) > limit:
+            await self.close(CLOSE_TOO_BIG, "Frame too large")
+            raise Disconnected()
+        return text
 
     async def send_frames(self, frames: list[bytes]) -> None:
         if self._transport is not None:

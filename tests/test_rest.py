@@ -162,6 +162,15 @@ async def test_close_needs_the_owner_token(server: Server) -> None:
         assert (await http.post(f"/rooms/{rid}/close", json={"owner_token": room["owner_token"]})).status_code == 404
 
 
+async def test_create_answers_with_or_without_the_trailing_slash(server: Server) -> None:
+    async with server.client() as http:
+        response = await http.post("/rooms", json={"owner_name": "a"})
+        assert response.status_code == 200 and response.json()["room_id"]
+        spec = (await http.get("/openapi.json")).json()
+        operation_ids = [op["operationId"] for path in spec["paths"].values() for op in path.values()]
+        assert len(operation_ids) == len(set(operation_ids))
+
+
 async def test_unknown_paths_and_methods_answer_json(server: Server) -> None:
     async with server.client() as http:
         assert (await http.get("/nothing")).json()["detail"]

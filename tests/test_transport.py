@@ -6,6 +6,7 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config
+from hypercorn.protocol.ws_stream import ASGIWebsocketState
 from hypercorn.trio import serve
 from trio_websocket import open_websocket_url
 
@@ -49,3 +50,21 @@ async def test_batches_reach_the_peer_whole_and_in_order_through_both_write_path
                     assert message == f"{i}:" + "x" * PAYLOAD
         nursery.cancel_scope.cancel()
     assert seen["direct"], "Hypercorn's connection no longer has the shape chat.transport expects"
+
+
+async def test_a_write_that_meets_the_close_is_dropped() -> None:
+    """Hypercorn sends its EOF outside its send lock, so a batch written while a connection
+    closes can find the socket busy; generated-input runs met it as a crashed handler
+    ("Error in ASGI Framework: BusyResourceError"). The batch is dropped instead."""
+
+    class ClosingStream:
+        closed = False
+        state = ASGIWebsocketState.CONNECTED
+        stream_id = 1
+
+        async def send(self, event: object) -> None:
+            raise trio.BusyResourceError("another task is currently sending data on this SocketStream")
+
+    transport = Transport(ClosingStream())  # type: ignore[arg-type]
+    assert not transport.direct
+    await transport.write(b"frame")
