@@ -1,0 +1,72 @@
+"""Medians per target and scenario from a results file, as the Markdown table RESULTS.md holds.
+
+    python -m benchmarks.summary benchmarks/results/2026-11-29.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+Row = dict[str, Any]
+
+# Scenario -> (column, how to read it from one result line).
+METRICS: dict[str, list[tuple[str, Callable[[Row], float | None]]]] = {
+    "fanout": [
+        ("deliveries/s", lambda r: r["delivered_per_s"]),
+        ("p99 ms", lambda r: r["p99_ms"]),
+        ("loss", lambda r: r["loss"]),
+    ],
+    "ramp": [
+        ("best deliveries/s (p99<250 ms, no loss)", lambda r: (r.get("best") or {}).get("delivered_per_s")),
+        ("its p99 ms", lambda r: (r.get("best") or {}).get("p99_ms")),
+    ],
+    "conns": [
+        ("KiB per connection", lambda r: r["kib_per_conn"]),
+        ("seconds to open all", lambda r: r["connect_secs"]),
+    ],
+    "idle": [
+        ("server CPU %", lambda r: r["server_cpu_percent"]),
+        ("Redis clients during", lambda r: r.get("redis_clients_during")),
+    ],
+    "slow": [
+        ("healthy delivery ratio", lambda r: r["healthy_delivery_ratio"]),
+        ("healthy p99 ms", lambda r: r["p99_ms"]),
+        ("stalled closed with", lambda r: (r.get("stalled") or {}).get("close_code")),
+    ],
+    "create": [
+        ("rooms/s", lambda r: r["rooms_per_s"]),
+        ("p99 ms", lambda r: r["p99_ms"]),
+    ],
+}
+
+
+def main(path: str) -> None:
+    runs: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for line in open(path):
+        row = json.loads(line)
+        runs[(row["scenario"], row["label"])].append(row)
+    targets = sorted({label for _, label in runs}, key=lambda t: (t == "reference", t))
+    for scenario, columns in METRICS.items():
+        if not any(s == scenario for s, _ in runs):
+            continue
+        print(f"\n**{scenario}**\n")
+        print("| target | runs | " + " | ".join(name for name, _ in columns) + " |")
+        print("|---|---|" + "---|" * len(columns))
+        for target in targets:
+            rows = runs.get((scenario, target), [])
+            if not rows:
+                continue
+            cells = []
+            for _, read in columns:
+                values = [v for v in (read(r) for r in rows) if v is not None]
+                cells.append(f"{statistics.median(values):g}" if values else "-")
+            print(f"| {target} | {len(rows)} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
