@@ -161,6 +161,17 @@ async def connect(url: str) -> AsyncIterator[Client]:
         yield client
 
 
+async def chat_both_ways(bob: Client, ann: Client, there: str, back: str) -> None:
+    """Bob sees Ann arrive (two online); each hears the other's message, with the right name."""
+    seen = await bob.receive_until(event="user_online", display_name="Ann")
+    assert seen["online_count"] == 2 and seen["connection_id"] == ann.connection_id
+    await ann.say(there)
+    heard = await bob.receive_until(type="message")
+    assert (heard["text"], heard["display_name"]) == (there, "Ann")
+    await bob.say(back)
+    assert (await ann.receive_until(type="message", display_name="Bob"))["text"] == back
+
+
 async def create_room(http: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     body.setdefault("owner_name", "owner")
     response = await http.post("/rooms/", json=body)

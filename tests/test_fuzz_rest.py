@@ -21,11 +21,12 @@ import pytest
 import requests
 import schemathesis
 import trio
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from schemathesis import GenerationMode
 from schemathesis.schemas import APIOperation, BaseSchema
 
 from .browser_support import ServerProcess, server_process
+from .fuzzing import fuzz_settings
 from .support import running_app
 
 # Generous per-address limits: the fuzzer creates and joins rooms far faster than a person.
@@ -47,18 +48,6 @@ CHECKS = (
 # Not JSON and without input: the HTML client and the Prometheus text.
 UNDOCUMENTED = {"/", "/metrics"}
 ERROR_SCHEMA = {"detail": {"title": "Detail", "type": "string"}}
-
-
-def fuzz_settings(max_examples: int, **extra: Any) -> settings:
-    return settings(
-        max_examples=max_examples,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=[Phase.explicit, Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
-        **extra,
-    )
 
 
 def schemathesis_config(base_url: str, mode: str = "all") -> schemathesis.Config:

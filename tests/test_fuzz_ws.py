@@ -25,7 +25,7 @@ import hypothesis.strategies as st
 import orjson
 import pytest
 import trio
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given
 from trio_websocket import ConnectionClosed
 from websockets.exceptions import ConnectionClosed as WsClosed
 from websockets.exceptions import InvalidStatus
@@ -34,6 +34,7 @@ from websockets.sync.client import connect as ws_connect
 from chat.config import Settings
 
 from . import support
+from .fuzzing import fuzz_settings
 from .support import Client, Server, connect, create_room, running_app
 
 FRAME_LIMIT = 65_536
@@ -41,17 +42,6 @@ MAX_CHARS = 4_000
 FRAME_EXAMPLES = 500
 QUERY_EXAMPLES = 200
 STEP_SECONDS = 10  # a bound on one example's round trip, never a wait
-
-
-def fuzz_settings(max_examples: int) -> settings:
-    return settings(
-        max_examples=max_examples,
-        derandomize=True,
-        database=None,
-        deadline=None,
-        phases=[Phase.explicit, Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
-    )
 
 
 def server_settings() -> Settings:

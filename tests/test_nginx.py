@@ -27,7 +27,7 @@ import trio
 from chat import protocol
 
 from .redis_server import free_port, open_redis_server
-from .support import Client, ServerProcess, connect, create_room, join_room, server_process
+from .support import Client, ServerProcess, chat_both_ways, connect, create_room, join_room, server_process
 from .test_lifecycle import closed_with
 
 # As deploy/docker-compose.yml sets it: nginx is the one trusted proxy in front.
@@ -207,13 +207,7 @@ async def test_chat_through_nginx_spans_both_instances() -> None:
             spread_by_least_conn(http, room_id),
             connect(joined["ws_url"]) as ann,
         ):
-            seen = await bob.receive_until(event="user_online", display_name="Ann")
-            assert seen["online_count"] == 2 and seen["connection_id"] == ann.connection_id
-            await ann.say("hello via nginx")
-            heard = await bob.receive_until(type="message")
-            assert (heard["text"], heard["display_name"]) == ("hello via nginx", "Ann")
-            await bob.say("and back")
-            assert (await ann.receive_until(type="message", display_name="Bob"))["text"] == "and back"
+            await chat_both_ways(bob, ann, "hello via nginx", "and back")
             details = (await http.get(f"/rooms/{room_id}")).json()
             assert {u["display_name"] for u in details["online_users"]} == {"Bob", "Ann"}
 

@@ -17,7 +17,7 @@ from chat.bus.link import POOL_CONNECTIONS
 from chat.bus.redis import CLIENT_NAME_PREFIX
 
 from .redis_server import RedisServer, open_redis_server, wait_until
-from .support import ServerProcess, connect, create_room, join_room, server_process
+from .support import ServerProcess, chat_both_ways, connect, create_room, join_room, server_process
 from .test_lifecycle import closed_with
 
 # Small, so a killed instance's members are reaped within seconds in these tests.
@@ -64,13 +64,7 @@ async def test_instances_share_messages_presence_and_details() -> None:
             joined = await join_room(http_b, room["room_id"], "Ann")
             assert urlsplit(joined["ws_url"]).netloc == urlsplit(b.url).netloc
             async with connect(room["ws_url"]) as bob, connect(joined["ws_url"]) as ann:
-                seen = await bob.receive_until(event="user_online", display_name="Ann")
-                assert seen["online_count"] == 2 and seen["connection_id"] == ann.connection_id
-                await ann.say("hello from B")
-                heard = await bob.receive_until(type="message")
-                assert (heard["text"], heard["display_name"]) == ("hello from B", "Ann")
-                await bob.say("hello from A")
-                assert (await ann.receive_until(type="message", display_name="Bob"))["text"] == "hello from A"
+                await chat_both_ways(bob, ann, "hello from B", "hello from A")
                 for http in (http_a, http_b):
                     details = (await http.get(f"/rooms/{room['room_id']}")).json()
                     assert details["online_users_count"] == 2
