@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -84,6 +85,15 @@ class RedisServer:
                 if not chunk:
                     raise RuntimeError(f"redis-server exited: {seen.decode(errors='replace')}")
                 seen = seen[-4096:] + chunk
+
+    def pause(self) -> None:
+        """Freeze the server: connections stay open, nothing is answered (a hung Redis)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     async def stop(self) -> None:
         process, self._process = self._process, None

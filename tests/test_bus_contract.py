@@ -13,13 +13,14 @@ import trio.testing
 import trio_asyncio
 
 from chat import clock
-from chat.bus import ROOM_END, Admission, Bus, Departure, MemberRecord, RoomRecord, keys
+from chat.bus import ROOM_END, Admission, Bus, BusUnavailable, Departure, MemberRecord, RoomRecord, keys
 from chat.bus.memory import MemoryBus
 from chat.bus.redis import RedisBus
 
 from .redis_server import RedisServer, open_redis_server, wait_until
 
 PRESENCE_TIMEOUT = 0.9
+COMMAND_TIMEOUT = 5.0
 
 
 @dataclass
@@ -44,7 +45,12 @@ async def running(bus: Bus) -> AsyncIterator[Bus]:
 async def redis_bus(url: str, **options: float) -> AsyncIterator[RedisBus]:
     """A RedisBus on its own trio-asyncio loop, as ``open_bus`` gives the server one."""
     async with trio_asyncio.open_loop() as loop:
-        bus = RedisBus(url, loop=loop, presence_timeout_seconds=options.get("presence", PRESENCE_TIMEOUT))
+        bus = RedisBus(
+            url,
+            loop=loop,
+            presence_timeout_seconds=options.get("presence", PRESENCE_TIMEOUT),
+            command_timeout_seconds=options.get("command_timeout", COMMAND_TIMEOUT),
+        )
         async with running(bus):
             assert bus.ready
             yield bus
@@ -290,3 +296,27 @@ async def test_redis_reaps_the_members_of_a_dead_instance() -> None:
         assert [g.member for g in ours] == [ghost]
         assert await survivor.depart(room.room_id, ghost.connection_id) == Departure(1, False)
         assert [m.connection_id for m in await survivor.members(room.room_id)] == [alive.connection_id]
+
+
+async def test_a_redis_that_stops_answering_counts_as_down_until_it_answers_again() -> None:
+    bound = 0.3
+    async with open_redis_server(private=True) as server, redis_bus(server.url, command_timeout=bound) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        server.pause()
+        try:
+            with trio.fail_after(bound * 10):
+                with pytest.raises(BusUnavailable):
+                    await bus.get_room(room.room_id)
+            assert not bus.ready
+            with pytest.raises(BusUnavailable):  # Fails fast now, without waiting again.
+                await bus.admit(room.room_id, member())
+        finally:
+            server.resume()
+
+        async def answering() -> bool:
+            return bus.ready
+
+        await wait_until(answering, 10)
+        fetched = await bus.get_room(room.room_id)
+        assert fetched is not None and fetched.room_id == room.room_id

@@ -180,9 +180,9 @@ class RoomChannels:
         # Recorded before the awaits, so changes made meanwhile are diffed on the next round.
         self._subscribed = wanted
         if remove:
-            await self._link.aio(connection.send_command, "UNSUBSCRIBE", *sorted(remove))
+            await self._link.command(connection.send_command, "UNSUBSCRIBE", *sorted(remove))
         if add:
-            await self._link.aio(connection.send_command, "SUBSCRIBE", *sorted(add))
+            await self._link.command(connection.send_command, "SUBSCRIBE", *sorted(add))
 
     async def _publish(self) -> None:
         while True:
@@ -196,7 +196,7 @@ class RoomChannels:
             for room_id, frame in batch:
                 pipe.publish(keys.room_channel(room_id), frame)
             try:
-                await self._link.aio(pipe.execute)
+                await self._link.command(pipe.execute)
             except LOST as error:
                 log.warning("%d frames not published: redis went away", len(batch))
                 self._link.lost(error)

@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 # Command connections per instance, however many rooms it serves; callers beyond it queue.
 POOL_CONNECTIONS = 8
-POOL_WAIT_SECONDS = 5.0
 CONNECT_TIMEOUT_SECONDS = 2.0
+# A command's bound, the wait for a pooled connection included.
 COMMAND_TIMEOUT_SECONDS = 5.0
 BACKOFF_MIN_SECONDS = 0.05
 BACKOFF_MAX_SECONDS = 2.0
@@ -43,16 +43,28 @@ Session = Callable[[trio.Nursery], Awaitable[None]]
 
 
 class RedisLink:
-    def __init__(self, url: str, loop: trio_asyncio.TrioEventLoop, *, client_name: str) -> None:
+    def __init__(
+        self,
+        url: str,
+        loop: trio_asyncio.TrioEventLoop,
+        *,
+        client_name: str,
+        command_timeout_seconds: float = COMMAND_TIMEOUT_SECONDS,
+    ) -> None:
         self._loop = loop
+        self._command_timeout = command_timeout_seconds
         # No redis-py retries: a failed command ends the session, and the session's
         # reconnect loop (with backoff) is the one place that retries.
+        # No redis-py timeouts on commands either: each one leaves an asyncio timer that
+        # trio-asyncio keeps, cancelled or not, and wakes up for when it falls due (three
+        # per command, so a burst of commands meant a burst of idle wake-ups five seconds
+        # later). ``command`` bounds them on the Trio side instead.
         self.pool = BlockingConnectionPool.from_url(
             url,
             max_connections=POOL_CONNECTIONS,
-            timeout=POOL_WAIT_SECONDS,
+            timeout=None,
             socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            socket_timeout=COMMAND_TIMEOUT_SECONDS,
+            socket_timeout=None,
             retry=Retry(NoBackoff(), 0),
             decode_responses=True,
             # Named, so CLIENT LIST tells operators which instance holds which connection.
@@ -74,12 +86,22 @@ class RedisLink:
         """Await an asyncio-flavoured redis-py call from Trio, with no readiness check."""
         return await trio_asyncio.aio_as_trio(fn, loop=self._loop)(*args, **kwargs)
 
+    async def command(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """``aio`` with the link's time bound; a Redis that stops answering counts as lost.
+
+        Cancelling the call cancels its asyncio task, and redis-py drops a connection whose
+        command was interrupted, so no reply can be read by the wrong caller.
+        """
+        with trio.move_on_after(self._command_timeout):
+            return await self.aio(fn, *args, **kwargs)
+        raise rx.TimeoutError(f"redis did not answer within {self._command_timeout} s")
+
     async def call(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         """A command on behalf of a caller: fails fast while Redis is down."""
         if not self.ready:
             raise BusUnavailable(UNAVAILABLE)
         try:
-            return await self.aio(fn, *args, **kwargs)
+            return await self.command(fn, *args, **kwargs)
         except LOST as error:
             self.lost(error)
             raise BusUnavailable(UNAVAILABLE) from error
@@ -102,9 +124,8 @@ class RedisLink:
             self.lost(error)
 
     async def pubsub_connection(self) -> AbstractConnection:
-        """A new connection outside the pool whose reads may block for as long as it takes."""
-        kwargs = {**self.pool.connection_kwargs, "socket_timeout": None}
-        connection: AbstractConnection = self.pool.connection_class(**kwargs)
+        """A new connection outside the pool; its reads block for as long as rooms are quiet."""
+        connection: AbstractConnection = self.pool.connection_class(**self.pool.connection_kwargs)
         await self.aio(connection.connect)
         return connection
 
@@ -122,7 +143,7 @@ class RedisLink:
                 self._session = trio.CancelScope()
                 with self._session:
                     try:
-                        await self.aio(self.client.ping)
+                        await self.command(self.client.ping)
                         async with trio.open_nursery() as nursery:
                             await session(nursery)
                             self.ready = True

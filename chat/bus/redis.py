@@ -24,7 +24,7 @@ import trio_asyncio
 from .. import clock
 from . import Admission, AdmitResult, BusUnavailable, Departure, Ghost, MemberRecord, RoomRecord, keys, scripts
 from .channels import RoomChannels
-from .link import LOST, RedisLink
+from .link import COMMAND_TIMEOUT_SECONDS, LOST, RedisLink
 
 DEFAULT_PRESENCE_TIMEOUT_SECONDS = 30.0
 CLIENT_NAME_PREFIX = "ephemeralchat-"
@@ -76,9 +76,15 @@ class RedisBus:
         loop: trio_asyncio.TrioEventLoop,
         presence_timeout_seconds: float = DEFAULT_PRESENCE_TIMEOUT_SECONDS,
         instance_id: str | None = None,
+        command_timeout_seconds: float = COMMAND_TIMEOUT_SECONDS,
     ) -> None:
         self.instance_id = instance_id or secrets.token_hex(6)
-        self._link = RedisLink(url, loop, client_name=f"{CLIENT_NAME_PREFIX}{self.instance_id}")
+        self._link = RedisLink(
+            url,
+            loop,
+            client_name=f"{CLIENT_NAME_PREFIX}{self.instance_id}",
+            command_timeout_seconds=command_timeout_seconds,
+        )
         self._channels = RoomChannels(self._link, self._forget_room)
         # Heartbeat every third of the timeout; the key lives two thirds, so one late beat
         # is forgiven, and a sweep every third finds a dead instance within the timeout.
@@ -121,12 +127,12 @@ class RedisBus:
     async def _beat(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         args = [*scripts.PREFIXES, self._alive_ms]
         beat_keys = [keys.instance_conns(self.instance_id), keys.instance_alive(self.instance_id)]
-        await self._link.aio(self._heartbeat, keys=beat_keys, args=args)
+        await self._link.command(self._heartbeat, keys=beat_keys, args=args)
         task_status.started()
         try:
             while True:
                 await trio.sleep(self._beat_seconds)
-                await self._link.aio(self._heartbeat, keys=beat_keys, args=args)
+                await self._link.command(self._heartbeat, keys=beat_keys, args=args)
         except LOST as error:
             self._link.lost(error)
 
@@ -179,7 +185,7 @@ class RedisBus:
                 keys.instance_conns(self.instance_id),
                 keys.instance_alive(self.instance_id),
             ]
-            await self._link.aio(self._restore_room, keys=room_keys, args=args)
+            await self._link.command(self._restore_room, keys=room_keys, args=args)
 
     async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
         status, count, *meta = await self._link.call(
