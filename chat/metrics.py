@@ -1,9 +1,9 @@
 """Prometheus metrics of one instance, served at ``/metrics``.
 
 The room code calls the small functions below; none of them blocks or allocates much.
-The per-frame path calls :func:`fanned_out` once per frame with the number of local
-members it reached, never once per member, so a 1000-member room costs one counter
-increment and one histogram observation per frame.
+The fan-out path calls :func:`fanned_out` once per fan-out (one frame, or a backlog of
+them joined) with the number of deliveries it made, never once per member, so a
+1000-member room costs one counter increment and one histogram observation per fan-out.
 
 Gauges of what is live (rooms, sockets) are read from the Hub when Prometheus scrapes
 (:func:`watch`), so they cannot drift from the truth when a code path forgets to count.
@@ -91,7 +91,7 @@ FRAMES_DELIVERED = Counter(
 )
 FANOUT_SECONDS = Histogram(
     "fanout_seconds",
-    "Time to hand one room frame to every local member's outbox",
+    "Time to hand one room frame (or a backlog of them, joined) to every local member's outbox",
     namespace=NAMESPACE,
     registry=REGISTRY,
     buckets=FANOUT_BUCKETS,
@@ -160,9 +160,9 @@ def received() -> None:
     MESSAGES_RECEIVED.inc()
 
 
-def fanned_out(members: int, seconds: float) -> None:
-    """One frame reached ``members`` local outboxes in ``seconds``. Call once per frame."""
-    _deliver(members)
+def fanned_out(deliveries: int, seconds: float) -> None:
+    """One fan-out made ``deliveries`` (frames x members reached) in ``seconds``."""
+    _deliver(deliveries)
     _time_fanout(seconds)
 
 

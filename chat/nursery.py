@@ -2,10 +2,11 @@
 
 The Hub owns one ``LiveRoom`` per room that has members on this instance. A LiveRoom owns
 the room's subscriber task and its expiry deadline (a cancel scope), and hands every frame
-from the bus to each local member's bounded outbox without ever awaiting a socket: framed
-once (chat.wire), the same bytes for everyone. Each ``Member`` drains its outbox into its
-socket from its own writer task, which the WebSocket handler owns, taking whatever has queued
-up as one write: a socket that stops reading can stall only its own writer, never the room.
+from the bus to each local member without ever awaiting a socket: framed once (chat.wire),
+the same bytes for everyone, and a backlog joined into one piece. A member that keeps up
+gets it written straight to its socket; otherwise it goes to the member's bounded outbox,
+which its own writer task drains, taking whatever has queued up as one write: a socket that
+stops reading can stall only its own writer, never the room.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 SLOW_CONSUMER = "Too slow: this connection fell behind the room's messages"
 # Most frames one write carries: bounds the size of a single send while a backlog drains.
 WRITE_BATCH = 64
+# Most frames, and bytes, one fan-out joins: an outbox entry stays one write's worth.
+FAN_OUT_FRAMES = 64
+FAN_OUT_BYTES = 64 * 1024
 
 
 class Socket(Protocol):
@@ -179,15 +183,10 @@ class LiveRoom:
                         self.end(protocol.CLOSE_POLICY, "Room not found")
                         return
                     async for frame in frames:
-                        # Fan out the whole backlog before yielding, so each writer wakes
-                        # once for everything queued rather than once per frame.
-                        while frame != ROOM_END:
-                            self.fan_out(frame)
-                            try:
-                                frame = frames.receive_nowait()
-                            except trio.WouldBlock:
-                                break
-                        else:
+                        batch, ended = _backlog(frame, frames)
+                        if batch:
+                            self.fan_out(batch)
+                        if ended:
                             self.end(protocol.CLOSE_NORMAL, "Room closed")
                             return
             if self.scope.cancelled_caught and trio.current_time() >= self.scope.deadline:
@@ -209,11 +208,12 @@ class LiveRoom:
         except BusUnavailable:
             return False  # Cannot tell now; a close still arrives on the channel once back.
 
-    def fan_out(self, frame: str) -> None:
+    def fan_out(self, frames: list[bytes]) -> None:
+        """Hand frames to every member as one piece of bytes: one write per member."""
         started = time.perf_counter()
-        framed = wire.text_frame(frame)
-        slow = [m for m in self.members.values() if not m.deliver(framed)]
-        metrics.fanned_out(len(self.members) - len(slow), time.perf_counter() - started)
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        slow = [m for m in self.members.values() if not m.deliver(data)]
+        metrics.fanned_out(len(frames) * (len(self.members) - len(slow)), time.perf_counter() - started)
         for member in slow:
             metrics.slow_consumer()
             log.info(
@@ -228,6 +228,28 @@ class LiveRoom:
         for member in list(self.members.values()):
             member.finish(code, reason, final)
         self.scope.cancel()
+
+
+def _backlog(first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[bytes], bool]:
+    """``first`` and whatever else is already waiting, framed; and whether the room ended.
+
+    Under load frames arrive faster than one fan-out each: joining the waiting ones makes
+    one socket write per member carry them all, instead of one write per frame.
+    """
+    batch: list[bytes] = []
+    size = 0
+    frame = first
+    while frame != ROOM_END:
+        framed = wire.text_frame(frame)
+        batch.append(framed)
+        size += len(framed)
+        if len(batch) >= FAN_OUT_FRAMES or size >= FAN_OUT_BYTES:
+            return batch, False
+        try:
+            frame = frames.receive_nowait()
+        except trio.WouldBlock:
+            return batch, False
+    return batch, True
 
 
 class Hub:

@@ -1,4 +1,5 @@
-"""Fan-out under pressure: a member that stops reading, and rooms that come and go by the thousand."""
+"""Fan-out under pressure: a member that stops reading, rooms that come and go by the thousand,
+and backlogs joined into one write."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from chat import clock
+from chat.bus import ROOM_END, MemberRecord, RoomRecord
 from chat.bus.memory import MemoryBus
-from chat.nursery import SLOW_CONSUMER, LiveRoom, Member
+from chat.nursery import FAN_OUT_FRAMES, SLOW_CONSUMER, Hub, LiveRoom, Member
 
 from .support import Client, Server, connect, create_room, join_room, running_app, settings
 
@@ -175,3 +178,71 @@ async def test_a_member_that_falls_behind_and_catches_up_gets_everything_in_orde
                 assert got == list(range(total))
                 await sender.say(f"{total}:after")
                 assert (await late.receive())["text"] == f"{total}:after"
+
+
+class RecordingSocket:
+    """A member's socket that takes every write whole, and remembers each one."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed: tuple[int, str] | None = None
+
+    def write_now(self, data: bytes) -> int:
+        self.writes.append(data)
+        return len(data)
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        self.writes.append(b"".join(frames))
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def frames_in(data: bytes) -> list[str]:
+    """The texts of back-to-back server frames."""
+    texts = []
+    while data:
+        size = data[1] & 0x7F
+        offset, size = (2, size) if size < 126 else (4, int.from_bytes(data[2:4], "big"))
+        texts.append(data[offset : offset + size].decode())
+        data = data[offset + size :]
+    return texts
+
+
+async def test_a_backlog_reaches_each_member_in_one_write_in_order() -> None:
+    """Frames that pile up while the room's subscriber is busy go out joined: one socket
+    write per member for many frames, in order, capped so one write stays bounded."""
+    bus = MemoryBus()
+    now = clock.now()
+    record = RoomRecord("r1", None, "ann", None, 20, now, now + 600)
+    await bus.create_room(record)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run)
+        hub = Hub(bus)
+        await nursery.start(hub.run)
+        sockets = [RecordingSocket() for _ in range(3)]
+        for i, socket in enumerate(sockets):
+            member = Member(MemberRecord(f"c{i}", f"m{i}", now), outbox_frames=8)
+            member.attach(socket, nursery, socket.write_now)
+            await hub.enter(record, member)
+        texts = [f"message {i}" for i in range(FAN_OUT_FRAMES + 10)]
+        # Queued without a checkpoint in between: the subscriber finds them all waiting.
+        (subscription,) = bus._subscribers["r1"]
+        for text in texts:
+            subscription.send_nowait(text)
+        await trio.testing.wait_all_tasks_blocked()
+        for socket in sockets:
+            assert [len(frames_in(w)) for w in socket.writes] == [FAN_OUT_FRAMES, 10]
+            assert [t for w in socket.writes for t in frames_in(w)] == texts
+
+        # The room's end stops the backlog where it stands: what came before still arrives.
+        for socket in sockets:
+            socket.writes.clear()
+        for text in ("last", ROOM_END, "never"):
+            subscription.send_nowait(text)
+        await trio.testing.wait_all_tasks_blocked()
+        for socket in sockets:
+            assert [t for w in socket.writes for t in frames_in(w)] == ["last"]
+            assert socket.closed == (1000, "Room closed")
+        assert hub.rooms == {}
+        nursery.cancel_scope.cancel()

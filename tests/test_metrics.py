@@ -69,7 +69,7 @@ def test_gauges_follow_the_hub_at_scrape_time() -> None:
     assert value(samples, "ephemeralchat_connections") == 0
 
 
-def test_fan_out_counts_members_once_per_frame() -> None:
+def test_fan_out_counts_every_delivery_and_times_each_fan_out() -> None:
     before = scrape()
     metrics.fanned_out(20, 0.00003)
     metrics.fanned_out(1000, 0.002)
