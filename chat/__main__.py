@@ -26,7 +26,8 @@ def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
-    config.websocket_ping_interval = settings.ws_ping_seconds
+    # Pings come from the Hub (chat.pings): one task for every socket, not one each.
+    config.websocket_ping_interval = None
     config.websocket_max_message_size = settings.frame_max_bytes
     config.graceful_timeout = settings.shutdown_grace_seconds
     config.accesslog = None
@@ -48,8 +49,8 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
         yield bus
 
 
-# After the drain only idle keep-alive connections and Hypercorn's per-socket ping sleepers
-# remain; each sleeper would otherwise hold the exit for up to a whole ping interval.
+# After the drain only idle keep-alive connections remain, which Hypercorn would otherwise
+# wait for up to its whole graceful timeout.
 AFTER_DRAIN_GRACE_SECONDS = 0.5
 
 

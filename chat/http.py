@@ -128,7 +128,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     )
     app.settings = settings
     app.bus = bus if bus is not None else MemoryBus()
-    app.hub = Hub(app.bus, cleanup_seconds=settings.close_grace_seconds)
+    app.hub = Hub(app.bus, cleanup_seconds=settings.close_grace_seconds, ping_seconds=settings.ws_ping_seconds)
     app.rooms = Rooms(app.bus, settings)
     metrics.watch(app.hub)
     metrics.describe(__version__, type(app.bus).__name__)

@@ -21,6 +21,7 @@ import trio
 
 from . import clock, metrics, protocol, wire
 from .bus import ROOM_END, Bus, BusUnavailable, MemberRecord, RoomRecord
+from .pings import ping_members
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,9 @@ class Member:
     """One local WebSocket in a room: how frames reach it, and how it will be closed.
 
     A member that keeps up gets every frame written straight to its socket. The bounded
-    outbox and the writer task that drains it exist only once the socket could not take a
-    frame, or when the member is closing: most members never need them.
+    outbox and the writer task that drains it exist only while the socket cannot take
+    frames as fast as they come, and when the member is closing: most members, most of
+    the time, hold neither.
     """
 
     def __init__(self, record: MemberRecord, outbox_frames: int) -> None:
@@ -103,6 +105,12 @@ class Member:
         self._queued += 1
         return True
 
+    def ping(self) -> None:
+        """A WebSocket ping, where the socket takes raw frames; dropped if it cannot be
+        sent now (a member that far behind is being dropped anyway)."""
+        if self._write_now is not None:
+            self.deliver(wire.PING)
+
     def tell(self, text: str) -> bool:
         """Hand on a frame meant for this member alone."""
         return self.deliver(wire.text_frame(text))
@@ -152,6 +160,14 @@ class Member:
                 self._writing = True
                 await socket.send_frames(batch)
                 self._writing = False
+                if not self._queued and not self.finished:
+                    # Caught up: back to writing straight to the socket, and the outbox
+                    # and this task go, so an idle member holds neither. A later lag
+                    # opens new ones.
+                    assert self._outbox is not None
+                    self._outbox.close()
+                    self._outbox = self._frames = None
+                    return
         await socket.close(self.close_code, self.close_reason)
         self.written.set()
 
@@ -255,9 +271,10 @@ def _backlog(first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[b
 class Hub:
     """Every live room on this instance, each in a nursery the Hub owns."""
 
-    def __init__(self, bus: Bus, *, cleanup_seconds: float = 5.0) -> None:
+    def __init__(self, bus: Bus, *, cleanup_seconds: float = 5.0, ping_seconds: float | None = None) -> None:
         self.bus = bus
         self.cleanup_seconds = cleanup_seconds
+        self.ping_seconds = ping_seconds
         self.rooms: dict[str, LiveRoom] = {}
         self.draining = False
         self._nursery: trio.Nursery | None = None
@@ -268,8 +285,14 @@ class Hub:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            if self.ping_seconds:
+                nursery.start_soon(ping_members, self.members, self.ping_seconds)
             task_status.started()
             await trio.sleep_forever()
+
+    def members(self) -> Iterator[Member]:
+        for room in list(self.rooms.values()):
+            yield from list(room.members.values())
 
     @property
     def socket_count(self) -> int:

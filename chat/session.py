@@ -44,6 +44,8 @@ class Session:
                 await socket.accept()
             except Disconnected:
                 return
+            # Two pings unanswered by the peer's kernel: it is gone (see chat.pings).
+            socket.give_up_unacknowledged_after(2 * self.settings.ws_ping_seconds)
             refusal = self._refusal(socket, room_id)
             if refusal is not None:
                 code, reason, label = refusal

@@ -55,6 +55,12 @@ class AsgiSocket:
         """A synchronous, non-blocking write of frame bytes, when this connection has one."""
         return self._transport.write_now if self._transport is not None and self._transport.direct else None
 
+    def give_up_unacknowledged_after(self, seconds: float) -> None:
+        """Where the connection is plain TCP under Hypercorn: let the kernel end it once
+        what we sent (pings included) has gone unacknowledged for ``seconds``."""
+        if self._transport is not None:
+            self._transport.give_up_unacknowledged_after(seconds)
+
     def header(self, name: str) -> str | None:
         wanted = name.lower().encode()
         for key, value in self.scope.get("headers", ()):

@@ -18,6 +18,7 @@ Checked against Hypercorn 0.17 and 0.18 (tests/test_transport.py). Anything of a
 from __future__ import annotations
 
 import os
+import socket as socket_module
 from typing import Any
 
 import trio
@@ -72,6 +73,13 @@ class Transport:
             return os.write(self._socket.fileno(), data)
         except OSError:
             return 0
+
+    def give_up_unacknowledged_after(self, seconds: float) -> None:
+        """Let the kernel end the connection once data sent on it has gone unacknowledged
+        for ``seconds`` (TCP_USER_TIMEOUT, Linux): how a vanished peer is noticed."""
+        option = getattr(socket_module, "TCP_USER_TIMEOUT", None)
+        if self._socket is not None and option is not None:
+            self._socket.setsockopt(socket_module.IPPROTO_TCP, option, int(seconds * 1000))
 
     async def write(self, data: bytes) -> None:
         if not self.open:

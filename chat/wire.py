@@ -9,6 +9,8 @@ from __future__ import annotations
 import struct
 
 _TEXT_FIN = 0x81  # FIN bit + opcode 0x1 (text)
+# A ping with no payload: FIN bit + opcode 0x9. A peer answers it in its WebSocket library.
+PING = bytes((0x89, 0))
 
 
 def text_frame(payload: str) -> bytes:
