@@ -41,7 +41,7 @@ async def password_matches(password_hash: str, password: str) -> bool:
     return await trio.to_thread.run_sync(verify)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Grant:
     room_id: str
     display_name: str

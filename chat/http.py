@@ -299,8 +299,8 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Room sockets are served on plain ASGI, without Quart's per-message layers: this is
         # the hot path, and it needs Hypercorn's send callable for batched writes.
-        if scope["type"] == "websocket" and (match := ROOM_SOCKET.fullmatch(scope["path"])):
-            await session.serve(AsgiSocket(scope, receive, send, settings.frame_max_bytes), match[1])
+        if scope["type"] == "websocket" and (room_id := _room_of_socket(scope["path"])):
+            await session.serve(AsgiSocket(scope, receive, send, settings.frame_max_bytes), room_id)
         elif scope["type"] == "http":
             await quart_asgi(scope, receive, partial(_shielded, send))
         else:
@@ -312,6 +312,12 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     else:
         app.asgi_app = asgi  # type: ignore[method-assign]
     return app
+
+
+def _room_of_socket(path: str) -> str | None:
+    # Only the id is kept for the socket's life, not the match object.
+    match = ROOM_SOCKET.fullmatch(path)
+    return match[1] if match else None
 
 
 async def _shielded(send: Any, message: dict[str, Any]) -> None:

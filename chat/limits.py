@@ -20,6 +20,8 @@ class Verdict(enum.Enum):
 
 
 class MessageRate:
+    __slots__ = ("_debt", "_last", "_tokens", "burst", "flood_debt", "per_second")
+
     def __init__(self, per_second: float, burst: int, flood_debt: int) -> None:
         self.per_second = per_second
         self.burst = burst

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Protocol
 
 import trio
@@ -51,6 +50,25 @@ class Member:
     frames as fast as they come, and when the member is closing: most members, most of
     the time, hold neither.
     """
+
+    # Slots: one of these per connection, and 10,000 connections per instance.
+    __slots__ = (
+        "_capacity",
+        "_frames",
+        "_nursery",
+        "_outbox",
+        "_queued",
+        "_socket",
+        "_write_now",
+        "_writing",
+        "close_code",
+        "close_reason",
+        "finished",
+        "reading",
+        "record",
+        "stalled",
+        "written",
+    )
 
     def __init__(self, record: MemberRecord, outbox_frames: int) -> None:
         self.record = record
@@ -268,6 +286,21 @@ def _backlog(first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[b
     return batch, True
 
 
+class SocketCount:
+    """``with hub.serving():`` -- a class, not a generator: one is held per open socket."""
+
+    __slots__ = ("_hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+
+    def __enter__(self) -> None:
+        self._hub._opened()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._hub._closed()
+
+
 class Hub:
     """Every live room on this instance, each in a nursery the Hub owns."""
 
@@ -298,18 +331,19 @@ class Hub:
     def socket_count(self) -> int:
         return self._sockets
 
-    @contextmanager
-    def serving(self) -> Iterator[None]:
+    def serving(self) -> SocketCount:
         """Counts an open WebSocket, so a drain can wait for the last one to finish."""
+        return SocketCount(self)
+
+    def _opened(self) -> None:
         if self._sockets == 0:
             self._no_sockets = trio.Event()
         self._sockets += 1
-        try:
-            yield
-        finally:
-            self._sockets -= 1
-            if self._sockets == 0:
-                self._no_sockets.set()
+
+    def _closed(self) -> None:
+        self._sockets -= 1
+        if self._sockets == 0:
+            self._no_sockets.set()
 
     async def enter(self, record: RoomRecord, member: Member) -> LiveRoom:
         """Add a member to the room's live side, starting it (subscribed) if it is the first."""

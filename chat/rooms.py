@@ -66,7 +66,7 @@ class InvalidRoom(RoomError):
     status = 422
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NewRoom:
     name: str | None
     owner_name: str
@@ -84,7 +84,7 @@ def _within(field: str, value: int | None, default: int, low: int, high: int) ->
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """What a WebSocket may do once it is let in."""
 

@@ -34,6 +34,8 @@ class Disconnected(Exception):
 
 
 class AsgiSocket:
+    __slots__ = ("_receive", "_send", "_transport", "closed", "disconnected", "frame_max_bytes", "scope")
+
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any, frame_max_bytes: int | None = None) -> None:
         self.scope = scope
         self.frame_max_bytes = frame_max_bytes
@@ -41,7 +43,6 @@ class AsgiSocket:
         self._send = send
         stream = hypercorn_stream(send)
         self._transport = Transport(stream) if stream is not None else None
-        self.args = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         self.closed = False
         self.disconnected = False
 
@@ -69,7 +70,9 @@ class AsgiSocket:
         return None
 
     def arg(self, name: str) -> str | None:
-        return self.args.get(name) or None
+        # Parsed on each call (twice per connection) rather than kept for its whole life.
+        query = self.scope.get("query_string", b"").decode("latin-1")
+        return dict(parse_qsl(query, keep_blank_values=True)).get(name) or None
 
     def token(self) -> str | None:
         """The room token from ``ws_url``, also when a client appended ``?display_name=``

@@ -46,6 +46,8 @@ def _tcp(stream: WSStream) -> tuple[trio.Lock, Any] | None:
 
 
 class Transport:
+    __slots__ = ("_lock", "_socket", "stream")
+
     def __init__(self, stream: WSStream) -> None:
         self.stream = stream
         tcp = _tcp(stream)

@@ -17,7 +17,7 @@ import trio
 ROOM_END = "\x00end"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RoomRecord:
     room_id: str
     name: str | None
@@ -29,7 +29,7 @@ class RoomRecord:
     destroy_on_owner_offline: bool = True
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MemberRecord:
     connection_id: str
     display_name: str
@@ -43,19 +43,19 @@ class Admission(enum.Enum):
     NO_ROOM = "no_room"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AdmitResult:
     status: Admission
     online_count: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Departure:
     online_count: int
     owner_online: bool
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ghost:
     """A member still in a room's presence whose instance died: no socket holds it anymore."""
 
