@@ -5,6 +5,7 @@ Every limit and default of the server lives here, so there is one place to look 
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -123,14 +124,16 @@ class Settings:
 
 
 def _convert(name: str, raw: str, kind: type) -> Any:
+    if kind not in (int, float):
+        return raw
     try:
-        if kind is int:
-            return int(raw)
-        if kind is float:
-            return float(raw)
+        value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name.upper()} must be a number, got {raw!r}") from None
-    return raw
+    # Every number here is a count, a size, a port or a duration: none can be negative.
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{name.upper()} must be a finite number, zero or more, got {raw!r}")
+    return value
 
 
 def read_env_file(path: Path) -> dict[str, str]:

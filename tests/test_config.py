@@ -30,7 +30,17 @@ def test_document_variables_are_read() -> None:
     assert Settings.from_env({"REDIS_URL": "redis://r:1/2"}).redis_dsn == "redis://r:1/2"
 
 
-@pytest.mark.parametrize("env, message", [({"PORT": "x"}, "PORT"), ({"LOG_LEVEL": "loud"}, "LOG_LEVEL")])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"PORT": "x"}, "PORT must be a number"),
+        ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"WS_PING_SECONDS": "-1"}, "WS_PING_SECONDS must be a finite number, zero or more"),
+        ({"MAX_CONNECTIONS": "-5"}, "MAX_CONNECTIONS must be"),
+        ({"CLOSE_GRACE_SECONDS": "nan"}, "CLOSE_GRACE_SECONDS must be"),
+        ({"SHUTDOWN_GRACE_SECONDS": "inf"}, "SHUTDOWN_GRACE_SECONDS must be"),
+    ],
+)
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_env(env)
