@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import trio
 
@@ -16,6 +17,13 @@ from .rooms import Entry, RoomError, Rooms
 from .sockets import AsgiSocket, Disconnected, InvalidName
 
 log = logging.getLogger(__name__)
+
+NOT_SENT = "A message of yours may not have reached the room (the chat backend failed); send it again"
+
+
+def _not_sent(member: Member) -> None:
+    metrics.error("undeliverable")
+    member.tell(protocol.error(NOT_SENT))
 
 
 class Session:
@@ -119,7 +127,8 @@ class Session:
                 member.tell(protocol.error(str(error)))
                 continue
             try:
-                await self.bus.publish(room_id, protocol.chat_message(room_id, me.connection_id, me.display_name, text))
+                message = protocol.chat_message(room_id, me.connection_id, me.display_name, text)
+                await self.bus.publish(room_id, message, partial(_not_sent, member))
                 metrics.received()
             except BusUnavailable as error:
                 metrics.error("undeliverable")

@@ -320,3 +320,25 @@ async def test_a_redis_that_stops_answering_counts_as_down_until_it_answers_agai
         await wait_until(answering, 10)
         fetched = await bus.get_room(room.room_id)
         assert fetched is not None and fetched.room_id == room.room_id
+
+
+async def test_redis_tells_the_sender_when_a_frame_it_took_may_be_lost() -> None:
+    """Redis stops answering with a frame in the publisher's hands: nobody can say whether
+    it went out, so its sender is told; it is not lost in silence."""
+    bound = 0.3
+    async with open_redis_server(private=True) as server, redis_bus(server.url, command_timeout=bound) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        told = trio.Event()
+        async with bus.subscribe(room.room_id) as frames:
+            await bus.publish(room.room_id, "before", told.set)
+            assert await frames.receive() == "before"
+            assert not told.is_set()
+            server.pause()
+            try:
+                await bus.publish(room.room_id, "lost?", told.set)
+                with trio.fail_after(bound * 10):
+                    await told.wait()
+                assert not bus.ready
+            finally:
+                server.resume()

@@ -7,6 +7,7 @@ same ``Bus`` protocol, so the HTTP layer and the room nurseries never know which
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -90,8 +91,13 @@ class Bus(Protocol):
 
     async def members(self, room_id: str) -> list[MemberRecord]: ...
 
-    async def publish(self, room_id: str, frame: str) -> None:
-        """Deliver an encoded frame to every subscriber of the room, in order per publisher."""
+    async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
+        """Deliver an encoded frame to every subscriber of the room, in order per publisher.
+
+        Raises ``BusUnavailable`` when the frame cannot be taken. A backend that takes it and
+        then fails before it is sure the room got it calls ``undelivered`` (if given), so
+        the sender can be told rather than the frame lost in silence.
+        """
 
     def subscribe(self, room_id: str) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[str]]:
         """Frames published to the room from now on, until the context exits."""

@@ -49,6 +49,10 @@ async def _read_batch(connection: AbstractConnection) -> list[Any]:
     return replies
 
 
+# A frame for the publisher: its room, the frame, and whom to tell if it may be lost.
+Outgoing = tuple[str, str, Callable[[], None] | None]
+
+
 class RoomChannels:
     def __init__(self, link: RedisLink, on_room_end: Callable[[str], None]) -> None:
         self._link = link
@@ -58,7 +62,7 @@ class RoomChannels:
         self._subscribed: set[str] = set()
         self._confirmations: dict[str, trio.Event] = {}
         self._changed = trio.Event()
-        self._outgoing, self._queued = trio.open_memory_channel[tuple[str, str]](OUTGOING_FRAMES)
+        self._outgoing, self._queued = trio.open_memory_channel[Outgoing](OUTGOING_FRAMES)
         self._blocked: set[trio.CancelScope] = set()
         link.on_loss(self._release)
 
@@ -99,11 +103,11 @@ class RoomChannels:
                 if channel not in self._subscribed:  # Left before its SUBSCRIBE was sent.
                     self._confirmations.pop(channel, trio.Event()).set()
 
-    async def publish(self, room_id: str, frame: str) -> None:
+    async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
         if not self._link.ready:
             raise BusUnavailable(UNAVAILABLE)
         try:
-            self._outgoing.send_nowait((room_id, frame))
+            self._outgoing.send_nowait((room_id, frame, undelivered))
             return
         except trio.WouldBlock:
             pass
@@ -111,7 +115,7 @@ class RoomChannels:
         with trio.CancelScope() as waiting:
             self._blocked.add(waiting)
             try:
-                await self._outgoing.send((room_id, frame))
+                await self._outgoing.send((room_id, frame, undelivered))
                 return
             finally:
                 self._blocked.discard(waiting)
@@ -193,11 +197,16 @@ class RoomChannels:
                 except trio.WouldBlock:
                     break
             pipe = self._link.client.pipeline(transaction=False)
-            for room_id, frame in batch:
+            for room_id, frame, _ in batch:
                 pipe.publish(keys.room_channel(room_id), frame)
             try:
                 await self._link.command(pipe.execute)
             except LOST as error:
-                log.warning("%d frames not published: redis went away", len(batch))
+                # Some of the batch may have gone out before the connection failed; nobody
+                # can say which. Frames queued behind it wait for the next session.
+                log.warning("%d frames may not have been published: redis went away", len(batch))
+                for _, _, undelivered in batch:
+                    if undelivered is not None:
+                        undelivered()
                 self._link.lost(error)
                 return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -100,7 +100,8 @@ class MemoryBus:
         room = self._live(room_id)
         return list(room.members.values()) if room else []
 
-    async def publish(self, room_id: str, frame: str) -> None:
+    async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
+        # Nothing can fail between taking a frame and handing it over: ``undelivered`` is never due.
         for channel in list(self._subscribers.get(room_id, ())):
             try:
                 await channel.send(frame)

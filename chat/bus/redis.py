@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -246,8 +246,8 @@ class RedisBus:
             for cid, name, connected_at, is_owner in _rows(flat, 4)
         ]
 
-    async def publish(self, room_id: str, frame: str) -> None:
-        await self._channels.publish(room_id, frame)
+    async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
+        await self._channels.publish(room_id, frame, undelivered)
 
     @asynccontextmanager
     async def subscribe(self, room_id: str) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
