@@ -124,8 +124,8 @@ class Member:
         return True
 
     def ping(self) -> None:
-        """A WebSocket ping, where the socket takes raw frames; dropped if it cannot be
-        sent now (a member that far behind is being dropped anyway)."""
+        """A WebSocket ping, where the socket takes raw frames. It goes like any frame, behind
+        what is already queued; a full outbox loses it, and that member is being dropped."""
         if self._write_now is not None:
             self.deliver(wire.PING)
 

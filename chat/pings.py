@@ -30,4 +30,3 @@ async def ping_members(members: Callable[[], Iterable[Pingable]], interval: floa
             for member in everyone[start::SLICES]:
                 member.ping()
             await trio.sleep(interval / SLICES)
-        del everyone  # Departed members are not kept alive for another round.
