@@ -1,6 +1,10 @@
-"""Medians per target and scenario from a results file, as the Markdown table RESULTS.md holds.
+"""Medians per target and scenario from a results file, as the Markdown tables RESULTS.md holds.
 
     python -m benchmarks.summary benchmarks/results/2026-11-29.jsonl
+    python -m benchmarks.summary benchmarks/results/2026-11-29-loadgen.jsonl
+
+Reads both our generator's lines and ``benchmarks/loadgen-compare``'s, which wrap the
+independent generator's result (``"result": {...}``) with the target and scenario.
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ METRICS: dict[str, list[tuple[str, Callable[[Row], float | None]]]] = {
         ("deliveries/s", lambda r: r["delivered_per_s"]),
         ("p99 ms", lambda r: r["p99_ms"]),
         ("loss", lambda r: r["loss"]),
+    ],
+    "fine-ramp": [
+        ("best deliveries/s (p99<250 ms, no loss)", lambda r: (r.get("best") or {}).get("delivered_per_s")),
+        ("its p99 ms", lambda r: (r.get("best") or {}).get("p99_ms")),
     ],
     "ramp": [
         ("best deliveries/s (p99<250 ms, no loss)", lambda r: (r.get("best") or {}).get("delivered_per_s")),
@@ -49,6 +57,10 @@ def main(path: str) -> None:
     runs: dict[tuple[str, str], list[Row]] = defaultdict(list)
     for line in open(path):
         row = json.loads(line)
+        if "result" in row:  # loadgen-compare: the independent generator's line, wrapped
+            if row["result"] is None:
+                continue  # that run printed nothing (it failed); the count of runs shows it
+            row = {**row["result"], **{k: v for k, v in row.items() if k != "result"}}
         runs[(row["scenario"], row["label"])].append(row)
     targets = sorted({label for _, label in runs}, key=lambda t: (t == "reference", t))
     for scenario, columns in METRICS.items():
