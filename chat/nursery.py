@@ -2,192 +2,28 @@
 
 The Hub owns one ``LiveRoom`` per room that has members on this instance. A LiveRoom owns
 the room's subscriber task and its expiry deadline (a cancel scope), and hands every frame
-from the bus to each local member without ever awaiting a socket: framed once (chat.wire),
-the same bytes for everyone, and a backlog joined into one piece. A member that keeps up
-gets it written straight to its socket; otherwise it goes to the member's bounded outbox,
-which its own writer task drains, taking whatever has queued up as one write: a socket that
-stops reading can stall only its own writer, never the room.
+from the bus to each local member (chat.member) without ever awaiting a socket: framed once
+(chat.wire), the same bytes for everyone, and a backlog joined into one piece.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from typing import Protocol
+from collections.abc import Iterator
 
 import trio
 
 from . import clock, metrics, protocol, wire
-from .bus import ROOM_END, Bus, BusUnavailable, MemberRecord, RoomRecord
+from .bus import ROOM_END, Bus, BusUnavailable, RoomRecord
+from .member import Member
 from .pings import ping_members
 
 log = logging.getLogger(__name__)
 
-SLOW_CONSUMER = "Too slow: this connection fell behind the room's messages"
-# Most frames one write carries: bounds the size of a single send while a backlog drains.
-WRITE_BATCH = 64
 # Most frames, and bytes, one fan-out joins: an outbox entry stays one write's worth.
 FAN_OUT_FRAMES = 64
 FAN_OUT_BYTES = 64 * 1024
-
-
-class Socket(Protocol):
-    async def send_frames(self, frames: list[bytes]) -> None: ...
-
-    async def close(self, code: int, reason: str) -> None: ...
-
-
-# Writes what it can of the bytes right now, without waiting: how many it wrote.
-WriteNow = Callable[[bytes], int]
-
-
-class Member:
-    """One local WebSocket in a room: how frames reach it, and how it will be closed.
-
-    A member that keeps up gets every frame written straight to its socket. The bounded
-    outbox and the writer task that drains it exist only while the socket cannot take
-    frames as fast as they come, and when the member is closing: most members, most of
-    the time, hold neither.
-    """
-
-    # Slots: one of these per connection, and 10,000 connections per instance.
-    __slots__ = (
-        "_capacity",
-        "_frames",
-        "_nursery",
-        "_outbox",
-        "_queued",
-        "_socket",
-        "_write_now",
-        "_writing",
-        "close_code",
-        "close_reason",
-        "finished",
-        "reading",
-        "record",
-        "stalled",
-        "written",
-    )
-
-    def __init__(self, record: MemberRecord, outbox_frames: int) -> None:
-        self.record = record
-        self._capacity = outbox_frames
-        # Cancelled by finish(): stops the handler reading from a member that must go.
-        self.reading = trio.CancelScope()
-        self.finished = False
-        self.close_code = protocol.CLOSE_NORMAL
-        self.close_reason = ""
-        # Set once the writer has flushed the outbox and sent the close frame.
-        self.written = trio.Event()
-        # Dropped for not keeping up: its writer may sit in a send for a long time.
-        self.stalled = False
-        self._socket: Socket | None = None
-        self._nursery: trio.Nursery | None = None
-        self._write_now: WriteNow | None = None
-        self._outbox: trio.MemorySendChannel[bytes] | None = None
-        self._frames: trio.MemoryReceiveChannel[bytes] | None = None
-        # Frames handed to the outbox that the writer has not taken yet, and whether the
-        # writer holds frames it has not finished writing: while either is so, new frames
-        # must queue behind them.
-        self._queued = 0
-        self._writing = False
-
-    @property
-    def connection_id(self) -> str:
-        return self.record.connection_id
-
-    def attach(self, socket: Socket, nursery: trio.Nursery, write_now: WriteNow | None) -> None:
-        """Where frames go: the socket, a nursery for its writer, and the synchronous write
-        the socket offers (if any)."""
-        self._socket, self._nursery, self._write_now = socket, nursery, write_now
-
-    def deliver(self, frame: bytes) -> bool:
-        """Hand a frame on without waiting; False when the outbox is full.
-
-        With nothing queued ahead of it, the frame is first offered straight to the socket:
-        a reader that keeps up takes it there and then, with no task switch. Only what the
-        socket cannot take now goes through the outbox and the writer task.
-        """
-        if self.finished:
-            return True  # Closing: nothing more goes out after the last frames.
-        if self._write_now is not None and not self._queued and not self._writing:
-            sent = self._write_now(frame)
-            if sent == len(frame):
-                return True
-            frame = frame[sent:]
-        try:
-            self._open_outbox().send_nowait(frame)
-        except trio.WouldBlock:
-            return False
-        self._queued += 1
-        return True
-
-    def ping(self) -> None:
-        """A WebSocket ping, where the socket takes raw frames. It goes like any frame, behind
-        what is already queued; a full outbox loses it, and that member is being dropped."""
-        if self._write_now is not None:
-            self.deliver(wire.PING)
-
-    def tell(self, text: str) -> bool:
-        """Hand on a frame meant for this member alone."""
-        return self.deliver(wire.text_frame(text))
-
-    def finish(self, code: int, reason: str, final: str | None = None) -> None:
-        """Stop taking frames; the writer flushes what is queued, then closes the socket."""
-        if self.finished:
-            return
-        if final is not None:
-            self.tell(final)  # A full outbox means the reader is gone anyway.
-        self.finished = True
-        self.close_code, self.close_reason = code, reason
-        self._open_outbox().close()
-        self.reading.cancel()
-
-    def drop(self) -> None:
-        """Disconnect a member too slow for its room: its backlog is freed at once, so
-        the close frame (1008, with the reason) is the next thing after what is in flight."""
-        if self.finished:
-            return
-        self.stalled = True
-        while self._frames is not None:
-            try:
-                self._frames.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
-            self._queued -= 1
-        self.finish(protocol.CLOSE_POLICY, SLOW_CONSUMER)
-
-    def _open_outbox(self) -> trio.MemorySendChannel[bytes]:
-        if self._outbox is None:
-            assert self._nursery is not None and self._socket is not None, "Member.attach() first"
-            self._outbox, self._frames = trio.open_memory_channel[bytes](self._capacity)
-            self._nursery.start_soon(self._write, self._socket, self._frames)
-        return self._outbox
-
-    async def _write(self, socket: Socket, frames: trio.MemoryReceiveChannel[bytes]) -> None:
-        async with frames:
-            async for frame in frames:
-                batch = [frame]
-                while len(batch) < WRITE_BATCH:
-                    try:
-                        batch.append(frames.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                self._queued -= len(batch)
-                self._writing = True
-                await socket.send_frames(batch)
-                self._writing = False
-                if not self._queued and not self.finished:
-                    # Caught up: back to writing straight to the socket, and the outbox
-                    # and this task go, so an idle member holds neither. A later lag
-                    # opens new ones.
-                    assert self._outbox is not None
-                    self._outbox.close()
-                    self._outbox = self._frames = None
-                    return
-        await socket.close(self.close_code, self.close_reason)
-        self.written.set()
 
 
 class LiveRoom:

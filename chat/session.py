@@ -11,7 +11,8 @@ from . import metrics, protocol
 from .bus import Bus, BusUnavailable
 from .config import Settings
 from .limits import MessageRate, Verdict
-from .nursery import Hub, LiveRoom, Member
+from .member import Member
+from .nursery import Hub, LiveRoom
 from .origins import Origins
 from .rooms import Entry, RoomError, Rooms
 from .sockets import AsgiSocket, Disconnected, InvalidName

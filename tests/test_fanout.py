@@ -15,7 +15,8 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from chat import clock
 from chat.bus import ROOM_END, MemberRecord, RoomRecord
 from chat.bus.memory import MemoryBus
-from chat.nursery import FAN_OUT_FRAMES, SLOW_CONSUMER, Hub, LiveRoom, Member
+from chat.member import SLOW_CONSUMER, Member
+from chat.nursery import FAN_OUT_FRAMES, Hub, LiveRoom
 
 from .support import Client, Server, connect, create_room, join_room, running_app, settings
 
