@@ -33,13 +33,8 @@ WriteNow = Callable[[bytes], int]
 
 
 class Member:
-    """One local WebSocket in a room: how frames reach it, and how it will be closed.
-
-    A member that keeps up gets every frame written straight to its socket. The bounded
-    outbox and the writer task that drains it exist only while the socket cannot take
-    frames as fast as they come, and when the member is closing: most members, most of
-    the time, hold neither.
-    """
+    """One local WebSocket in a room (see the module's docstring); while it is closing it
+    has an outbox and writer too, to flush its last frames and the close frame."""
 
     # Slots: one of these per connection, and 10,000 connections per instance.
     __slots__ = (

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 
 import trio
 
@@ -159,9 +158,8 @@ class Hub:
             task_status.started()
             await trio.sleep_forever()
 
-    def members(self) -> Iterator[Member]:
-        for room in list(self.rooms.values()):
-            yield from list(room.members.values())
+    def members(self) -> list[Member]:
+        return [member for room in self.rooms.values() for member in room.members.values()]
 
     @property
     def socket_count(self) -> int:

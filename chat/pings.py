@@ -10,7 +10,7 @@ connection once its data has gone unacknowledged for the socket's user timeout
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import trio
@@ -22,10 +22,10 @@ class Pingable(Protocol):
     def ping(self) -> None: ...
 
 
-async def ping_members(members: Callable[[], Iterable[Pingable]], interval: float) -> None:
+async def ping_members(members: Callable[[], Sequence[Pingable]], interval: float) -> None:
     """Forever: ping every member that ``members()`` lists once per ``interval``."""
     while True:
-        everyone = list(members())
+        everyone = members()
         for start in range(SLICES):
             for member in everyone[start::SLICES]:
                 member.ping()

@@ -110,6 +110,7 @@ class Session:
         room_id, me = entry.room.room_id, entry.member
         limit = self.settings.message_max_chars
         rate = MessageRate(self.settings.messages_per_second, self.settings.message_burst, self.settings.flood_debt)
+        not_sent = partial(_not_sent, member)
         while True:
             data = await socket.receive()
             verdict = rate.judge()
@@ -129,7 +130,7 @@ class Session:
                 continue
             try:
                 message = protocol.chat_message(room_id, me.connection_id, me.display_name, text)
-                await self.bus.publish(room_id, message, partial(_not_sent, member))
+                await self.bus.publish(room_id, message, not_sent)
                 metrics.received()
             except BusUnavailable as error:
                 metrics.error("undeliverable")
