@@ -13,7 +13,17 @@ import trio.testing
 import trio_asyncio
 
 from chat import clock
-from chat.bus import ROOM_END, Admission, Bus, BusUnavailable, Departure, MemberRecord, RoomRecord, keys
+from chat.bus import (
+    ROOM_END,
+    SUBSCRIPTION_FRAMES,
+    Admission,
+    Bus,
+    BusUnavailable,
+    Departure,
+    MemberRecord,
+    RoomRecord,
+    keys,
+)
 from chat.bus.memory import MemoryBus
 from chat.bus.redis import RedisBus
 
@@ -202,6 +212,31 @@ async def test_publish_reaches_every_subscriber_in_order_per_publisher(backend: 
             await bus.publish(room.room_id, odd)
             with trio.fail_after(10):
                 assert await first.receive() == odd
+
+
+async def test_a_subscriber_far_behind_still_gets_every_frame_in_order(backend: Backend) -> None:
+    """More frames than a subscription holds arrive while nobody reads: the bus waits for
+    the reader instead of dropping any (on Redis, the reader waits and Redis buffers)."""
+    bus = backend.bus
+    room, other = new_room(), new_room()
+    count = SUBSCRIPTION_FRAMES + 100
+    async with bus.subscribe(room.room_id) as frames, bus.subscribe(other.room_id) as elsewhere:
+
+        async def publisher() -> None:
+            for i in range(count):
+                await bus.publish(room.room_id, str(i))
+            await bus.publish(other.room_id, "after")
+
+        async def full() -> bool:
+            return frames.statistics().current_buffer_used == SUBSCRIPTION_FRAMES
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(publisher)
+            await wait_until(full, 10)
+            with trio.fail_after(10):
+                got = [await frames.receive() for _ in range(count)]
+                assert await elsewhere.receive() == "after"
+    assert got == [str(i) for i in range(count)]
 
 
 async def test_unsubscribed_rooms_get_nothing_and_can_subscribe_again(backend: Backend) -> None:

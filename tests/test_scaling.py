@@ -13,6 +13,7 @@ import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from chat import protocol
+from chat.bus.channels import SESSION_CONNECTIONS
 from chat.bus.link import POOL_CONNECTIONS
 from chat.bus.redis import CLIENT_NAME_PREFIX
 
@@ -216,7 +217,7 @@ async def test_redis_connections_stay_constant_as_rooms_grow() -> None:
             done.set()
         # Every room is subscribed, all on the one pub/sub connection.
         assert [line for line in listing.splitlines() if f" sub={ROOMS} " in line]
-        assert 1 <= one_room <= many_rooms <= 1 + POOL_CONNECTIONS, (one_room, many_rooms)
+        assert 1 <= one_room <= many_rooms <= SESSION_CONNECTIONS + POOL_CONNECTIONS, (one_room, many_rooms)
 
 
 async def test_members_of_a_killed_instance_are_reaped_within_the_timeout() -> None:

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import trio
 
+# Frames a room's subscription holds before the bus waits for its reader (nothing is dropped).
+SUBSCRIPTION_FRAMES = 1024
 # Sent on a room's channel after its final system message: every instance ends the room.
 ROOM_END = "\x00end"
 

@@ -4,49 +4,42 @@ The reader owns the pub/sub connection and hands each room's frames to that room
 subscriptions. Subscriptions are reconciled rather than commanded: the rooms with local
 subscribers are the wanted set, and one task brings the connection's SUBSCRIBEs in line
 with it, so a new connection after an outage resubscribes every room by the same path.
-Publishing queues the final frame for the publisher task, which pipelines whatever is
-waiting: the hot path never waits for a Redis round trip.
+Publishing queues the final frame for the publisher, which pipelines whatever is waiting
+on a connection of its own: the hot path never waits for a Redis round trip.
+
+The reader and the publisher each run as one asyncio task for a whole session rather than
+one bridge crossing per batch: a crossing costs an asyncio task and several Trio scheduling
+rounds each way, which under load is most of a frame's trip through Redis. Frames still
+cross without one: trio-asyncio runs asyncio callbacks inside a Trio task, so the reader
+hands frames to Trio channels with ``send_nowait``, the publisher takes them with
+``receive_nowait``, and a Trio publisher wakes an idle publisher by resolving a future.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection
 
-from . import ROOM_END, BusUnavailable, keys
+from . import ROOM_END, SUBSCRIPTION_FRAMES, BusUnavailable, keys
 from .link import LOST, UNAVAILABLE, RedisLink
 
 log = logging.getLogger(__name__)
 
-# Frames a room's subscriber may fall behind the reader before the reader waits for it.
-SUBSCRIPTION_FRAMES = 1024
+# The reader's and the publisher's, besides the link's command pool.
+SESSION_CONNECTIONS = 2
 # Frames waiting for the publisher; a full queue makes publishers wait (backpressure).
 OUTGOING_FRAMES = 4096
 PUBLISH_BATCH = 512
-READ_BATCH = 256
 # How long a new room waits for Redis to confirm its SUBSCRIBE before going on regardless.
 SUBSCRIBE_WAIT_SECONDS = 5.0
-
-
-async def _read_batch(connection: AbstractConnection) -> list[Any]:
-    """Runs on asyncio: one reply, then every reply already buffered, in one bridge crossing.
-
-    The connection has no socket timeout, so the first read waits as long as the room is quiet.
-    """
-    replies = [await connection.read_response()]
-    while len(replies) < READ_BATCH:
-        try:
-            if not await connection.can_read():
-                break
-            replies.append(await connection.read_response())
-        except LOST:
-            break  # Hand over what arrived; the next read raises the error again.
-    return replies
 
 
 # A frame for the publisher: its room, the frame, and whom to tell if it may be lost.
@@ -64,6 +57,13 @@ class RoomChannels:
         self._changed = trio.Event()
         self._outgoing, self._queued = trio.open_memory_channel[Outgoing](OUTGOING_FRAMES)
         self._blocked: set[trio.CancelScope] = set()
+        # The batch the publisher has written and Redis has not yet acknowledged.
+        self._in_flight: list[Outgoing] = []
+        # Set while the publisher waits for frames; resolving it wakes the publisher.
+        self._publisher_idle: asyncio.Future[None] | None = None
+        # Its deadline is set while a batch awaits Redis's answer: a Redis that stops
+        # answering ends the session, without an asyncio timer per batch.
+        self._answer_deadline = trio.CancelScope()
         link.on_loss(self._release)
 
     @property
@@ -106,16 +106,21 @@ class RoomChannels:
     async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
         if not self._link.ready:
             raise BusUnavailable(UNAVAILABLE)
+        outgoing = (room_id, frame, undelivered)
         try:
-            self._outgoing.send_nowait((room_id, frame, undelivered))
-            return
+            self._outgoing.send_nowait(outgoing)
         except trio.WouldBlock:
-            pass
+            await self._wait_to_publish(outgoing)
+        idle = self._publisher_idle
+        if idle is not None and not idle.done():
+            idle.set_result(None)
+
+    async def _wait_to_publish(self, outgoing: Outgoing) -> None:
         # Wait for space, unless Redis goes away meanwhile: then the sender hears of it.
         with trio.CancelScope() as waiting:
             self._blocked.add(waiting)
             try:
-                await self._outgoing.send((room_id, frame, undelivered))
+                await self._outgoing.send(outgoing)
                 return
             finally:
                 self._blocked.discard(waiting)
@@ -128,19 +133,30 @@ class RoomChannels:
             confirmed.set()
         self._confirmations.clear()
         self._subscribed = set()
+        # Some of the batch may have gone out before the connection failed; nobody can say
+        # which. Frames queued behind it wait for the next session.
+        batch, self._in_flight = self._in_flight, []
+        if batch:
+            log.warning("%d frames may not have been published: redis went away", len(batch))
+        for _, _, undelivered in batch:
+            if undelivered is not None:
+                undelivered()
 
     async def _read(self, *, task_status: trio.TaskStatus[AbstractConnection] = trio.TASK_STATUS_IGNORED) -> None:
-        connection = await self._link.pubsub_connection()
+        connection = await self._link.dedicated_connection()
         try:
             task_status.started(connection)
             try:
-                while True:
-                    for reply in await self._link.aio(_read_batch, connection):
-                        await self._dispatch(reply)
+                await self._link.aio(self._deliver_replies, connection)
             except LOST as error:
                 self._link.lost(error)
         finally:
             await self._link.close_connection(connection)
+
+    async def _deliver_replies(self, connection: AbstractConnection) -> None:
+        """Runs on asyncio for the whole session; waits as long as the rooms are quiet."""
+        while True:
+            await self._dispatch(await connection.read_response())
 
     async def _dispatch(self, reply: list[Any]) -> None:
         kind = reply[0]
@@ -150,7 +166,12 @@ class RoomChannels:
                 self._on_room_end(room_id)
             for send in list(self._local.get(room_id, ())):
                 try:
-                    await send.send(reply[2])
+                    try:
+                        send.send_nowait(reply[2])
+                    except trio.WouldBlock:
+                        # That room's subscriber is far behind: the reader waits for it, and
+                        # Redis buffers for us meanwhile.
+                        await self._link.from_aio(send.send, reply[2])
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     pass  # That subscription ended while we waited for it.
         elif kind == "subscribe":
@@ -189,24 +210,46 @@ class RoomChannels:
             await self._link.command(connection.send_command, "SUBSCRIBE", *sorted(add))
 
     async def _publish(self) -> None:
+        try:
+            connection = await self._link.dedicated_connection()
+        except LOST as error:
+            self._link.lost(error)
+            return
+        try:
+            with trio.CancelScope() as self._answer_deadline:
+                await self._link.aio(self._send_waiting, connection)
+            raise rx.TimeoutError(f"redis did not answer within {self._link.command_timeout_seconds} s")
+        except LOST as error:
+            self._link.lost(error)
+        finally:
+            await self._link.close_connection(connection)
+
+    async def _send_waiting(self, connection: AbstractConnection) -> None:
+        """Runs on asyncio for the whole session: pipelines whatever frames are waiting."""
+        loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queued.receive()]
-            while len(batch) < PUBLISH_BATCH:
+            batch = self._take_waiting()
+            if not batch:
+                self._publisher_idle = loop.create_future()
                 try:
-                    batch.append(self._queued.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            pipe = self._link.client.pipeline(transaction=False)
-            for room_id, frame, _ in batch:
-                pipe.publish(keys.room_channel(room_id), frame)
+                    await self._publisher_idle
+                finally:
+                    self._publisher_idle = None
+                continue
+            commands = [("PUBLISH", keys.room_channel(room_id), frame) for room_id, frame, _ in batch]
+            self._in_flight = batch
+            self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
+            await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            for _ in batch:
+                await connection.read_response()
+            self._answer_deadline.deadline = math.inf
+            self._in_flight = []
+
+    def _take_waiting(self) -> list[Outgoing]:
+        batch: list[Outgoing] = []
+        while len(batch) < PUBLISH_BATCH:
             try:
-                await self._link.command(pipe.execute)
-            except LOST as error:
-                # Some of the batch may have gone out before the connection failed; nobody
-                # can say which. Frames queued behind it wait for the next session.
-                log.warning("%d frames may not have been published: redis went away", len(batch))
-                for _, _, undelivered in batch:
-                    if undelivered is not None:
-                        undelivered()
-                self._link.lost(error)
-                return
+                batch.append(self._queued.receive_nowait())
+            except trio.WouldBlock:
+                break
+        return batch

@@ -86,6 +86,10 @@ class RedisLink:
         """Await an asyncio-flavoured redis-py call from Trio, with no readiness check."""
         return await trio_asyncio.aio_as_trio(fn, loop=self._loop)(*args, **kwargs)
 
+    async def from_aio(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+        """From asyncio code, await a Trio-flavoured call."""
+        return await trio_asyncio.trio_as_aio(fn, loop=self._loop)(*args)
+
     async def command(self, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
         """``aio`` with the link's time bound; a Redis that stops answering counts as lost.
 
@@ -123,8 +127,12 @@ class RedisLink:
         except LOST as error:
             self.lost(error)
 
-    async def pubsub_connection(self) -> AbstractConnection:
-        """A new connection outside the pool; its reads block for as long as rooms are quiet."""
+    @property
+    def command_timeout_seconds(self) -> float:
+        return self._command_timeout
+
+    async def dedicated_connection(self) -> AbstractConnection:
+        """A new connection outside the pool, for one task that keeps it for a whole session."""
         connection: AbstractConnection = self.pool.connection_class(**self.pool.connection_kwargs)
         await self.aio(connection.connect)
         return connection

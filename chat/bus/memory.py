@@ -10,10 +10,8 @@ from dataclasses import dataclass, field
 import trio
 
 from .. import clock
-from . import Admission, AdmitResult, Departure, Ghost, MemberRecord, RoomRecord
+from . import SUBSCRIPTION_FRAMES, Admission, AdmitResult, Departure, Ghost, MemberRecord, RoomRecord
 
-# Frames a room's subscriber may fall behind its publishers before they wait for it.
-SUBSCRIPTION_FRAMES = 1024
 # Counters kept before the expired ones are swept out, so memory stays bounded.
 COUNTERS_BEFORE_SWEEP = 4096
 
