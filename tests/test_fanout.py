@@ -263,3 +263,31 @@ async def test_a_backlog_reaches_each_member_in_one_write_in_order() -> None:
             assert socket.closed == (1000, "Room closed")
         assert hub.rooms == {}
         nursery.cancel_scope.cancel()
+
+
+async def test_frames_arriving_round_after_round_share_one_write() -> None:
+    """A sender's frames reach the room one scheduling round apart (its socket's reader and
+    its session each yield in between): the subscriber waits while they keep coming, so each
+    member gets them joined, in order, instead of one write per frame."""
+    bus = MemoryBus()
+    now = clock.now()
+    record = RoomRecord("r1", None, "ann", None, 20, now, now + 600)
+    await bus.create_room(record)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(bus.run)
+        hub = Hub(bus)
+        await nursery.start(hub.run)
+        sockets = [RecordingSocket() for _ in range(3)]
+        for i, socket in enumerate(sockets):
+            member = Member(MemberRecord(f"c{i}", f"m{i}", now), outbox_frames=8)
+            member.attach(socket, nursery, socket.write_now)
+            await hub.enter(record, member)
+        texts = [f"message {i}" for i in range(30)]
+        for text in texts:
+            await bus.publish("r1", text)
+            await trio.lowlevel.checkpoint()
+        await trio.testing.wait_all_tasks_blocked()
+        for socket in sockets:
+            assert [t for w in socket.writes for t in frames_in(w)] == texts
+            assert len(socket.writes) <= 2, [len(frames_in(w)) for w in socket.writes]
+        nursery.cancel_scope.cancel()
