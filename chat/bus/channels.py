@@ -236,6 +236,7 @@ class RoomChannels:
                 finally:
                     self._publisher_idle = None
                 continue
+            await self._while_more_arrive(batch)
             commands = [("PUBLISH", keys.room_channel(room_id), frame) for room_id, frame, _ in batch]
             self._in_flight = batch
             self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
@@ -245,9 +246,24 @@ class RoomChannels:
             self._answer_deadline.deadline = math.inf
             self._in_flight = []
 
-    def _take_waiting(self) -> list[Outgoing]:
-        batch: list[Outgoing] = []
+    async def _while_more_arrive(self, batch: list[Outgoing]) -> None:
+        """Runs on asyncio: add frames to ``batch`` for as long as they keep arriving.
+
+        A sender's frames arrive a scheduling round apart; a batch sent at once would carry
+        one, and each room would fan out each batch separately. Two rounds per look, since
+        Trio runs each round's tasks in either order (as the rooms' subscribers do).
+        """
         while len(batch) < PUBLISH_BATCH:
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            more = self._take_waiting(PUBLISH_BATCH - len(batch))
+            if not more:
+                return
+            batch += more
+
+    def _take_waiting(self, most: int = PUBLISH_BATCH) -> list[Outgoing]:
+        batch: list[Outgoing] = []
+        while len(batch) < most:
             try:
                 batch.append(self._queued.receive_nowait())
             except trio.WouldBlock:
