@@ -214,6 +214,26 @@ async def test_publish_reaches_every_subscriber_in_order_per_publisher(backend: 
                 assert await first.receive() == odd
 
 
+async def test_a_burst_to_several_rooms_arrives_whole_and_in_order(backend: Backend) -> None:
+    """Frames published back to back (RedisBus sends each room's in one message) arrive one by
+    one and unchanged, each room's in order; one room's end reaches that room alone."""
+    bus = backend.bus
+    one, two = new_room(), new_room()
+    async with bus.subscribe(one.room_id) as first, bus.subscribe(two.room_id) as second:
+        sent: dict[str, list[str]] = {one.room_id: [], two.room_id: []}
+        for i in range(100):
+            room_id = one.room_id if i % 3 else two.room_id
+            frame = f"\x01{i}" if i == 7 else f'{{"n":{i},"text":"a\nb, ✓"}}'
+            sent[room_id].append(frame)
+            await bus.publish(room_id, frame)
+        await bus.publish(two.room_id, ROOM_END)
+        with trio.fail_after(10):
+            assert [await first.receive() for _ in sent[one.room_id]] == sent[one.room_id]
+            assert [await second.receive() for _ in sent[two.room_id]] == sent[two.room_id]
+            assert await second.receive() == ROOM_END
+        assert first.statistics().current_buffer_used == 0
+
+
 async def test_a_subscriber_far_behind_still_gets_every_frame_in_order(backend: Backend) -> None:
     """More frames than a subscription holds arrive while nobody reads: the bus waits for
     the reader instead of dropping any (on Redis, the reader waits and Redis buffers)."""
