@@ -226,9 +226,9 @@ def frames_in(data: bytes) -> list[str]:
     return texts
 
 
-async def test_a_backlog_reaches_each_member_in_one_write_in_order() -> None:
-    """Frames that pile up while the room's subscriber is busy go out joined: one socket
-    write per member for many frames, in order, capped so one write stays bounded."""
+@asynccontextmanager
+async def room_of_recording_members() -> AsyncIterator[tuple[MemoryBus, Hub, list[RecordingSocket]]]:
+    """Room "r1" on a MemoryBus, served by a Hub, with three members whose sockets record writes."""
     bus = MemoryBus()
     now = clock.now()
     record = RoomRecord("r1", None, "ann", None, 20, now, now + 600)
@@ -242,6 +242,14 @@ async def test_a_backlog_reaches_each_member_in_one_write_in_order() -> None:
             member = Member(MemberRecord(f"c{i}", f"m{i}", now), outbox_frames=8)
             member.attach(socket, nursery, socket.write_now)
             await hub.enter(record, member)
+        yield bus, hub, sockets
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_backlog_reaches_each_member_in_one_write_in_order() -> None:
+    """Frames that pile up while the room's subscriber is busy go out joined: one socket
+    write per member for many frames, in order, capped so one write stays bounded."""
+    async with room_of_recording_members() as (bus, hub, sockets):
         texts = [f"message {i}" for i in range(FAN_OUT_FRAMES + 10)]
         # Queued without a checkpoint in between: the subscriber finds them all waiting.
         (subscription,) = bus._subscribers["r1"]
@@ -262,26 +270,13 @@ async def test_a_backlog_reaches_each_member_in_one_write_in_order() -> None:
             assert [t for w in socket.writes for t in frames_in(w)] == ["last"]
             assert socket.closed == (1000, "Room closed")
         assert hub.rooms == {}
-        nursery.cancel_scope.cancel()
 
 
 async def test_frames_arriving_round_after_round_share_one_write() -> None:
     """A sender's frames reach the room one scheduling round apart (its socket's reader and
     its session each yield in between): the subscriber waits while they keep coming, so each
     member gets them joined, in order, instead of one write per frame."""
-    bus = MemoryBus()
-    now = clock.now()
-    record = RoomRecord("r1", None, "ann", None, 20, now, now + 600)
-    await bus.create_room(record)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(bus.run)
-        hub = Hub(bus)
-        await nursery.start(hub.run)
-        sockets = [RecordingSocket() for _ in range(3)]
-        for i, socket in enumerate(sockets):
-            member = Member(MemberRecord(f"c{i}", f"m{i}", now), outbox_frames=8)
-            member.attach(socket, nursery, socket.write_now)
-            await hub.enter(record, member)
+    async with room_of_recording_members() as (bus, _, sockets):
         texts = [f"message {i}" for i in range(30)]
         for text in texts:
             await bus.publish("r1", text)
@@ -290,4 +285,3 @@ async def test_frames_arriving_round_after_round_share_one_write() -> None:
         for socket in sockets:
             assert [t for w in socket.writes for t in frames_in(w)] == texts
             assert len(socket.writes) <= 2, [len(frames_in(w)) for w in socket.writes]
-        nursery.cancel_scope.cancel()
