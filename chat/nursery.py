@@ -14,6 +14,7 @@ import time
 import trio
 
 from . import clock, metrics, protocol, wire
+from .arrivals import while_more_arrive
 from .bus import ROOM_END, Bus, BusUnavailable, RoomRecord
 from .member import Member
 from .pings import ping_members
@@ -52,7 +53,7 @@ class LiveRoom:
                         self.end(protocol.CLOSE_POLICY, "Room not found")
                         return
                     async for frame in frames:
-                        await _while_more_arrive(frames)
+                        await while_more_arrive(frames, FAN_OUT_FRAMES)
                         batch, ended = _backlog(frame, frames)
                         if batch:
                             self.fan_out(batch)
@@ -98,26 +99,6 @@ class LiveRoom:
         for member in list(self.members.values()):
             member.finish(code, reason, final)
         self.scope.cancel()
-
-
-async def _while_more_arrive(frames: trio.MemoryReceiveChannel[str]) -> None:
-    """Yield to the other tasks for as long as they keep bringing this room more frames.
-
-    A sender's frames reach the room one scheduling round apart (the socket's reader, then the
-    session, each hands over and yields), so under load a fan-out that starts at once carries
-    one frame. Waiting while frames keep coming lets one write per member carry them all;
-    when nothing else arrives it costs two rounds. Two, because Trio runs each round's tasks
-    in either order: a sender active every round publishes between two rounds of ours, not
-    always within one.
-    """
-    waiting = frames.statistics().current_buffer_used
-    while waiting < FAN_OUT_FRAMES:
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        await trio.lowlevel.cancel_shielded_checkpoint()
-        arrived = frames.statistics().current_buffer_used
-        if arrived == waiting:
-            return
-        waiting = arrived
 
 
 def _backlog(first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[bytes], bool]:

@@ -7,12 +7,14 @@ with it, so a new connection after an outage resubscribes every room by the same
 Publishing queues the final frame for the publisher, which pipelines whatever is waiting
 on a connection of its own: the hot path never waits for a Redis round trip.
 
-The reader and the publisher each run as one asyncio task for a whole session rather than
+The reader and the sender each run as one asyncio task for a whole session rather than
 one bridge crossing per batch: a crossing costs an asyncio task and several Trio scheduling
 rounds each way, which under load is most of a frame's trip through Redis. Frames still
 cross without one: trio-asyncio runs asyncio callbacks inside a Trio task, so the reader
-hands frames to Trio channels with ``send_nowait``, the publisher takes them with
-``receive_nowait``, and a Trio publisher wakes an idle publisher by resolving a future.
+hands frames to Trio channels with ``send_nowait``, and a Trio gatherer hands the sender
+each batch by resolving a future. Gathering waits scheduling rounds for more frames, so it
+runs on Trio: trio-asyncio gives every asyncio step a Trio round of its own, and on asyncio
+those waits were most of the publisher's time under load.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import trio
 from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection
 
+from ..arrivals import while_more_arrive
 from . import ROOM_END, SUBSCRIPTION_FRAMES, BusUnavailable, keys
 from .link import LOST, UNAVAILABLE, RedisLink
 
@@ -57,10 +60,13 @@ class RoomChannels:
         self._changed = trio.Event()
         self._outgoing, self._queued = trio.open_memory_channel[Outgoing](OUTGOING_FRAMES)
         self._blocked: set[trio.CancelScope] = set()
-        # The batch the publisher has written and Redis has not yet acknowledged.
+        # Frames taken from the queue for the next batch: kept across sessions, in order.
+        self._gathered: list[Outgoing] = []
+        # The batch handed to the sender that Redis has not yet acknowledged.
         self._in_flight: list[Outgoing] = []
-        # Set while the publisher waits for frames; resolving it wakes the publisher.
-        self._publisher_idle: asyncio.Future[None] | None = None
+        # Set while the sender waits for a batch, which resolving ``_handoff`` gives it.
+        self._sender_ready = trio.Event()
+        self._handoff: asyncio.Future[list[Outgoing]] | None = None
         # Its deadline is set while a batch awaits Redis's answer: a Redis that stops
         # answering ends the session, without an asyncio timer per batch.
         self._answer_deadline = trio.CancelScope()
@@ -111,9 +117,6 @@ class RoomChannels:
             self._outgoing.send_nowait(outgoing)
         except trio.WouldBlock:
             await self._wait_to_publish(outgoing)
-        idle = self._publisher_idle
-        if idle is not None and not idle.done():
-            idle.set_result(None)
 
     async def _wait_to_publish(self, outgoing: Outgoing) -> None:
         # Wait for space, unless Redis goes away meanwhile: then the sender hears of it.
@@ -216,29 +219,43 @@ class RoomChannels:
             self._link.lost(error)
             return
         try:
-            with trio.CancelScope() as self._answer_deadline:
-                await self._link.aio(self._send_waiting, connection)
-            raise rx.TimeoutError(f"redis did not answer within {self._link.command_timeout_seconds} s")
-        except LOST as error:
-            self._link.lost(error)
+            async with trio.open_nursery() as nursery:
+                self._sender_ready = trio.Event()
+                nursery.start_soon(self._gather)
+                try:
+                    with trio.CancelScope() as self._answer_deadline:
+                        await self._link.aio(self._send_gathered, connection)
+                    raise rx.TimeoutError(f"redis did not answer within {self._link.command_timeout_seconds} s")
+                except LOST as error:
+                    self._link.lost(error)
+                nursery.cancel_scope.cancel()
         finally:
             await self._link.close_connection(connection)
 
-    async def _send_waiting(self, connection: AbstractConnection) -> None:
-        """Runs on asyncio for the whole session: pipelines whatever frames are waiting."""
+    async def _gather(self) -> None:
+        """Runs on Trio for the whole session: gathers each batch and hands it to the sender."""
+        while True:
+            if not self._gathered:
+                self._gathered.append(await self._queued.receive())
+            await while_more_arrive(self._queued, PUBLISH_BATCH - len(self._gathered))
+            await self._sender_ready.wait()
+            self._gathered += self._take_waiting(PUBLISH_BATCH - len(self._gathered))
+            batch, self._gathered = self._gathered, []
+            self._sender_ready = trio.Event()
+            # In flight from here: should the session end before Redis acknowledges it,
+            # its frames may or may not have been published.
+            self._in_flight = batch
+            assert self._handoff is not None
+            self._handoff.set_result(batch)
+
+    async def _send_gathered(self, connection: AbstractConnection) -> None:
+        """Runs on asyncio for the whole session: pipelines each batch the gatherer hands it."""
         loop = asyncio.get_running_loop()
         while True:
-            batch = self._take_waiting()
-            if not batch:
-                self._publisher_idle = loop.create_future()
-                try:
-                    await self._publisher_idle
-                finally:
-                    self._publisher_idle = None
-                continue
-            await self._while_more_arrive(batch)
+            self._handoff = loop.create_future()
+            self._sender_ready.set()
+            batch = await self._handoff
             commands = [("PUBLISH", keys.room_channel(room_id), frame) for room_id, frame, _ in batch]
-            self._in_flight = batch
             self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
             await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
             for _ in batch:
@@ -246,22 +263,7 @@ class RoomChannels:
             self._answer_deadline.deadline = math.inf
             self._in_flight = []
 
-    async def _while_more_arrive(self, batch: list[Outgoing]) -> None:
-        """Runs on asyncio: add frames to ``batch`` for as long as they keep arriving.
-
-        A sender's frames arrive a scheduling round apart; a batch sent at once would carry
-        one, and each room would fan out each batch separately. Two rounds per look, since
-        Trio runs each round's tasks in either order (as the rooms' subscribers do).
-        """
-        while len(batch) < PUBLISH_BATCH:
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            more = self._take_waiting(PUBLISH_BATCH - len(batch))
-            if not more:
-                return
-            batch += more
-
-    def _take_waiting(self, most: int = PUBLISH_BATCH) -> list[Outgoing]:
+    def _take_waiting(self, most: int) -> list[Outgoing]:
         batch: list[Outgoing] = []
         while len(batch) < most:
             try:
