@@ -239,14 +239,17 @@ class RoomChannels:
                 self._gathered.append(await self._queued.receive())
             await while_more_arrive(self._queued, PUBLISH_BATCH - len(self._gathered))
             await self._sender_ready.wait()
+            handoff = self._handoff
+            if handoff is None or handoff.done():
+                # The sender was cancelled, so this session is ending: the batch waits for the next.
+                await trio.sleep_forever()
             self._gathered += self._take_waiting(PUBLISH_BATCH - len(self._gathered))
             batch, self._gathered = self._gathered, []
             self._sender_ready = trio.Event()
             # In flight from here: should the session end before Redis acknowledges it,
             # its frames may or may not have been published.
             self._in_flight = batch
-            assert self._handoff is not None
-            self._handoff.set_result(batch)
+            handoff.set_result(batch)
 
     async def _send_gathered(self, connection: AbstractConnection) -> None:
         """Runs on asyncio for the whole session: pipelines each batch the gatherer hands it."""
