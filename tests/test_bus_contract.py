@@ -215,8 +215,8 @@ async def test_publish_reaches_every_subscriber_in_order_per_publisher(backend: 
 
 
 async def test_a_burst_to_several_rooms_arrives_whole_and_in_order(backend: Backend) -> None:
-    """Frames published back to back (RedisBus sends each room's in one message) arrive one by
-    one and unchanged, each room's in order; one room's end reaches that room alone."""
+    """Frames published back to back (RedisBus pipelines them in batches) arrive one by one
+    and unchanged, each room's in order; one room's end reaches that room alone."""
     bus = backend.bus
     one, two = new_room(), new_room()
     async with bus.subscribe(one.room_id) as first, bus.subscribe(two.room_id) as second:
