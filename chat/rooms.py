@@ -92,6 +92,12 @@ class Entry:
     member: MemberRecord
 
 
+def _new_member(display_name: str, is_owner: bool) -> MemberRecord:
+    return MemberRecord(
+        connection_id=str(uuid.uuid4()), display_name=display_name, connected_at=clock.now(), is_owner=is_owner
+    )
+
+
 class Rooms:
     def __init__(self, bus: Bus, settings: Settings) -> None:
         self.bus = bus
@@ -141,9 +147,12 @@ class Rooms:
 
     async def join(self, room_id: str, display_name: str, password: str | None) -> tuple[RoomRecord, str]:
         """The room and a member token, once the password (if any) is right and a seat is free."""
-        room = await self.find(room_id)
+        found = await self.bus.occupancy(room_id) if len(room_id) <= ROOM_ID_MAX_CHARS else None
+        if found is None:
+            raise RoomNotFound()
+        room, seats_taken = found
         await self._check_password(room, password)
-        if len(await self.bus.members(room_id)) >= room.max_users:
+        if seats_taken >= room.max_users:
             raise RoomFull()
         return room, self._token(room, display_name, "member")
 
@@ -167,32 +176,26 @@ class Rooms:
         await self.bus.publish(room.room_id, ROOM_END)
         return True
 
-    async def entry(self, room_id: str, token: str | None, display_name: str) -> Entry:
-        """Who this WebSocket is in the room, from its token or (open rooms only) its name."""
-        room = await self.find(room_id)
-        grant: Grant | None = None
+    async def enter(self, room_id: str, token: str | None, display_name: str) -> tuple[Entry, int]:
+        """Seat a WebSocket's member: who it is in the room, from its token or (open rooms
+        only) its name, and the online count including it."""
         if token:
             grant = self.tokens.verify(token, room_id)
             if grant is None:
+                await self.find(room_id)  # A room that is gone says so rather than blame the token.
                 raise Forbidden("Invalid or expired room token: join the room again")
-        elif room.password_hash is not None:
-            raise WrongPassword("This room has a password: join it first and use the ws_url returned")
-        member = MemberRecord(
-            connection_id=str(uuid.uuid4()),
-            display_name=grant.display_name if grant else display_name,
-            connected_at=clock.now(),
-            is_owner=grant.is_owner if grant else False,
-        )
-        return Entry(room, member)
-
-    async def admit(self, entry: Entry) -> int:
-        """Take a seat for the member; the online count including them."""
-        result: AdmitResult = await self.bus.admit(entry.room.room_id, entry.member)
+            member = _new_member(grant.display_name, grant.is_owner)
+        else:
+            if (await self.find(room_id)).password_hash is not None:
+                raise WrongPassword("This room has a password: join it first and use the ws_url returned")
+            member = _new_member(display_name, is_owner=False)
+        # The seat and the room's record come back together: one step for a token's holder.
+        result: AdmitResult = await self.bus.admit(room_id, member)
         if result.status is Admission.FULL:
             raise RoomFull()
-        if result.status is Admission.NO_ROOM:
+        if result.room is None:
             raise RoomNotFound()
-        return result.online_count
+        return Entry(result.room, member), result.online_count
 
     async def depart(self, entry: Entry, *, owner_rule: bool = True) -> None:
         """Free the member's seat, tell the room, and end the room if its owner has left."""

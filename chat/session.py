@@ -62,8 +62,7 @@ class Session:
                 await socket.close(code, reason)
                 return
             try:
-                entry = await self.rooms.entry(room_id, socket.token(), socket.display_name())
-                online_count = await self.rooms.admit(entry)
+                entry, online_count = await self.rooms.enter(room_id, socket.token(), socket.display_name())
             except (RoomError, InvalidName) as error:
                 reason = metrics.refusal_reason(error.status) if isinstance(error, RoomError) else "invalid_name"
                 metrics.refused(reason)

@@ -118,11 +118,15 @@ async def test_admit_until_full_and_not_into_missing_rooms(backend: Backend) -> 
     room = new_room(max_users=2)
     await bus.create_room(room)
     first, second, third = member("Ann"), member("Bob", owner=True), member("Cid")
-    assert (await bus.admit(room.room_id, first)).online_count == 1
+    assert await bus.occupancy(room.room_id) == (room, 0)
+    admitted = await bus.admit(room.room_id, first)
+    assert (admitted.online_count, admitted.room) == (1, room)
     assert (await bus.admit(room.room_id, second)).status is Admission.ADMITTED
+    assert await bus.occupancy(room.room_id) == (room, 2)
     full = await bus.admit(room.room_id, third)
-    assert (full.status, full.online_count) == (Admission.FULL, 2)
+    assert (full.status, full.online_count, full.room) == (Admission.FULL, 2, None)
     assert (await bus.admit("no-such-room", third)).status is Admission.NO_ROOM
+    assert await bus.occupancy("no-such-room") is None
     listed = sorted(await bus.members(room.room_id), key=lambda m: m.display_name)
     assert listed == [first, second]
 
@@ -164,6 +168,7 @@ async def test_expired_rooms_are_gone(backend: Backend) -> None:
     room = new_room(life=-1)
     await bus.create_room(room)
     assert await bus.get_room(room.room_id) is None
+    assert await bus.occupancy(room.room_id) is None
     assert (await bus.admit(room.room_id, member())).status is Admission.NO_ROOM
     assert await bus.members(room.room_id) == []
 

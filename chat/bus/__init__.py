@@ -50,6 +50,7 @@ class Admission(enum.Enum):
 class AdmitResult:
     status: Admission
     online_count: int = 0
+    room: RoomRecord | None = None  # The room as stored, when admitted.
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,11 +83,15 @@ class Bus(Protocol):
     async def get_room(self, room_id: str) -> RoomRecord | None:
         """The room, or None when it does not exist or has expired."""
 
+    async def occupancy(self, room_id: str) -> tuple[RoomRecord, int] | None:
+        """The room and how many of its seats are taken, in one step; None as ``get_room``."""
+
     async def delete_room(self, room_id: str) -> bool:
         """Remove the room and its presence; True only for the one call that removed it."""
 
     async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
-        """Add a member unless the room is full or gone, as one atomic step."""
+        """Add a member unless the room is full or gone, as one atomic step; an admitted
+        member's result carries the room, so entering a room takes one step."""
 
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
         """Remove a member; None when the room is gone or the member was not in it."""

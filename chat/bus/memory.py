@@ -69,6 +69,10 @@ class MemoryBus:
         room = self._live(room_id)
         return room.record if room else None
 
+    async def occupancy(self, room_id: str) -> tuple[RoomRecord, int] | None:
+        room = self._live(room_id)
+        return (room.record, len(room.members)) if room else None
+
     async def delete_room(self, room_id: str) -> bool:
         removed = self._rooms.pop(room_id, None) is not None
         # The heap keeps the closed room's entry (the sweeper skips it); rebuilding once
@@ -85,7 +89,7 @@ class MemoryBus:
         if len(room.members) >= room.record.max_users:
             return AdmitResult(Admission.FULL, len(room.members))
         room.members[member.connection_id] = member
-        return AdmitResult(Admission.ADMITTED, len(room.members))
+        return AdmitResult(Admission.ADMITTED, len(room.members), room.record)
 
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
         room = self._rooms.get(room_id)

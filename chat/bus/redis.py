@@ -144,11 +144,16 @@ class RedisBus:
         await self._link.call(pipe.execute)
 
     async def get_room(self, room_id: str) -> RoomRecord | None:
-        fields = await self._link.call(self._link.client.hgetall, keys.room_meta(room_id))
-        if not fields or "owner_name" not in fields:
-            return None
-        room = _room(room_id, fields)
-        return room if room.expires_at > clock.now() else None
+        return _live_room(room_id, await self._link.call(self._link.client.hgetall, keys.room_meta(room_id)))
+
+    async def occupancy(self, room_id: str) -> tuple[RoomRecord, int] | None:
+        # Seats are counted as ADMIT counts them; ADMIT, atomic, has the last word anyway.
+        pipe = self._link.client.pipeline(transaction=False)
+        pipe.hgetall(keys.room_meta(room_id))
+        pipe.scard(keys.room_users(room_id))
+        fields, taken = await self._link.call(pipe.execute)
+        room = _live_room(room_id, fields)
+        return (room, int(taken)) if room else None
 
     async def delete_room(self, room_id: str) -> bool:
         expired = _ms(clock.now()) >= _expires_ms(self._room_meta.get(room_id))
@@ -209,11 +214,12 @@ class RedisBus:
             ],
         )
         outcome = (Admission.NO_ROOM, Admission.FULL, Admission.ADMITTED)[int(status)]
-        if outcome is Admission.ADMITTED:
-            self._held[member.connection_id] = (room_id, member)
-            self._held_per_room[room_id] += 1
-            self._room_meta[room_id] = meta[0]
-        return AdmitResult(outcome, int(count))
+        if outcome is not Admission.ADMITTED:
+            return AdmitResult(outcome, int(count))
+        self._held[member.connection_id] = (room_id, member)
+        self._held_per_room[room_id] += 1
+        self._room_meta[room_id] = meta[0]
+        return AdmitResult(outcome, int(count), _room(room_id, _fields(meta[0])))
 
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
         if self._held.pop(connection_id, None) is not None:
@@ -279,9 +285,21 @@ class RedisBus:
         ]
 
 
+def _live_room(room_id: str, fields: dict[str, str]) -> RoomRecord | None:
+    if not fields or "owner_name" not in fields:
+        return None
+    room = _room(room_id, fields)
+    return room if room.expires_at > clock.now() else None
+
+
+def _fields(meta: list[str]) -> dict[str, str]:
+    """A hash as HGETALL inside a script returns it: field, value, field, value..."""
+    return dict(zip(meta[::2], meta[1::2], strict=True))
+
+
 def _expires_ms(meta: list[str] | None) -> float:
     """The room's end from its stored fields; never, when we do not hold them."""
-    fields = dict(zip(meta[::2], meta[1::2], strict=True)) if meta else {}
+    fields = _fields(meta) if meta else {}
     return int(fields["expires_ms"]) if "expires_ms" in fields else float("inf")
 
 
