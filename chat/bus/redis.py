@@ -13,7 +13,6 @@ on any survivor returns its members so the room rules can say goodbye for them.
 from __future__ import annotations
 
 import secrets
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -94,8 +93,7 @@ class RedisBus:
         self._orphans: set[str] = set()
         # What this instance would put back if Redis returns empty: its members, and the
         # stored fields of the rooms they are in (until those rooms end).
-        self._held: dict[str, tuple[str, MemberRecord]] = {}
-        self._held_per_room: Counter[str] = Counter()
+        self._held: dict[str, dict[str, MemberRecord]] = {}  # room id -> connection id -> member
         self._room_meta: dict[str, list[str]] = {}
         client = self._link.client
         self._admit = client.register_script(scripts.ADMIT)
@@ -173,16 +171,14 @@ class RedisBus:
         self._room_meta.pop(room_id, None)
 
     async def _restore(self) -> None:
-        rooms: dict[str, list[MemberRecord]] = {}
-        for room_id, member in self._held.values():
-            rooms.setdefault(room_id, []).append(member)
-        for room_id, members in rooms.items():
+        # A copy: members may leave while this awaits Redis.
+        for room_id, members in list(self._held.items()):
             meta = self._room_meta.get(room_id)
             if meta is None:
                 continue
             args: list[str | int] = [*scripts.PREFIXES, self.instance_id, self._alive_ms, room_id, len(meta) // 2]
             args += meta
-            for m in members:
+            for m in members.values():
                 args += [m.connection_id, m.display_name, repr(m.connected_at), _flag(m.is_owner)]
             room_keys = [
                 keys.room_meta(room_id),
@@ -216,17 +212,15 @@ class RedisBus:
         outcome = (Admission.NO_ROOM, Admission.FULL, Admission.ADMITTED)[int(status)]
         if outcome is not Admission.ADMITTED:
             return AdmitResult(outcome, int(count))
-        self._held[member.connection_id] = (room_id, member)
-        self._held_per_room[room_id] += 1
+        self._held.setdefault(room_id, {})[member.connection_id] = member
         self._room_meta[room_id] = meta[0]
         return AdmitResult(outcome, int(count), _room(room_id, _fields(meta[0])))
 
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
-        if self._held.pop(connection_id, None) is not None:
-            self._held_per_room[room_id] -= 1
-            if self._held_per_room[room_id] <= 0:
-                del self._held_per_room[room_id]
-                self._room_meta.pop(room_id, None)
+        held = self._held.get(room_id, {})
+        if held.pop(connection_id, None) is not None and not held:
+            del self._held[room_id]
+            self._room_meta.pop(room_id, None)
         try:
             result = await self._link.call(
                 self._depart,
