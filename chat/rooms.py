@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import trio
 
@@ -22,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # Longest room id we bother looking up; ours are 16 hex digits.
 ROOM_ID_MAX_CHARS = 64
+
+T = TypeVar("T")
 
 
 class RoomError(Exception):
@@ -92,6 +96,14 @@ class Entry:
     member: MemberRecord
 
 
+async def _found(look_up: Callable[[str], Awaitable[T | None]], room_id: str) -> T:
+    """What ``look_up`` finds for a room that exists; ``RoomNotFound`` otherwise."""
+    found = await look_up(room_id) if len(room_id) <= ROOM_ID_MAX_CHARS else None
+    if found is None:
+        raise RoomNotFound()
+    return found
+
+
 def _new_member(display_name: str, is_owner: bool) -> MemberRecord:
     return MemberRecord(
         connection_id=str(uuid.uuid4()), display_name=display_name, connected_at=clock.now(), is_owner=is_owner
@@ -115,10 +127,7 @@ class Rooms:
             )
 
     async def find(self, room_id: str) -> RoomRecord:
-        room = await self.bus.get_room(room_id) if len(room_id) <= ROOM_ID_MAX_CHARS else None
-        if room is None:
-            raise RoomNotFound()
-        return room
+        return await _found(self.bus.get_room, room_id)
 
     async def create(self, new: NewRoom) -> tuple[RoomRecord, str]:
         """The new room and its owner token."""
@@ -147,10 +156,7 @@ class Rooms:
 
     async def join(self, room_id: str, display_name: str, password: str | None) -> tuple[RoomRecord, str]:
         """The room and a member token, once the password (if any) is right and a seat is free."""
-        found = await self.bus.occupancy(room_id) if len(room_id) <= ROOM_ID_MAX_CHARS else None
-        if found is None:
-            raise RoomNotFound()
-        room, seats_taken = found
+        room, seats_taken = await _found(self.bus.occupancy, room_id)
         await self._check_password(room, password)
         if seats_taken >= room.max_users:
             raise RoomFull()
