@@ -1,12 +1,14 @@
 """Prometheus metrics of one instance, served at ``/metrics``.
 
-The room code calls the small functions below; none of them blocks or allocates much.
-The fan-out path calls :func:`fanned_out` once per fan-out (one frame, or a backlog of
-them joined) with the number of deliveries it made, never once per member, so a
-1000-member room costs one counter increment and one histogram observation per fan-out.
+Each app has its own ``Metrics`` (its own registry), handed to the code that records: the
+room code calls its small methods, none of which blocks or allocates much. The fan-out path
+calls :meth:`Metrics.fanned_out` once per fan-out (one frame, or a backlog of them joined)
+with the number of deliveries it made, never once per member, so a 1000-member room costs
+one counter increment and one histogram observation per fan-out.
 
-Gauges of what is live (rooms, sockets) are read from the Hub when Prometheus scrapes
-(:func:`watch`), so they cannot drift from the truth when a code path forgets to count.
+What is live (rooms, sockets) and the backend's reconnections are read from the Hub and the
+bus when Prometheus scrapes (:meth:`Metrics.watch`), so they cannot drift from the truth when
+a code path forgets to count.
 
 Labels come from fixed sets (``REFUSAL_REASONS``, ``ERROR_KINDS``): anything else is
 counted as ``other``, so no input of a client can grow the number of series.
@@ -14,6 +16,7 @@ counted as ``other``, so no input of a client can grow the number of series.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from prometheus_client import (
@@ -25,6 +28,8 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
@@ -67,55 +72,127 @@ FANOUT_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.
 # which suits a server that exports nothing else.
 disable_created_metrics()
 
-# One registry per process, not prometheus_client's global one: what /metrics shows is
-# exactly what is defined here, whatever else the process imports.
-REGISTRY = CollectorRegistry()
-ProcessCollector(registry=REGISTRY)
-PlatformCollector(registry=REGISTRY)
 
-INFO = Info("build", "Version and backend of this instance", namespace=NAMESPACE, registry=REGISTRY)
-LIVE_ROOMS = Gauge(
-    "live_rooms", "Rooms with at least one member connected to this instance", namespace=NAMESPACE, registry=REGISTRY
-)
-CONNECTIONS = Gauge(
-    "connections", "Open WebSocket connections on this instance", namespace=NAMESPACE, registry=REGISTRY
-)
-MESSAGES_RECEIVED = Counter(
-    "messages_received", "Chat messages taken from this instance's sockets", namespace=NAMESPACE, registry=REGISTRY
-)
-FRAMES_DELIVERED = Counter(
-    "frames_delivered",
-    "Frames (messages, presence, system) queued to this instance's sockets, one per member reached",
-    namespace=NAMESPACE,
-    registry=REGISTRY,
-)
-FANOUT_SECONDS = Histogram(
-    "fanout_seconds",
-    "Time to hand one room frame (or a backlog of them, joined) to every local member's outbox",
-    namespace=NAMESPACE,
-    registry=REGISTRY,
-    buckets=FANOUT_BUCKETS,
-)
-SLOW_CONSUMERS = Counter(
-    "slow_consumer_disconnects",
-    "Connections closed because their outbox was full",
-    namespace=NAMESPACE,
-    registry=REGISTRY,
-)
-REFUSED = Counter(
-    "refused_connections",
-    "WebSocket connections refused, by reason",
-    ["reason"],
-    namespace=NAMESPACE,
-    registry=REGISTRY,
-)
-BUS_RECONNECTS = Counter(
-    "bus_reconnects",
-    "Times the connection to the shared backend was re-established after a loss",
-    namespace=NAMESPACE,
-    registry=REGISTRY,
-)
-ERRORS = Counter("errors", "Errors, by kind", ["kind"], namespace=NAMESPACE, registry=REGISTRY)
+class LiveSide(Protocol):
+    """What :meth:`Metrics.watch` reads: the Hub of ``chat.nursery``, without importing it."""
+
+    rooms: dict[str, object]
+
+    @property
+    def socket_count(self) -> int: ...
+
+
+class Reconnecting(Protocol):
+    """What :meth:`Metrics.watch` reads of the bus."""
+
+    @property
+    def reconnects(self) -> int: ...
+
+
+class _Reconnects:
+    """The bus's reconnection count as a counter, read at scrape time."""
+
+    def __init__(self, count: Callable[[], int]) -> None:
+        self._count = count
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_bus_reconnects",
+            "Times the connection to the shared backend was re-established after a loss",
+            value=self._count(),
+        )
+
+
+class Metrics:
+    """The metrics of one app, in a registry of its own: what ``/metrics`` shows is exactly
+    what is defined here, whatever else the process imports or however many apps it builds."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        self._info = Info("build", "Version and backend of this instance", namespace=NAMESPACE, registry=registry)
+        self._live_rooms = Gauge(
+            "live_rooms",
+            "Rooms with at least one member connected to this instance",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        self._connections = Gauge(
+            "connections", "Open WebSocket connections on this instance", namespace=NAMESPACE, registry=registry
+        )
+        self._received = Counter(
+            "messages_received",
+            "Chat messages taken from this instance's sockets",
+            namespace=NAMESPACE,
+            registry=registry,
+        ).inc
+        # Bound once: the per-fan-out call then costs two method calls and no attribute lookups.
+        self._deliver = Counter(
+            "frames_delivered",
+            "Frames (messages, presence, system) queued to this instance's sockets, one per member reached",
+            namespace=NAMESPACE,
+            registry=registry,
+        ).inc
+        self._time_fanout = Histogram(
+            "fanout_seconds",
+            "Time to hand one room frame (or a backlog of them, joined) to every local member's outbox",
+            namespace=NAMESPACE,
+            registry=registry,
+            buckets=FANOUT_BUCKETS,
+        ).observe
+        self._slow_consumers = Counter(
+            "slow_consumer_disconnects",
+            "Connections closed because their outbox was full",
+            namespace=NAMESPACE,
+            registry=registry,
+        ).inc
+        refused = Counter(
+            "refused_connections",
+            "WebSocket connections refused, by reason",
+            ["reason"],
+            namespace=NAMESPACE,
+            registry=registry,
+        )
+        errors = Counter("errors", "Errors, by kind", ["kind"], namespace=NAMESPACE, registry=registry)
+        self._refused = _children(refused, "reason", REFUSAL_REASONS)
+        self._errors = _children(errors, "kind", ERROR_KINDS)
+
+    def watch(self, hub: LiveSide, bus: Reconnecting) -> None:
+        """Read the live-rooms and connections gauges from ``hub``, and the reconnections
+        from ``bus``, at scrape time."""
+        self._live_rooms.set_function(lambda: len(hub.rooms))
+        self._connections.set_function(lambda: hub.socket_count)
+        self.registry.register(_Reconnects(lambda: bus.reconnects))
+
+    def describe(self, version: str, backend: str) -> None:
+        """Record what this instance runs, e.g. ``describe(__version__, "RedisBus")``."""
+        self._info.info({"version": version, "backend": backend})
+
+    def received(self) -> None:
+        """One chat message was taken from a local socket and handed to the bus."""
+        self._received()
+
+    def fanned_out(self, deliveries: int, seconds: float) -> None:
+        """One fan-out made ``deliveries`` (frames x members reached) in ``seconds``."""
+        self._deliver(deliveries)
+        self._time_fanout(seconds)
+
+    def slow_consumer(self) -> None:
+        """A member was closed because its outbox was full."""
+        self._slow_consumers()
+
+    def refused(self, reason: str) -> None:
+        """A WebSocket was refused; ``reason`` is one of ``REFUSAL_REASONS``."""
+        (self._refused.get(reason) or self._refused["other"]).inc()
+
+    def error(self, kind: str) -> None:
+        """An error of ``kind`` (one of ``ERROR_KINDS``) happened."""
+        (self._errors.get(kind) or self._errors["other"]).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The body and content type of a ``/metrics`` answer (Prometheus text format)."""
+        return generate_latest(self.registry), CONTENT_TYPE
 
 
 def _children(metric: Counter, label: str, values: tuple[str, ...]) -> dict[str, Counter]:
@@ -124,73 +201,6 @@ def _children(metric: Counter, label: str, values: tuple[str, ...]) -> dict[str,
     return {value: metric.labels(**{label: value}) for value in values}
 
 
-_REFUSED = _children(REFUSED, "reason", REFUSAL_REASONS)
-_ERRORS = _children(ERRORS, "kind", ERROR_KINDS)
-# Bound once: the per-frame call then costs two method calls and no attribute lookups.
-_deliver = FRAMES_DELIVERED.inc
-_time_fanout = FANOUT_SECONDS.observe
-
-
-class LiveSide(Protocol):
-    """What :func:`watch` reads: the Hub of ``chat.nursery``, without importing it."""
-
-    rooms: dict[str, object]
-
-    @property
-    def socket_count(self) -> int: ...
-
-
-def watch(hub: LiveSide) -> None:
-    """Let the live-rooms and connections gauges read ``hub`` at scrape time.
-
-    The last call wins: a process serves one app, and tests that build several apps only
-    care that the gauges follow one of them.
-    """
-    LIVE_ROOMS.set_function(lambda: len(hub.rooms))
-    CONNECTIONS.set_function(lambda: hub.socket_count)
-
-
-def describe(version: str, backend: str) -> None:
-    """Record what this instance runs, e.g. ``describe(__version__, "RedisBus")``."""
-    INFO.info({"version": version, "backend": backend})
-
-
-def received() -> None:
-    """One chat message was taken from a local socket and handed to the bus."""
-    MESSAGES_RECEIVED.inc()
-
-
-def fanned_out(deliveries: int, seconds: float) -> None:
-    """One fan-out made ``deliveries`` (frames x members reached) in ``seconds``."""
-    _deliver(deliveries)
-    _time_fanout(seconds)
-
-
-def slow_consumer() -> None:
-    """A member was closed because its outbox was full."""
-    SLOW_CONSUMERS.inc()
-
-
-def refused(reason: str) -> None:
-    """A WebSocket was refused; ``reason`` is one of ``REFUSAL_REASONS``."""
-    (_REFUSED.get(reason) or _REFUSED["other"]).inc()
-
-
 def refusal_reason(status: int) -> str:
     """The refusal reason for a room error's HTTP status (``RoomError.status``)."""
     return {404: "room_not_found", 409: "room_full", 401: "unauthorized", 403: "unauthorized"}.get(status, "other")
-
-
-def bus_reconnected() -> None:
-    """The shared backend answers again after it was lost."""
-    BUS_RECONNECTS.inc()
-
-
-def error(kind: str) -> None:
-    """An error of ``kind`` (one of ``ERROR_KINDS``) happened."""
-    (_ERRORS.get(kind) or _ERRORS["other"]).inc()
-
-
-def render() -> tuple[bytes, str]:
-    """The body and content type of a ``/metrics`` answer (Prometheus text format)."""
-    return generate_latest(REGISTRY), CONTENT_TYPE

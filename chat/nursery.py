@@ -2,8 +2,19 @@
 
 The Hub owns one ``LiveRoom`` per room that has members on this instance. A LiveRoom owns
 the room's subscriber task and its expiry deadline (a cancel scope), and hands every frame
-from the bus to each local member (chat.member) without ever awaiting a socket: framed once
-(chat.wire), the same bytes for everyone, and a backlog joined into one piece.
+from the bus to each local member (chat.ws.member) without ever awaiting a socket: framed
+once (chat.ws.wire), the same bytes for everyone, and a backlog joined into one piece.
+
+Words, one meaning each (the room domain's own are in chat.rooms):
+
+- add / remove: a member's socket joins or leaves a LiveRoom's fan-out (this instance only);
+  the first ``Hub.add`` starts the LiveRoom, the last ``LiveRoom.remove`` ends it.
+- end: a LiveRoom stops for good (room closed, expired or owner gone, server draining, or
+  no local member left): every member still in it is closed with the reason, the Hub lets
+  go of it and its nursery is cancelled. ``LiveRoom.end`` is the only way a LiveRoom stops.
+- close: a member's socket is closed with a code and reason (``Member.close``), after the
+  frames already queued for it; ``Member.close_too_slow`` closes one that cannot keep up.
+- drain: the instance is shutting down; every LiveRoom ends with 1001.
 """
 
 from __future__ import annotations
@@ -13,11 +24,13 @@ import time
 
 import trio
 
-from . import clock, metrics, protocol, wire
+from . import clock, protocol
 from .arrivals import while_more_arrive
 from .bus import ROOM_END, Bus, BusUnavailable, RoomRecord
-from .member import Member
-from .pings import ping_members
+from .metrics import Metrics
+from .ws import wire
+from .ws.member import Member
+from .ws.pings import ping_members
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +47,7 @@ class LiveRoom:
         self.scope = trio.CancelScope(deadline=clock.deadline_at(record.expires_at))
         self.subscribed = trio.Event()
         # Set once the room stops taking members: it ended, expired or emptied.
-        self.closed = False
+        self.ended = False
 
     @property
     def room_id(self) -> str:
@@ -68,8 +81,8 @@ class LiveRoom:
                     except BusUnavailable:
                         pass  # Its keys expire with the room anyway.
         finally:
-            if not self.closed:  # Failed before it could end in order.
-                metrics.error("room_failed")
+            if not self.ended:  # Failed before it could end in order.
+                self.hub.metrics.error("room_failed")
                 self.end(protocol.CLOSE_INTERNAL, "Room failed; reconnect")
             self.subscribed.set()
 
@@ -84,6 +97,7 @@ class LiveRoom:
         started = time.perf_counter()
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         slow = [m for m in self.members.values() if not m.deliver(data)]
+        metrics = self.hub.metrics
         metrics.fanned_out(len(frames) * (len(self.members) - len(slow)), time.perf_counter() - started)
         for member in slow:
             metrics.slow_consumer()
@@ -91,13 +105,23 @@ class LiveRoom:
                 "slow consumer disconnected",
                 extra={"room_id": self.room_id, "connection_id": member.connection_id},
             )
-            member.drop()
+            member.close_too_slow()
+
+    def remove(self, member: Member) -> None:
+        """Take a member out of the fan-out; the room ends with its last local member."""
+        self.members.pop(member.connection_id, None)
+        if not self.members:
+            self.end(protocol.CLOSE_NORMAL, "")
 
     def end(self, code: int, reason: str, final: str | None = None) -> None:
-        self.closed = True
-        self.hub.forget(self)
+        """Stop for good: close every member with ``code``/``reason`` (after ``final``, a
+        frame for each), let the Hub forget the room, cancel its nursery. Idempotent."""
+        if self.ended:
+            return
+        self.ended = True
+        self.hub._forget(self)
         for member in list(self.members.values()):
-            member.finish(code, reason, final)
+            member.close(code, reason, final)
         self.scope.cancel()
 
 
@@ -141,8 +165,11 @@ class SocketCount:
 class Hub:
     """Every live room on this instance, each in a nursery the Hub owns."""
 
-    def __init__(self, bus: Bus, *, cleanup_seconds: float = 5.0, ping_seconds: float | None = None) -> None:
+    def __init__(
+        self, bus: Bus, metrics: Metrics, *, cleanup_seconds: float = 5.0, ping_seconds: float | None = None
+    ) -> None:
         self.bus = bus
+        self.metrics = metrics
         self.cleanup_seconds = cleanup_seconds
         self.ping_seconds = ping_seconds
         self.rooms: dict[str, LiveRoom] = {}
@@ -181,7 +208,7 @@ class Hub:
         if self._sockets == 0:
             self._no_sockets.set()
 
-    async def enter(self, record: RoomRecord, member: Member) -> LiveRoom:
+    async def add(self, record: RoomRecord, member: Member) -> LiveRoom:
         """Add a member to the room's live side, starting it (subscribed) if it is the first."""
         assert self._nursery is not None, "Hub.run() is not running"
         room = self.rooms.get(record.room_id)
@@ -195,14 +222,7 @@ class Hub:
             await room.subscribed.wait()
         return room
 
-    def leave(self, room: LiveRoom, member: Member) -> None:
-        room.members.pop(member.connection_id, None)
-        if not room.members and not room.closed:
-            room.closed = True
-            self.forget(room)
-            room.scope.cancel()
-
-    def forget(self, room: LiveRoom) -> None:
+    def _forget(self, room: LiveRoom) -> None:
         if self.rooms.get(room.room_id) is room:
             del self.rooms[room.room_id]
 

@@ -1,7 +1,21 @@
-"""The room domain: create, join, details, close, and who may enter a room's WebSocket.
+"""The room domain: create, join, details, close, and a member's life in a room.
 
 Knows nothing of HTTP or WebSocket types; errors carry the status and a detail a client
-can act on, and the HTTP layer only translates them.
+can act on, and the HTTP layer only translates them. This is the one owner of what the
+room hears about a member: its arrival, what it says, its departure.
+
+Words, one meaning each (the live side's own are in chat.nursery):
+
+- create / join: REST. Join checks the password and a free seat and hands out a member
+  token; it takes no seat.
+- admit: a socket's member takes a seat (atomic against ``max_users``, on every instance).
+- arrive: the room hears an admitted member came online (``user_online``).
+- say: a member's chat message goes to the room.
+- depart: the member's seat is freed, the room hears it went offline (``user_offline``),
+  and the owner rule runs.
+- end: the room is over for everyone, on every instance: deleted, its final system
+  message published. ``close_by_owner`` (REST, owner token) and the owner rule end rooms;
+  expiry ends them by time.
 """
 
 from __future__ import annotations
@@ -167,7 +181,7 @@ class Rooms:
         await self._check_password(room, password)
         return room, await self.bus.members(room_id)
 
-    async def close(self, room_id: str, owner_token: str | None) -> None:
+    async def close_by_owner(self, room_id: str, owner_token: str | None) -> None:
         room = await self.find(room_id)
         grant = self.tokens.verify(owner_token, room_id) if owner_token else None
         if grant is None or not grant.is_owner:
@@ -182,7 +196,7 @@ class Rooms:
         await self.bus.publish(room.room_id, ROOM_END)
         return True
 
-    async def enter(self, room_id: str, token: str | None, display_name: str) -> tuple[Entry, int]:
+    async def admit(self, room_id: str, token: str | None, display_name: str) -> tuple[Entry, int]:
         """Seat a WebSocket's member: who it is in the room, from its token or (open rooms
         only) its name, and the online count including it."""
         if token:
@@ -202,6 +216,20 @@ class Rooms:
         if result.room is None:
             raise RoomNotFound()
         return Entry(result.room, member), result.online_count
+
+    async def arrive(self, entry: Entry, online_count: int) -> None:
+        """Tell the room an admitted member came online."""
+        room, member = entry.room, entry.member
+        await self.bus.publish(
+            room.room_id,
+            protocol.presence(room.room_id, "user_online", member.connection_id, member.display_name, online_count),
+        )
+
+    async def say(self, entry: Entry, text: str, undelivered: Callable[[], None] | None = None) -> None:
+        """Publish a member's chat message; ``undelivered`` is told if it may have been lost."""
+        room, member = entry.room, entry.member
+        message = protocol.chat_message(room.room_id, member.connection_id, member.display_name, text)
+        await self.bus.publish(room.room_id, message, undelivered)
 
     async def depart(self, entry: Entry, *, owner_rule: bool = True) -> None:
         """Free the member's seat, tell the room, and end the room if its owner has left."""

@@ -20,9 +20,10 @@ from hypercorn.trio import serve
 from trio_websocket import WebSocketConnection, open_websocket_url
 
 from chat.__main__ import hypercorn_config
+from chat.app import ChatApp
 from chat.bus import Bus
 from chat.config import Settings
-from chat.http import ChatApp, create_app
+from chat.http import create_app
 
 TEST_SECRET = "test-secret-key"
 

@@ -15,8 +15,9 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 from chat import clock
 from chat.bus import ROOM_END, MemberRecord, RoomRecord
 from chat.bus.memory import MemoryBus
-from chat.member import SLOW_CONSUMER, Member
+from chat.metrics import Metrics
 from chat.nursery import FAN_OUT_FRAMES, Hub, LiveRoom
+from chat.ws.member import SLOW_CONSUMER, Member
 
 from .support import Client, Server, connect, create_room, join_room, running_app, settings
 
@@ -235,13 +236,13 @@ async def room_of_recording_members() -> AsyncIterator[tuple[MemoryBus, Hub, lis
     await bus.create_room(record)
     async with trio.open_nursery() as nursery:
         await nursery.start(bus.run)
-        hub = Hub(bus)
+        hub = Hub(bus, Metrics())
         await nursery.start(hub.run)
         sockets = [RecordingSocket() for _ in range(3)]
         for i, socket in enumerate(sockets):
             member = Member(MemberRecord(f"c{i}", f"m{i}", now), outbox_frames=8)
             member.attach(socket, nursery, socket.write_now)
-            await hub.enter(record, member)
+            await hub.add(record, member)
         yield bus, hub, sockets
         nursery.cancel_scope.cancel()
 

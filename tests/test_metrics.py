@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from chat import metrics
+from chat.metrics import ERROR_KINDS, REFUSAL_REASONS, Metrics, refusal_reason
 
 
-def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def scrape(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of the exposition text, keyed by name and labels, as Prometheus reads it."""
     body, content_type = metrics.render()
     assert content_type == "text/plain; version=0.0.4; charset=utf-8"
@@ -34,8 +34,20 @@ class FakeHub:
         return self.sockets
 
 
+@dataclass
+class FakeBus:
+    reconnects: int = 0
+
+
+def watched() -> tuple[Metrics, FakeHub, FakeBus]:
+    metrics, hub, bus = Metrics(), FakeHub(), FakeBus()
+    metrics.watch(hub, bus)
+    return metrics, hub, bus
+
+
 def test_every_series_exists_before_any_event() -> None:
-    samples = scrape()
+    metrics, _, _ = watched()
+    samples = scrape(metrics)
     names = {name for name, _ in samples}
     for name in (
         "ephemeralchat_live_rooms",
@@ -48,33 +60,43 @@ def test_every_series_exists_before_any_event() -> None:
         "process_resident_memory_bytes",
     ):
         assert name in names, name
-    for reason in metrics.REFUSAL_REASONS:
+    for reason in REFUSAL_REASONS:
         value(samples, "ephemeralchat_refused_connections_total", reason=reason)
-    for kind in metrics.ERROR_KINDS:
+    for kind in ERROR_KINDS:
         value(samples, "ephemeralchat_errors_total", kind=kind)
 
 
-def test_gauges_follow_the_hub_at_scrape_time() -> None:
-    hub = FakeHub()
-    metrics.watch(hub)
+def test_gauges_follow_the_hub_and_the_bus_at_scrape_time() -> None:
+    metrics, hub, bus = watched()
     hub.rooms.update(a=object(), b=object())
     hub.sockets = 5
-    samples = scrape()
+    bus.reconnects = 3
+    samples = scrape(metrics)
     assert value(samples, "ephemeralchat_live_rooms") == 2
     assert value(samples, "ephemeralchat_connections") == 5
+    assert value(samples, "ephemeralchat_bus_reconnects_total") == 3
     hub.rooms.clear()
     hub.sockets = 0
-    samples = scrape()
+    samples = scrape(metrics)
     assert value(samples, "ephemeralchat_live_rooms") == 0
     assert value(samples, "ephemeralchat_connections") == 0
 
 
+def test_each_app_counts_on_its_own() -> None:
+    first, _, _ = watched()
+    second, _, _ = watched()
+    first.received()
+    assert value(scrape(first), "ephemeralchat_messages_received_total") == 1
+    assert value(scrape(second), "ephemeralchat_messages_received_total") == 0
+
+
 def test_fan_out_counts_every_delivery_and_times_each_fan_out() -> None:
-    before = scrape()
+    metrics, _, _ = watched()
+    before = scrape(metrics)
     metrics.fanned_out(20, 0.00003)
     metrics.fanned_out(1000, 0.002)
     metrics.received()
-    after = scrape()
+    after = scrape(metrics)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -92,17 +114,17 @@ def test_fan_out_counts_every_delivery_and_times_each_fan_out() -> None:
 
 
 def test_labelled_counters_keep_a_fixed_set_of_series() -> None:
-    before = scrape()
+    metrics, _, _ = watched()
+    before = scrape(metrics)
     metrics.refused("room_full")
-    metrics.refused(metrics.refusal_reason(404))
-    metrics.refused(metrics.refusal_reason(403))
+    metrics.refused(refusal_reason(404))
+    metrics.refused(refusal_reason(403))
     # A value from outside the fixed set must not create a series of its own.
     metrics.refused("<script>")
     metrics.error("bad_frame")
     metrics.error("no such kind")
     metrics.slow_consumer()
-    metrics.bus_reconnected()
-    after = scrape()
+    after = scrape(metrics)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
@@ -115,12 +137,12 @@ def test_labelled_counters_keep_a_fixed_set_of_series() -> None:
     assert delta("ephemeralchat_errors_total", kind="bad_frame") == 1
     assert delta("ephemeralchat_errors_total", kind="other") == 1
     assert delta("ephemeralchat_slow_consumer_disconnects_total") == 1
-    assert delta("ephemeralchat_bus_reconnects_total") == 1
     assert {labels for name, labels in after if name == refused} == {
-        (("reason", reason),) for reason in metrics.REFUSAL_REASONS
+        (("reason", reason),) for reason in REFUSAL_REASONS
     }
 
 
 def test_build_info() -> None:
+    metrics, _, _ = watched()
     metrics.describe("1.2.3", "MemoryBus")
-    assert value(scrape(), "ephemeralchat_build_info", version="1.2.3", backend="MemoryBus") == 1
+    assert value(scrape(metrics), "ephemeralchat_build_info", version="1.2.3", backend="MemoryBus") == 1

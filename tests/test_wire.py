@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from wsproto.frame_protocol import FrameProtocol
 
-from chat.wire import text_frame, text_of
+from chat.ws.wire import text_frame, text_of
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 200_000])

@@ -78,6 +78,10 @@ class Bus(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    @property
+    def reconnects(self) -> int:
+        """Times the backend's connection was re-established after a loss."""
+
     async def create_room(self, room: RoomRecord) -> None: ...
 
     async def get_room(self, room_id: str) -> RoomRecord | None:

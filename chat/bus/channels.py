@@ -72,10 +72,6 @@ class RoomChannels:
         self._answer_deadline = trio.CancelScope()
         link.on_loss(self._release)
 
-    @property
-    def channel_count(self) -> int:
-        return len(self._subscribed)
-
     async def session(self, nursery: trio.Nursery) -> None:
         """Start this session's reader, subscriptions and publisher; returns once resubscribed."""
         connection = await nursery.start(self._read)

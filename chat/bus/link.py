@@ -21,7 +21,6 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from .. import metrics
 from . import BusUnavailable
 
 log = logging.getLogger(__name__)
@@ -75,6 +74,8 @@ class RedisLink:
         )
         self.client = Redis(connection_pool=self.pool)
         self.ready = False
+        # Sessions re-established after a loss (the first one is not counted).
+        self.reconnects = 0
         self._session = trio.CancelScope()
         self._on_loss: list[Callable[[], None]] = []
 
@@ -120,13 +121,6 @@ class RedisLink:
         self.ready = False
         self._session.cancel()
 
-    async def guarded(self, work: Callable[[], Awaitable[None]]) -> None:
-        """Run a session task; a connection error ends the session instead of crashing."""
-        try:
-            await work()
-        except LOST as error:
-            self.lost(error)
-
     @property
     def command_timeout_seconds(self) -> float:
         return self._command_timeout
@@ -158,7 +152,7 @@ class RedisLink:
                             backoff = BACKOFF_MIN_SECONDS
                             log.info("connected to redis")
                             if started:  # Not the first session: Redis came back.
-                                metrics.bus_reconnected()
+                                self.reconnects += 1
                             if not started:
                                 started = True
                                 task_status.started()

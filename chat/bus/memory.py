@@ -35,6 +35,10 @@ class MemoryBus:
     def ready(self) -> bool:
         return True
 
+    @property
+    def reconnects(self) -> int:
+        return 0  # Nothing to lose a connection to.
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:

@@ -110,8 +110,8 @@ class RedisBus:
         return self._link.ready
 
     @property
-    def link(self) -> RedisLink:
-        return self._link
+    def reconnects(self) -> int:
+        return self._link.reconnects
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._link.run(self._session, task_status=task_status)

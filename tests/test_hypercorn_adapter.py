@@ -10,8 +10,8 @@ from hypercorn.protocol.ws_stream import ASGIWebsocketState
 from hypercorn.trio import serve
 from trio_websocket import open_websocket_url
 
-from chat.transport import Transport, hypercorn_stream
-from chat.wire import text_frame
+from chat.ws.hypercorn_adapter import HypercornTransport, hypercorn_stream
+from chat.ws.wire import text_frame
 
 FRAMES = 200
 PAYLOAD = 60_000  # 200 x 60 kB: far beyond the socket buffers, so writes go partial
@@ -30,7 +30,7 @@ async def test_batches_reach_the_peer_whole_and_in_order_through_both_write_path
         await send({"type": "websocket.accept"})
         stream = hypercorn_stream(send)
         assert stream is not None
-        transport = Transport(stream)
+        transport = HypercornTransport(stream)
         seen["direct"] = transport.direct
         for start in range(0, FRAMES, 10):
             await transport.write(b"".join(text_frame(f"{i}:" + "x" * PAYLOAD) for i in range(start, start + 10)))
@@ -65,6 +65,6 @@ async def test_a_write_that_meets_the_close_is_dropped() -> None:
         async def send(self, event: object) -> None:
             raise trio.BusyResourceError("another task is currently sending data on this SocketStream")
 
-    transport = Transport(ClosingStream())  # type: ignore[arg-type]
+    transport = HypercornTransport(ClosingStream())  # type: ignore[arg-type]
     assert not transport.direct
     await transport.write(b"frame")

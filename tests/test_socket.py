@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat.sockets import AsgiSocket
-from chat.wire import text_frame
+from chat.ws.socket import AsgiSocket
+from chat.ws.wire import text_frame
 
 
 async def test_frames_fall_back_to_one_asgi_message_each() -> None:
@@ -19,7 +19,7 @@ async def test_frames_fall_back_to_one_asgi_message_each() -> None:
         sent.append(message)
 
     socket = AsgiSocket({"type": "websocket", "query_string": b"token=a.b%3Fc&display_name=Zo%C3%AB"}, receive, send)
-    assert not socket.batched
+    assert socket.write_now is None  # no synchronous path to the peer's socket
     assert socket.display_name() == "Zoë" and socket.token() == "a.b"
     await socket.accept()
     assert await socket.receive() == "hi"

@@ -1,7 +1,7 @@
 """The WebSocket as the room code sees it: ASGI, with batched writes when Hypercorn serves it.
 
-Frames reach the socket as pre-framed bytes (chat.wire). Under Hypercorn they go down through
-``chat.transport`` (a batch per write, and a way to cut a peer that stopped reading); under
+Frames reach the socket as pre-framed bytes (chat.ws.wire). Under Hypercorn they go down through
+``chat.ws.hypercorn_adapter`` (a batch per write, and a way to cut a peer that stopped reading); under
 any other server, as one ASGI message each.
 """
 
@@ -14,10 +14,10 @@ from urllib.parse import parse_qsl
 
 from pydantic import TypeAdapter, ValidationError
 
+from ..protocol import CLOSE_TOO_BIG
+from ..schemas import Name
 from . import wire
-from .protocol import CLOSE_TOO_BIG
-from .schemas import Name
-from .transport import Transport, hypercorn_stream
+from .hypercorn_adapter import HypercornTransport, hypercorn_stream
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +42,9 @@ class AsgiSocket:
         self._receive = receive
         self._send = send
         stream = hypercorn_stream(send)
-        self._transport = Transport(stream) if stream is not None else None
+        self._transport = HypercornTransport(stream) if stream is not None else None
         self.closed = False
         self.disconnected = False
-
-    @property
-    def batched(self) -> bool:
-        """True when frames go down in batches straight through Hypercorn."""
-        return self._transport is not None
 
     @property
     def write_now(self) -> Callable[[bytes], int] | None:

@@ -4,7 +4,7 @@ A member that keeps up gets every frame written straight to its socket, with no 
 Only while its socket cannot take frames as fast as they come does it get a bounded outbox and
 a writer task that drains it, taking whatever has queued up as one write: a socket that stops
 reading can stall only its own writer, never the room. A member whose outbox fills up is
-dropped (1008, with a reason), its backlog freed at once.
+closed (1008, with a reason), its backlog freed at once.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from typing import Protocol
 
 import trio
 
-from . import protocol, wire
-from .bus import MemberRecord
+from .. import protocol
+from ..bus import MemberRecord
+from . import wire
 
 SLOW_CONSUMER = "Too slow: this connection fell behind the room's messages"
 # Most frames one write carries: bounds the size of a single send while a backlog drains.
@@ -48,7 +49,7 @@ class Member:
         "_writing",
         "close_code",
         "close_reason",
-        "finished",
+        "closing",
         "reading",
         "record",
         "stalled",
@@ -58,9 +59,9 @@ class Member:
     def __init__(self, record: MemberRecord, outbox_frames: int) -> None:
         self.record = record
         self._capacity = outbox_frames
-        # Cancelled by finish(): stops the handler reading from a member that must go.
+        # Cancelled by close(): stops the handler reading from a member that must go.
         self.reading = trio.CancelScope()
-        self.finished = False
+        self.closing = False
         self.close_code = protocol.CLOSE_NORMAL
         self.close_reason = ""
         # Set once the writer has flushed the outbox and sent the close frame.
@@ -94,7 +95,7 @@ class Member:
         a reader that keeps up takes it there and then, with no task switch. Only what the
         socket cannot take now goes through the outbox and the writer task.
         """
-        if self.finished:
+        if self.closing:
             return True  # Closing: nothing more goes out after the last frames.
         if self._write_now is not None and not self._queued and not self._writing:
             sent = self._write_now(frame)
@@ -110,7 +111,7 @@ class Member:
 
     def ping(self) -> None:
         """A WebSocket ping, where the socket takes raw frames. It goes like any frame, behind
-        what is already queued; a full outbox loses it, and that member is being dropped."""
+        what is already queued; a full outbox loses it, and that member is being closed as too slow."""
         if self._write_now is not None:
             self.deliver(wire.PING)
 
@@ -118,21 +119,21 @@ class Member:
         """Hand on a frame meant for this member alone."""
         return self.deliver(wire.text_frame(text))
 
-    def finish(self, code: int, reason: str, final: str | None = None) -> None:
+    def close(self, code: int, reason: str, final: str | None = None) -> None:
         """Stop taking frames; the writer flushes what is queued, then closes the socket."""
-        if self.finished:
+        if self.closing:
             return
         if final is not None:
             self.tell(final)  # A full outbox means the reader is gone anyway.
-        self.finished = True
+        self.closing = True
         self.close_code, self.close_reason = code, reason
         self._open_outbox().close()
         self.reading.cancel()
 
-    def drop(self) -> None:
-        """Disconnect a member too slow for its room: its backlog is freed at once, so
-        the close frame (1008, with the reason) is the next thing after what is in flight."""
-        if self.finished:
+    def close_too_slow(self) -> None:
+        """Close a member too slow for its room: its backlog is freed at once, so the
+        close frame (1008, with the reason) is the next thing after what is in flight."""
+        if self.closing:
             return
         self.stalled = True
         while self._frames is not None:
@@ -141,7 +142,7 @@ class Member:
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
             self._queued -= 1
-        self.finish(protocol.CLOSE_POLICY, SLOW_CONSUMER)
+        self.close(protocol.CLOSE_POLICY, SLOW_CONSUMER)
 
     def _open_outbox(self) -> trio.MemorySendChannel[bytes]:
         if self._outbox is None:
@@ -163,7 +164,7 @@ class Member:
                 self._writing = True
                 await socket.send_frames(batch)
                 self._writing = False
-                if not self._queued and not self.finished:
+                if not self._queued and not self.closing:
                     # Caught up: back to writing straight to the socket, and the outbox
                     # and this task go, so an idle member holds neither. A later lag
                     # opens new ones.

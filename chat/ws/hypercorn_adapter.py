@@ -11,7 +11,7 @@ Hypercorn hands an ASGI app its ``WSStream.app_send`` as ``send``. From that str
   peer's kernel buffer takes it whole, so the common case costs one syscall and no task
   switch, lock or cancel scope; whatever does not fit goes the locked way above, in order.
 
-Checked against Hypercorn 0.17 and 0.18 (tests/test_transport.py). Anything of another shape
+Checked against Hypercorn 0.17 and 0.18 (tests/test_hypercorn_adapter.py). Anything of another shape
 (another server, TLS) uses the paths that still apply: ASGI messages, or the stream alone.
 """
 
@@ -45,7 +45,7 @@ def _tcp(stream: WSStream) -> tuple[trio.Lock, Any] | None:
     return lock, socket
 
 
-class Transport:
+class HypercornTransport:
     __slots__ = ("_lock", "_socket", "stream")
 
     def __init__(self, stream: WSStream) -> None:

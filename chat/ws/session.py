@@ -1,4 +1,9 @@
-"""One member's WebSocket, from accept to close: admission, presence, chat, departure."""
+"""One member's WebSocket, from accept to close: admission, reading, closing.
+
+The socket layer never talks to the bus: what the room hears of a member (arrival, speech,
+departure) goes through ``Rooms`` (chat.rooms), and the frames it gets come from its
+LiveRoom (chat.nursery).
+"""
 
 from __future__ import annotations
 
@@ -7,22 +12,23 @@ from functools import partial
 
 import trio
 
-from . import metrics, protocol
-from .bus import Bus, BusUnavailable
-from .config import Settings
-from .limits import MessageRate, Verdict
+from .. import protocol
+from ..bus import BusUnavailable
+from ..config import Settings
+from ..limits import MessageRate, Verdict
+from ..metrics import Metrics, refusal_reason
+from ..nursery import Hub, LiveRoom
+from ..origins import Origins
+from ..rooms import Entry, RoomError, Rooms
 from .member import Member
-from .nursery import Hub, LiveRoom
-from .origins import Origins
-from .rooms import Entry, RoomError, Rooms
-from .sockets import AsgiSocket, Disconnected, InvalidName
+from .socket import AsgiSocket, Disconnected, InvalidName
 
 log = logging.getLogger(__name__)
 
 NOT_SENT = "A message of yours may not have reached the room (the chat backend failed); send it again"
 
 
-def _not_sent(member: Member) -> None:
+def _not_sent(metrics: Metrics, member: Member) -> None:
     metrics.error("undeliverable")
     member.tell(protocol.error(NOT_SENT))
 
@@ -30,9 +36,9 @@ def _not_sent(member: Member) -> None:
 class Session:
     """What a member's socket needs from the instance."""
 
-    def __init__(self, settings: Settings, bus: Bus, rooms: Rooms, hub: Hub, origins: Origins) -> None:
-        self.settings, self.bus, self.rooms, self.hub = settings, bus, rooms, hub
-        self.origins = origins
+    def __init__(self, settings: Settings, rooms: Rooms, hub: Hub, origins: Origins, metrics: Metrics) -> None:
+        self.settings, self.rooms, self.hub = settings, rooms, hub
+        self.origins, self.metrics = origins, metrics
 
     def _refusal(self, socket: AsgiSocket, room_id: str) -> tuple[int, str, str] | None:
         """Why this socket may not even try to enter: close code, reason, metric label."""
@@ -48,6 +54,7 @@ class Session:
         return None
 
     async def serve(self, socket: AsgiSocket, room_id: str) -> None:
+        metrics = self.metrics
         with self.hub.serving():
             try:
                 await socket.accept()
@@ -62,9 +69,9 @@ class Session:
                 await socket.close(code, reason)
                 return
             try:
-                entry, online_count = await self.rooms.enter(room_id, socket.token(), socket.display_name())
+                entry, online_count = await self.rooms.admit(room_id, socket.token(), socket.display_name())
             except (RoomError, InvalidName) as error:
-                reason = metrics.refusal_reason(error.status) if isinstance(error, RoomError) else "invalid_name"
+                reason = refusal_reason(error.status) if isinstance(error, RoomError) else "invalid_name"
                 metrics.refused(reason)
                 await socket.close(protocol.CLOSE_POLICY, str(error))
                 return
@@ -82,19 +89,16 @@ class Session:
             member.tell(protocol.system(entry.room.room_id, protocol.CONNECTED, connection_id=me.connection_id))
             room: LiveRoom | None = None
             try:
-                room = await self.hub.enter(entry.room, member)
-                presence = protocol.presence(
-                    entry.room.room_id, "user_online", me.connection_id, me.display_name, online_count
-                )
+                room = await self.hub.add(entry.room, member)
                 with member.reading:
-                    await self.bus.publish(entry.room.room_id, presence)
+                    await self.rooms.arrive(entry, online_count)
                     await self._read(socket, entry, member)
             except (Disconnected, BusUnavailable):
                 pass
             finally:
-                member.finish(protocol.CLOSE_NORMAL, "")
+                member.close(protocol.CLOSE_NORMAL, "")
                 if room is not None:
-                    self.hub.leave(room, member)
+                    room.remove(member)
                 await self._depart(entry)
             # The writer flushes the last frames and the close frame. A peer that stopped
             # reading leaves it stuck in a send that cannot be cancelled: drop the connection.
@@ -106,16 +110,16 @@ class Session:
                 await socket.abort()
 
     async def _read(self, socket: AsgiSocket, entry: Entry, member: Member) -> None:
-        room_id, me = entry.room.room_id, entry.member
+        metrics = self.metrics
         limit = self.settings.message_max_chars
         rate = MessageRate(self.settings.messages_per_second, self.settings.message_burst, self.settings.flood_debt)
-        not_sent = partial(_not_sent, member)
+        not_sent = partial(_not_sent, metrics, member)
         while True:
             data = await socket.receive()
             verdict = rate.judge()
             if verdict is Verdict.FLOOD:
                 metrics.error("flood")
-                member.finish(protocol.CLOSE_POLICY, "Flooding: far too many messages")
+                member.close(protocol.CLOSE_POLICY, "Flooding: far too many messages")
                 return
             if verdict is Verdict.REFUSE:
                 metrics.error("rate_limited")
@@ -128,8 +132,7 @@ class Session:
                 member.tell(protocol.error(str(error)))
                 continue
             try:
-                message = protocol.chat_message(room_id, me.connection_id, me.display_name, text)
-                await self.bus.publish(room_id, message, not_sent)
+                await self.rooms.say(entry, text, not_sent)
                 metrics.received()
             except BusUnavailable as error:
                 metrics.error("undeliverable")
@@ -144,5 +147,5 @@ class Session:
             except BusUnavailable:
                 log.info("departure deferred to the presence sweep", extra={"room_id": entry.room.room_id})
             except Exception:
-                metrics.error("departure_failed")
+                self.metrics.error("departure_failed")
                 log.exception("departure failed", extra={"room_id": entry.room.room_id})

@@ -1,0 +1,29 @@
+"""The Quart-Trio app and what every request may reach through it."""
+
+from __future__ import annotations
+
+from typing import cast
+
+from quart import current_app
+from quart_trio import QuartTrio
+
+from .bus import Bus
+from .config import Settings
+from .metrics import Metrics
+from .nursery import Hub
+from .rooms import Rooms
+
+
+class ChatApp(QuartTrio):
+    """Built by ``chat.http.create_app``; one per server."""
+
+    settings: Settings
+    bus: Bus
+    hub: Hub
+    rooms: Rooms
+    metrics: Metrics
+
+
+def current() -> ChatApp:
+    """The app serving the current request."""
+    return cast(ChatApp, current_app)

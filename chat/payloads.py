@@ -1,0 +1,67 @@
+"""Request bodies and queries in, JSON out: how the REST routes read input and answer errors.
+
+Every error is ``{"detail": "..."}`` saying what to do; validation errors name the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from quart import Response, request
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class BadRequest(Exception):
+    def __init__(self, detail: str, status: int = 422) -> None:
+        super().__init__(detail)
+        self.detail, self.status = detail, status
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def error_response(detail: str, status: int) -> Response:
+    return json_response({"detail": detail}, status)
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+async def body(model: type[M]) -> M:
+    """The request body as ``model``; any content type is read as JSON, an empty body as {}."""
+    raw = await request.get_data(cache=True)
+    try:
+        data = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        raise BadRequest("Request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadRequest("Request body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise BadRequest(_describe(error)) from None
+
+
+def query(model: type[M]) -> M:
+    try:
+        return model.model_validate(request.args.to_dict())
+    except ValidationError as error:
+        raise BadRequest(_describe(error)) from None
+
+
+def client_address() -> str:
+    return request.remote_addr or "unknown"
+
+
+def bearer_token() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None

@@ -1,0 +1,195 @@
+"""The REST routes of rooms, and how errors become answers.
+
+Each route reads its input (chat.payloads), calls the room domain (chat.rooms) and shapes
+the answer; the domain's errors carry their status and detail, translated here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+from urllib.parse import quote
+
+from quart import Blueprint, Response, request
+from quart_schema import document_querystring, document_request, document_response
+from werkzeug.exceptions import HTTPException
+
+from . import clock
+from .app import current
+from .bus import BusUnavailable, MemberRecord, RoomRecord
+from .payloads import BadRequest, bearer_token, body, client_address, error_response, json_response, query
+from .rooms import NewRoom, RateLimited, RoomError
+from .schemas import (
+    CloseRoom,
+    CreateRoom,
+    DetailsQuery,
+    Error,
+    JoinRoom,
+    LeaveRoom,
+    Message,
+    OnlineUser,
+    Preferences,
+    RoomCreated,
+    RoomDetails,
+    RoomJoined,
+)
+
+log = logging.getLogger(__name__)
+
+rooms = Blueprint("rooms", __name__)
+
+
+def ws_url(room_id: str, token: str) -> str:
+    """Where the client opens the room's socket: ``DOMAIN`` if set, else the host it called."""
+    scheme = "wss" if request.scheme in ("https", "wss") else "ws"
+    host = current().settings.domain or request.host
+    return f"{scheme}://{host}/rooms/{room_id}/ws?token={quote(token)}"
+
+
+# One rule for /rooms/ and /rooms: no redirect a client could trip on, one operation id.
+@rooms.post("/rooms/", strict_slashes=False)
+@document_request(CreateRoom)
+@document_response(RoomCreated, 200)
+@document_response(Error, 413)
+@document_response(Error, 422)
+@document_response(Error, 429)
+@document_response(Error, 503)
+async def create_room() -> Response:
+    """Create a room. Keep `owner_token`: it is the only proof of ownership."""
+    app = current()
+    await app.rooms.allow("create", client_address(), app.settings.rooms_per_minute)
+    new = await body(CreateRoom)
+    room, token = await app.rooms.create(
+        NewRoom(
+            name=new.name,
+            owner_name=new.owner_name,
+            password=new.password or None,
+            expiry_seconds=new.expiry_seconds,
+            max_users=new.max_users,
+            destroy_on_owner_offline=new.preferences.destroy_on_owner_offline,
+        )
+    )
+    return json_response(
+        {
+            "room_id": room.room_id,
+            "ws_url": ws_url(room.room_id, token),
+            "expires_at": clock.iso(room.expires_at),
+            "owner_token": token,
+        }
+    )
+
+
+@rooms.post("/rooms/<room_id>/join")
+@document_request(JoinRoom)
+@document_response(RoomJoined, 200)
+@document_response(Error, 401)
+@document_response(Error, 404)
+@document_response(Error, 409)
+@document_response(Error, 413)
+@document_response(Error, 422)
+@document_response(Error, 429)
+@document_response(Error, 503)
+async def join_room(room_id: str) -> Response:
+    """Get a `ws_url` for the room: checks the password and that a seat is free."""
+    app = current()
+    await app.rooms.allow("join", client_address(), app.settings.joins_per_minute)
+    joining = await body(JoinRoom)
+    room, token = await app.rooms.join(room_id, joining.display_name, joining.password or None)
+    return json_response({"ws_url": ws_url(room.room_id, token), "expires_at": clock.iso(room.expires_at)})
+
+
+@rooms.get("/rooms/<room_id>")
+@document_querystring(DetailsQuery)
+@document_response(RoomDetails, 200)
+@document_response(Error, 401)
+@document_response(Error, 404)
+@document_response(Error, 422)
+@document_response(Error, 503)
+async def room_details(room_id: str) -> Response:
+    """The room and who is online in it; password rooms need `?password=`."""
+    asked = query(DetailsQuery)
+    room, members = await current().rooms.details(room_id, asked.password)
+    return json_response(_details(room, members))
+
+
+@rooms.post("/rooms/<room_id>/leave")
+@document_request(LeaveRoom)
+@document_response(Message, 200)
+@document_response(Error, 404)
+@document_response(Error, 413)
+@document_response(Error, 422)
+@document_response(Error, 503)
+async def leave_room(room_id: str) -> Response:
+    """Acknowledge a leave; closing the WebSocket is what frees the seat."""
+    await body(LeaveRoom)
+    await current().rooms.find(room_id)
+    return json_response({"message": "Leave request acknowledged. Disconnect WebSocket to complete leave."})
+
+
+@rooms.post("/rooms/<room_id>/close")
+@document_request(CloseRoom)
+@document_response(Message, 200)
+@document_response(Error, 403)
+@document_response(Error, 404)
+@document_response(Error, 413)
+@document_response(Error, 422)
+@document_response(Error, 503)
+async def close_room(room_id: str) -> Response:
+    """Close the room for everyone. Needs the owner token (Bearer header or body)."""
+    closing = await body(CloseRoom)
+    await current().rooms.close_by_owner(room_id, bearer_token() or closing.owner_token)
+    return json_response({"message": "Room closed successfully"})
+
+
+@rooms.app_errorhandler(RoomError)
+async def room_error(error: RoomError) -> Response:
+    response = error_response(error.detail, error.status)
+    if isinstance(error, RateLimited):
+        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
+    return response
+
+
+@rooms.app_errorhandler(BusUnavailable)
+async def bus_unavailable(error: BusUnavailable) -> Response:
+    return error_response(str(error), 503)
+
+
+@rooms.app_errorhandler(BadRequest)
+async def bad_request(error: BadRequest) -> Response:
+    return error_response(error.detail, error.status)
+
+
+@rooms.app_errorhandler(HTTPException)
+async def http_error(error: HTTPException) -> Response:
+    return error_response(error.description or error.name, error.code or 500)
+
+
+@rooms.app_errorhandler(Exception)
+async def unexpected(error: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    current().metrics.error("unhandled")
+    return error_response("Internal server error", 500)
+
+
+def _details(room: RoomRecord, members: list[MemberRecord]) -> dict[str, Any]:
+    online = [
+        OnlineUser(
+            connection_id=m.connection_id, display_name=m.display_name, connected_at=clock.iso(m.connected_at)
+        ).model_dump()
+        for m in sorted(members, key=lambda m: m.connected_at)
+    ]
+    return RoomDetails(
+        room_id=room.room_id,
+        name=room.name,
+        created_at=clock.iso(room.created_at),
+        expires_at=clock.iso(room.expires_at),
+        max_users=room.max_users,
+        online_users_count=len(online),
+        online_users=online,  # type: ignore[arg-type]
+        owner_name=room.owner_name,
+        has_password=room.password_hash is not None,
+        is_expired=room.expires_at <= clock.now(),
+        is_full=len(online) >= room.max_users,
+        preferences=Preferences(destroy_on_owner_offline=room.destroy_on_owner_offline),
+    ).model_dump()
