@@ -26,7 +26,7 @@ def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
-    # Pings come from the Hub (chat.pings): one task for every socket, not one each.
+    # Pings come from the Hub (chat.ws.pings): one task for every socket, not one each.
     config.websocket_ping_interval = None
     config.websocket_max_message_size = settings.frame_max_bytes
     config.graceful_timeout = settings.shutdown_grace_seconds

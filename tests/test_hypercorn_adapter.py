@@ -49,7 +49,7 @@ async def test_batches_reach_the_peer_whole_and_in_order_through_both_write_path
                     message = await ws.get_message()
                     assert message == f"{i}:" + "x" * PAYLOAD
         nursery.cancel_scope.cancel()
-    assert seen["direct"], "Hypercorn's connection no longer has the shape chat.transport expects"
+    assert seen["direct"], "Hypercorn's connection no longer has the shape chat.ws.hypercorn_adapter expects"
 
 
 async def test_a_write_that_meets_the_close_is_dropped() -> None:

@@ -60,7 +60,7 @@ class Session:
                 await socket.accept()
             except Disconnected:
                 return
-            # Two pings unanswered by the peer's kernel: it is gone (see chat.pings).
+            # Two pings unanswered by the peer's kernel: it is gone (see chat.ws.pings).
             socket.give_up_unacknowledged_after(2 * self.settings.ws_ping_seconds)
             refusal = self._refusal(socket, room_id)
             if refusal is not None:
