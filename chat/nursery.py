@@ -58,13 +58,16 @@ class LiveRoom:
         try:
             with self.scope:
                 async with bus.subscribe(self.room_id) as frames:
-                    self.subscribed.set()
-                    task_status.started()
                     # A close that landed between a member's admission and this
-                    # subscription would otherwise never reach this instance.
+                    # subscription would otherwise never reach this instance. Checked before
+                    # the first hello: an end after that arrives on the channel.
                     if await self._gone():
                         self.end(protocol.CLOSE_POLICY, "Room not found")
+                        self.subscribed.set()
+                        task_status.started()
                         return
+                    self.subscribed.set()
+                    task_status.started()
                     async for frame in frames:
                         await while_more_arrive(frames, FAN_OUT_FRAMES)
                         batch, ended = _backlog(frame, frames)

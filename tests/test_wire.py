@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from wsproto.frame_protocol import FrameProtocol
 
-from chat.ws.wire import text_frame, text_of
+from chat.ws.wire import split, text_frame, text_of
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65_535, 65_536, 200_000])
@@ -15,3 +15,9 @@ def test_frames_match_wsproto(size: int) -> None:
     frame = text_frame(payload)
     assert frame == reference
     assert text_of(frame) == payload
+
+
+def test_split_gives_back_each_joined_frame_whole() -> None:
+    frames = [text_frame(text) for text in ("a", "é" * 100, "x" * 70_000, "")]
+    assert split(b"".join(frames)) == frames
+    assert split(b"") == []

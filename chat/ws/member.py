@@ -1,5 +1,9 @@
 """One local member of a room: how frames reach its socket, and how it is closed.
 
+A member joins its room's fan-out held: what the room sends is kept back until its session
+releases it with the frames that must come first (the hello, then history), so nothing
+published once the room is subscribed can be missed or overtake the hello.
+
 A member that keeps up gets every frame written straight to its socket, with no task switch.
 Only while its socket cannot take frames as fast as they come does it get a bounded outbox and
 a writer task that drains it, taking whatever has queued up as one write: a socket that stops
@@ -41,6 +45,7 @@ class Member:
     __slots__ = (
         "_capacity",
         "_frames",
+        "_held",
         "_nursery",
         "_outbox",
         "_queued",
@@ -56,9 +61,11 @@ class Member:
         "written",
     )
 
-    def __init__(self, record: MemberRecord, outbox_frames: int) -> None:
+    def __init__(self, record: MemberRecord, outbox_frames: int, *, held: bool = False) -> None:
         self.record = record
         self._capacity = outbox_frames
+        # The room's frames kept back until ``release`` (None once released, or never held).
+        self._held: list[bytes] | None = [] if held else None
         # Cancelled by close(): stops the handler reading from a member that must go.
         self.reading = trio.CancelScope()
         self.closing = False
@@ -97,6 +104,11 @@ class Member:
         """
         if self.closing:
             return True  # Closing: nothing more goes out after the last frames.
+        if self._held is not None:
+            if len(self._held) >= self._capacity:
+                return False
+            self._held.append(frame)
+            return True
         if self._write_now is not None and not self._queued and not self._writing:
             sent = self._write_now(frame)
             if sent == len(frame):
@@ -108,6 +120,20 @@ class Member:
             return False
         self._queued += 1
         return True
+
+    def release(self, first: list[bytes], keep: Callable[[bytes], bool] | None = None) -> None:
+        """Send ``first``, then the frames held back meanwhile (those ``keep`` accepts, if
+        given), then everything live. One synchronous step: no frame can slip in between."""
+        held, self._held = self._held, None
+        for frame in first:
+            self.deliver(frame)
+        for data in held or ():
+            if keep is None:
+                self.deliver(data)
+                continue
+            for frame in wire.split(data):
+                if keep(frame):
+                    self.deliver(frame)
 
     def ping(self) -> None:
         """A WebSocket ping, where the socket takes raw frames. It goes like any frame, behind
@@ -123,6 +149,8 @@ class Member:
         """Stop taking frames; the writer flushes what is queued, then closes the socket."""
         if self.closing:
             return
+        if self._held is not None:
+            self.release([])  # Ended while entering: what it was sent still reaches it.
         if final is not None:
             self.tell(final)  # A full outbox means the reader is gone anyway.
         self.closing = True

@@ -20,6 +20,7 @@ from ..metrics import Metrics, refusal_reason
 from ..nursery import Hub, LiveRoom
 from ..origins import Origins
 from ..rooms import Entry, RoomError, Rooms
+from . import wire
 from .member import Member
 from .socket import AsgiSocket, Disconnected, InvalidName
 
@@ -83,13 +84,16 @@ class Session:
 
     async def _chat(self, socket: AsgiSocket, entry: Entry, online_count: int) -> None:
         me = entry.member
-        member = Member(me, self.settings.outbox_frames)
+        member = Member(me, self.settings.outbox_frames, held=True)
         async with trio.open_nursery() as nursery:
             member.attach(socket, nursery, socket.write_now)
-            member.tell(protocol.system(entry.room.room_id, protocol.CONNECTED, connection_id=me.connection_id))
             room: LiveRoom | None = None
             try:
+                # Hello means in: the room is subscribed on this instance before the hello
+                # goes out, and what it sent meanwhile follows the hello.
                 room = await self.hub.add(entry.room, member)
+                hello = protocol.system(entry.room.room_id, protocol.CONNECTED, connection_id=me.connection_id)
+                member.release([wire.text_frame(hello)])
                 with member.reading:
                     await self.rooms.arrive(entry, online_count)
                     await self._read(socket, entry, member)

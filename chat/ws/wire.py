@@ -30,3 +30,18 @@ def text_of(frame: bytes) -> str:
     size = frame[1] & 0x7F
     offset = 2 if size < 126 else 4 if size == 126 else 10
     return frame[offset:].decode()
+
+
+def split(data: bytes) -> list[bytes]:
+    """The whole frames, made by ``text_frame``, that ``data`` joins."""
+    frames = []
+    while data:
+        size = data[1] & 0x7F
+        offset = 2 if size < 126 else 4 if size == 126 else 10
+        if size == 126:
+            size = struct.unpack_from("!H", data, 2)[0]
+        elif size == 127:
+            size = struct.unpack_from("!Q", data, 2)[0]
+        frames.append(data[: offset + size])
+        data = data[offset + size :]
+    return frames
