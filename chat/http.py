@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import mimetypes
 import re
 from functools import partial
 from typing import Any, TypeVar
@@ -113,6 +114,11 @@ def _address() -> str:
 def _bearer() -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+# The browser client is ES modules, which browsers run only when served as JavaScript (and,
+# with nosniff, never guess); the platform's type table can say otherwise or lack `.js`.
+mimetypes.add_type("text/javascript", ".js")
 
 
 def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
