@@ -12,6 +12,7 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY chat ./chat
+COPY ephemeralchat_client ./ephemeralchat_client
 
 # The wheel, not the source tree, goes into the venv: the final image then holds only what
 # the package declares (code, static files, entry points), never tests or build leftovers.

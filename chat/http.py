@@ -6,6 +6,7 @@ in chat.ws.session, and the room rules in chat.rooms. Holds no room logic.
 
 from __future__ import annotations
 
+import mimetypes
 import re
 from functools import partial
 from typing import Any
@@ -31,6 +32,10 @@ from .ws.socket import AsgiSocket
 
 MAX_BODY_BYTES = 64 * 1024
 ROOM_SOCKET = re.compile(r"/rooms/([^/]+)/ws/?")
+
+# The browser client is ES modules, which browsers run only when served as JavaScript (and,
+# with nosniff, never guess); the platform's type table can say otherwise or lack `.js`.
+mimetypes.add_type("text/javascript", ".js")
 
 
 def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:

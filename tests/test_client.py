@@ -6,7 +6,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import trio
@@ -14,6 +14,12 @@ import trio
 from .support import Server
 
 CLIENT = os.path.join(os.path.dirname(sys.executable), "ephemeralchat-client")
+# `python -m ephemeralchat_client` with the server's package unimportable: the client talks to
+# the server only over its public API, so it must run where only the client is installed.
+STANDALONE = (
+    sys.executable, "-c",
+    "import runpy, sys; sys.modules['chat'] = None; runpy.run_module('ephemeralchat_client', run_name='__main__')",
+)
 # Upper bound on waiting for one expected line; a healthy run takes milliseconds.
 LINE_SECONDS = 15
 STAMP = r"\[\d\d:\d\d:\d\d\]"
@@ -80,9 +86,9 @@ class ClientProcess:
 
 
 @asynccontextmanager
-async def client(server: Server, *args: str) -> AsyncIterator[ClientProcess]:
+async def client(server: Server, *args: str, command: Sequence[str] = (CLIENT,)) -> AsyncIterator[ClientProcess]:
     proc = await trio.lowlevel.open_process(
-        [CLIENT, "--server", server.url, *args],
+        [*command, "--server", server.url, *args],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         env={**os.environ, "NO_COLOR": "1"},
     )
@@ -202,3 +208,12 @@ async def test_errors_exit_nonzero_with_a_clear_message(server: Server) -> None:
         assert await refused.exit_code() == 1
     assert any("cannot reach http://127.0.0.1:9" in line for line in refused.errors), refused.transcript()
 
+
+
+async def test_runs_as_a_module_without_the_server_code(server: Server) -> None:
+    async with client(server, "--create", "Solo", "--name", "Ada", command=STANDALONE) as ada:
+        await ada.expect(r"\* Connected as Ada")
+        await ada.type("Just me")
+        await ada.expect(rf"^{STAMP} Ada: Just me$")
+        await ada.type("/quit")
+        assert await ada.exit_code() == 0, ada.transcript()

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from urllib.parse import quote
+import re
+from urllib.parse import quote, urljoin
 
 import trio
 import trio.testing
@@ -170,6 +171,29 @@ async def test_security_headers() -> None:
         api = await http.get("/rooms/nope")
         assert api.headers["X-Content-Type-Options"] == "nosniff"
         assert api.headers["Referrer-Policy"] == "no-referrer"
+
+
+async def test_the_page_scripts_are_served_as_javascript_from_this_server() -> None:
+    """The client's ES modules, followed import by import: browsers refuse a module script that
+    is not served as JavaScript (nosniff), and the page's policy allows scripts from here only."""
+    async with running_app() as server, server.client() as http:
+        page = await http.get("/")
+        assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+        pending = [urljoin("/", src) for src in re.findall(r'<script type="module" src="([^"]+)"', page.text)]
+        assert pending, "the page loads no module script"
+        seen: set[str] = set()
+        while pending:
+            path = pending.pop()
+            if path in seen:
+                continue
+            seen.add(path)
+            script = await http.get(path)
+            assert script.status_code == 200, path
+            assert script.headers["Content-Type"].startswith("text/javascript"), (path, script.headers)
+            imports = re.findall(r'^import .* from "([^"]+)";$', script.text, re.M)
+            pending += [urljoin(path, target) for target in imports]
+        assert all(path.startswith("/static/") for path in seen), seen
+        assert len(seen) > 1, "the entry module imports the others"
 
 
 async def test_tokens_and_passwords_stay_out_of_the_logs() -> None:

@@ -1,0 +1,94 @@
+// The join view: what a share link opens. Looks the room up, asks for a name (and password).
+
+import { api, roomPath } from "./api.js";
+import { $, show, showError } from "./dom.js";
+import { duration } from "./format.js";
+import { GONE } from "./protocol.js";
+import { lastName, store } from "./storage.js";
+
+// The room the join view is showing; a lookup answering for another room is stale.
+let joining = null;
+
+export function forgetJoin() {
+  joining = null;
+}
+
+export async function showJoin(roomId) {
+  joining = roomId;
+  document.title = "Join room · EphemeralChat";
+  show("join");
+  $("join-title").textContent = "Join room";
+  $("join-info").textContent = "Looking up the room…";
+  $("join-password-row").hidden = true;
+  $("join-submit").disabled = false;
+  showError($("join-error"), "");
+  const name = $("join-name");
+  if (!name.value) name.value = lastName.get();
+  try {
+    const details = await api("GET", roomPath(roomId));
+    if (joining !== roomId) return;
+    describeRoom(details);
+  } catch (error) {
+    if (joining !== roomId) return;
+    if (error.status === 401) {
+      $("join-info").textContent = "This room is protected by a password.";
+      $("join-password-row").hidden = false;
+    } else if (error.status === 404) {
+      $("join-title").textContent = "Room not found";
+      $("join-info").textContent = GONE;
+      $("join-submit").disabled = true;
+      return;
+    } else {
+      showError($("join-error"), error.message);
+    }
+  }
+  (name.value && !$("join-password-row").hidden ? $("join-password") : name).focus();
+}
+
+function describeRoom(details) {
+  $("join-title").textContent = details.name ? `Join “${details.name}”` : "Join room";
+  const left = duration(Date.parse(details.expires_at) - Date.now());
+  $("join-info").textContent =
+    `Hosted by ${details.owner_name} · ${details.online_users_count} of ${details.max_users} online · ` +
+    `closes in ${left}`;
+  $("join-password-row").hidden = !details.has_password;
+  if (details.is_full) showError($("join-error"), "The room is full right now. Try again when someone leaves.");
+}
+
+// enter(roomId): takes the new member into the room once the server has given them a pass.
+export function bindJoinForm(enter) {
+  $("join-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const roomId = joining;
+    const name = $("join-name").value.trim();
+    const password = $("join-password").value;
+    if (!name) {
+      showError($("join-error"), "Please enter your name.");
+      $("join-name").focus();
+      return;
+    }
+    $("join-submit").disabled = true;
+    try {
+      const joined = await api("POST", roomPath(roomId, "/join"), { display_name: name, password: password || null });
+      lastName.set(name);
+      $("join-password").value = "";
+      store.save(roomId, {
+        role: "member", name, ws_url: joined.ws_url, expires_at: joined.expires_at, password: password || null,
+      });
+      enter(roomId);
+    } catch (error) {
+      const messages = {
+        401: password ? "Wrong password. Please try again." : "This room needs a password.",
+        404: GONE,
+        409: "The room is full. Try again when someone leaves.",
+      };
+      showError($("join-error"), messages[error.status] || error.message);
+      if (error.status === 401) {
+        $("join-password-row").hidden = false;
+        $("join-password").select();
+        $("join-password").focus();
+      }
+      $("join-submit").disabled = error.status === 404;
+    }
+  });
+}

@@ -1,0 +1,196 @@
+// The room on screen: ties its connection to the transcript, the people list, the countdown
+// and the status bar, and carries out the member's actions (send, close, leave).
+
+import { api, detailsPath, roomPath } from "./api.js";
+import { Connection } from "./connection.js";
+import { Countdown } from "./countdown.js";
+import { $, show } from "./dom.js";
+import { shareLink } from "./format.js";
+import { People } from "./people.js";
+import { ENDINGS, GONE, SHUTTING_DOWN } from "./protocol.js";
+import { setStatus, setStatusText } from "./status.js";
+import { store } from "./storage.js";
+import { Transcript } from "./transcript.js";
+
+export class Room {
+  constructor(roomId, session) {
+    this.roomId = roomId;
+    this.session = session;
+    this.me = null;  // This tab's connection id while its socket is open.
+    this.ended = false;
+    this.leaving = false;
+    this.unread = 0;
+    this.timers = new Set();
+    this.transcript = new Transcript();
+    this.people = new People();
+    this.countdown = new Countdown(Date.parse(session.expires_at));
+    this.connection = new Connection(roomId, session, {
+      hello: (frame, reconnected) => this.onHello(frame, reconnected),
+      frame: (frame) => this.onFrame(frame),
+      dropped: () => this.onDropped(),
+      status: setStatus,
+      statusText: setStatusText,
+      end: (reason, ended) => this.end(reason, ended),
+    });
+  }
+
+  start() {
+    const s = this.session;
+    $("chat-view").classList.remove("ended");
+    $("chat-view").classList.add("offline");
+    this.transcript.clear();
+    this.people.clear();
+    $("room-name").textContent = s.roomName || "Chat room";
+    $("room-meta").textContent = s.role === "owner" ? "You are the owner" : `You are ${s.name}`;
+    $("share-link").value = shareLink(this.roomId);
+    $("close-room").hidden = s.role !== "owner";
+    $("message-input").disabled = false;
+    $("send").disabled = true;
+    this.countdown.render();
+    show("chat");
+    if (s.fresh) {
+      this.transcript.system("Room created. Share the invite link so others can join.", "info");
+      store.save(this.roomId, { ...s, fresh: false });
+    }
+    this.connection.connect();
+    $("message-input").focus();
+  }
+
+  later(fn, ms) {
+    const id = setTimeout(() => { this.timers.delete(id); fn(); }, ms);
+    this.timers.add(id);
+    return id;
+  }
+
+  dispose() {
+    this.leaving = true;
+    this.countdown.stop();
+    this.clearTimers();
+    this.connection.stop("Left");
+  }
+
+  clearTimers() {
+    for (const id of this.timers) clearTimeout(id);
+    this.timers.clear();
+  }
+
+  // --- what the connection reports ---
+
+  onHello(frame, reconnected) {
+    this.me = frame.connection_id;
+    if (frame.timestamp) this.countdown.skewMs = Date.parse(frame.timestamp) - Date.now();
+    this.people.reset();
+    setStatus(null);
+    $("chat-view").classList.remove("offline");
+    $("send").disabled = false;
+    if (reconnected) this.transcript.system("Reconnected.", "presence");
+    this.seedOnline();
+  }
+
+  onDropped() {
+    this.me = null;
+    $("chat-view").classList.add("offline");
+    $("send").disabled = true;
+  }
+
+  async seedOnline() {
+    const connection = this.me;
+    try {
+      const details = await api("GET", detailsPath(this.roomId, this.session.password));
+      if (connection !== this.me || this.ended) return;
+      if (details.name && !this.session.roomName) {
+        this.session.roomName = details.name;
+        store.save(this.roomId, this.session);
+      }
+      $("room-name").textContent = details.name || `${details.owner_name}'s room`;
+      $("max-users").textContent = String(details.max_users);
+      this.countdown.expiresAt = Date.parse(details.expires_at);
+      this.people.seed(details.online_users, this.me);
+    } catch (error) {
+      if (error.status === 404) this.end(GONE);
+    }
+  }
+
+  onFrame(frame) {
+    if (frame.type === "system") {
+      if (ENDINGS[frame.message]) return this.end(ENDINGS[frame.message]);
+      if (frame.message === SHUTTING_DOWN) {
+        this.transcript.system("The server is restarting. Reconnecting shortly…", "presence");
+        return;
+      }
+      return this.transcript.system(frame.message);
+    }
+    if (frame.type === "message") return this.message(frame);
+    if (frame.type === "presence") return this.presence(frame);
+    if (frame.type === "error") return this.transcript.system(frame.detail || "The server refused that message.", "error");
+  }
+
+  message(frame) {
+    const mine = this.transcript.message(frame, this.me);
+    if (document.hidden && !mine) {
+      this.unread += 1;
+      document.title = `(${this.unread}) ${$("room-name").textContent} · EphemeralChat`;
+    }
+  }
+
+  presence(frame) {
+    const id = frame.connection_id;
+    const name = String(frame.display_name || "Anonymous");
+    if (frame.event === "user_online") {
+      this.people.arrived(id, name);
+      if (id !== this.me) this.transcript.system(`${name} joined`, "presence");
+    } else if (frame.event === "user_offline") {
+      this.people.left(id);
+      this.transcript.system(`${name} left`, "presence");
+    }
+    this.people.update(Number(frame.online_count), this.me);
+  }
+
+  // ended: the room is over (false: only this tab's way into it is).
+  end(reason, ended = true) {
+    if (this.ended) return;
+    this.ended = true;
+    store.drop(this.roomId);
+    this.clearTimers();
+    this.transcript.system(reason, "ending");
+    $("chat-view").classList.add("ended", "offline");
+    setStatus("ended", reason, "Start a new room", () => { location.hash = ""; });
+    $("message-input").disabled = true;
+    $("send").disabled = true;
+    $("close-room").hidden = true;
+    this.countdown.end(ended ? "ended" : "--:--");
+    this.people.clear();
+    this.connection.stop("Room ended");
+  }
+
+  // --- actions ---
+
+  // True when the text went out.
+  send(text) {
+    if (!text.trim() || !this.me) return false;
+    return this.connection.send({ type: "message", text });
+  }
+
+  async close() {
+    const button = $("close-room");
+    button.disabled = true;
+    try {
+      await api("POST", roomPath(this.roomId, "/close"), {}, { Authorization: `Bearer ${this.session.owner_token}` });
+      // The socket brings the closing notice; end() here covers a socket that is down right now.
+      this.later(() => this.end(ENDINGS["Room has been closed by owner"]), 1500);
+    } catch (error) {
+      if (error.status === 404) return this.end(GONE);
+      this.transcript.system(error.status === 403 ? "Only the owner can close this room." : error.message, "error");
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  leave() {
+    this.leaving = true;
+    api("POST", roomPath(this.roomId, "/leave"), { display_name: this.session.name }).catch(() => {});
+    store.drop(this.roomId);
+    this.connection.stop("Left");
+    location.hash = "";
+  }
+}

@@ -1,0 +1,105 @@
+"""The ``ephemeralchat-client`` command: its options, stdin as a stream of lines, exit status."""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import getpass
+import os
+import sys
+
+import httpx
+import trio
+
+from .console import Console
+from .conversation import EXIT_ERROR, EXIT_OK, Chat
+from .rest import HTTP_TIMEOUT_SECONDS, ClientError, open_session
+
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+# Typed lines waiting while the socket reconnects; typing blocks beyond that, nothing is lost.
+LINE_BUFFER = 64
+
+
+async def read_lines(send: trio.MemorySendChannel[str], fd: int) -> None:
+    """Lines from ``fd`` until end of input, then the channel closes.
+
+    A worker thread does the blocking read(); os.read holds no Python lock, so a read that
+    is abandoned at exit cannot wedge interpreter shutdown the way sys.stdin.readline can.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    pending = ""
+    async with send:
+        while chunk := await trio.to_thread.run_sync(os.read, fd, 65536, abandon_on_cancel=True):
+            pending += decoder.decode(chunk)
+            *complete, pending = pending.split("\n")
+            for line in complete:
+                await send.send(line.removesuffix("\r"))
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            await send.send(pending)
+
+
+async def main_async(args: argparse.Namespace, console: Console) -> int:
+    try:
+        return await chat_session(args, console)
+    except ClientError as error:
+        print(f"ephemeralchat-client: {error}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+
+
+async def chat_session(args: argparse.Namespace, console: Console) -> int:
+    server = args.server.rstrip("/")
+    async with httpx.AsyncClient(base_url=server, timeout=HTTP_TIMEOUT_SECONDS) as http:
+        session = await open_session(http, args, server)
+        if session.owner_token:
+            console.notice(f"Room created: {session.room_id}")
+            console.notice(f"Invite link: {server}/#room={session.room_id}")
+            # "--join=ID": a room id may start with "-", which would read as an option.
+            console.notice(f"Terminal: ephemeralchat-client --server {server} --join={session.room_id} --name NAME")
+            if not args.keep_room:
+                console.notice("The room closes when you leave (use --keep-room to keep it open).")
+        chat = Chat(session, http, console)
+        failure: ClientError | None = None
+        async with trio.open_nursery() as nursery:
+            send, receive = trio.open_memory_channel[str](LINE_BUFFER)
+            nursery.start_soon(read_lines, send, sys.stdin.fileno())
+            try:
+                status = await chat.run(receive)
+            except ClientError as error:
+                failure, status = error, EXIT_ERROR
+            nursery.cancel_scope.cancel()  # The stdin reader has nothing left to feed.
+        if failure is not None:
+            raise failure
+        return status
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ephemeralchat-client",
+        description="Chat in an EphemeralChat room from a terminal. Type lines to send them; /help for commands.",
+    )
+    p.add_argument("--server", default=os.environ.get("EPHEMERALCHAT_SERVER", DEFAULT_SERVER),
+                   help=f"server base URL (default: $EPHEMERALCHAT_SERVER or {DEFAULT_SERVER})")
+    room = p.add_mutually_exclusive_group(required=True)
+    room.add_argument("--create", metavar="ROOM_NAME", help="create a room with this name and join it as owner")
+    room.add_argument("--join", metavar="ROOM_ID", help="join the room with this id")
+    p.add_argument("--name", required=True, help="your display name")
+    p.add_argument("--password", nargs="?", const="", default=None,
+                   help="room password; give the flag alone to be prompted for it")
+    p.add_argument("--expiry", type=int, metavar="SECONDS", help="with --create: seconds until the room expires")
+    p.add_argument("--max-users", type=int, metavar="N", help="with --create: most people at once")
+    p.add_argument("--keep-room", action="store_true", help="with --create: keep the room open when you leave")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.join is not None and (args.expiry is not None or args.max_users is not None or args.keep_room):
+        parser().error("--expiry, --max-users and --keep-room only go with --create")
+    if args.password == "":
+        args.password = getpass.getpass("Room password: ") or None
+    try:
+        status = trio.run(main_async, args, Console(sys.stdout))
+    except KeyboardInterrupt:
+        status = EXIT_OK  # Ctrl-C is how many people leave a terminal chat.
+    sys.exit(status)

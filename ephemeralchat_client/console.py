@@ -1,0 +1,41 @@
+"""How the client prints: timestamped lines, the same for every kind of frame."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import TextIO
+
+ANSI_COLORS = (31, 32, 33, 34, 35, 36)
+
+
+class Console:
+    """Where lines go: one place decides the format, colours only on a terminal."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.color = out.isatty() and not os.environ.get("NO_COLOR")
+
+    def _paint(self, text: str, code: int) -> str:
+        return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
+
+    def line(self, text: str, at: datetime | None = None) -> None:
+        stamp = (at or datetime.now().astimezone()).astimezone().strftime("%H:%M:%S")
+        print(f"{self._paint(f'[{stamp}]', 2)} {text}", file=self.out, flush=True)
+
+    def message(self, name: str, text: str, at: datetime | None, mine: bool) -> None:
+        color = 1 if mine else ANSI_COLORS[sum(map(ord, name)) % len(ANSI_COLORS)]
+        # Continuation lines are indented so a multi-line message still reads as one.
+        self.line(f"{self._paint(name, color)}: {text.replace(chr(10), chr(10) + '    ')}", at)
+
+    def notice(self, text: str, at: datetime | None = None) -> None:
+        self.line(self._paint(f"* {text}", 2), at)
+
+    def system(self, text: str, at: datetime | None = None) -> None:
+        self.line(self._paint(f"*** {text}", 1), at)
+
+
+def duration(seconds: float) -> str:
+    total = max(0, int(seconds + 0.999))
+    hours, rest = divmod(total, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"

@@ -1,0 +1,217 @@
+"""The room's WebSocket: typed lines out, frames in, commands, and reconnecting after a drop."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import httpx
+import orjson
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
+
+from .console import Console, duration
+from .rest import HTTP_TIMEOUT_SECONDS, ClientError, Session, parse_time, request, room_path
+
+EXIT_OK, EXIT_ERROR = 0, 1
+RECONNECT_ATTEMPTS = 5
+MAX_BACKOFF_SECONDS = 16
+
+# The server's own words (its public protocol); a system frame with one of these ends the room.
+CONNECTED = "Connected to room"
+ENDINGS = (
+    "Room has been closed by owner",
+    "Room owner went offline shutting down room",
+    "Room has expired",
+)
+HELP = "Commands: /who (who is online), /time (time left), /close (owner: close the room), /quit, /help"
+
+
+class Chat:
+    def __init__(self, session: Session, http: httpx.AsyncClient, console: Console) -> None:
+        self.session = session
+        self.http = http
+        self.console = console
+        self.connection_id: str | None = None
+        self.skew_seconds = 0.0
+        self.quitting = False
+
+    async def details(self) -> dict[str, Any]:
+        params = {"password": self.session.password} if self.session.password else None
+        return await request(self.http, "GET", room_path(self.session.room_id), "get the room", params=params)
+
+    async def run(self, lines: trio.MemoryReceiveChannel[str]) -> int:
+        """Stays in the room until it ends or the user leaves; the exit status."""
+        attempt = 0
+        while True:
+            try:
+                async with open_websocket_url(self.session.ws_url) as ws:
+                    outcome = await self.converse(ws, lines, reconnected=attempt > 0)
+            except (HandshakeError, OSError) as error:
+                if attempt == 0 and self.connection_id is None:
+                    raise ClientError(f"Cannot connect to the room's WebSocket ({error})") from None
+                outcome = None
+            if outcome is not None:
+                return outcome
+            attempt += 1
+            if attempt > RECONNECT_ATTEMPTS:
+                raise ClientError("Lost the connection to the room and could not get it back")
+            delay = min(MAX_BACKOFF_SECONDS, 2 ** (attempt - 1))
+            self.console.notice(f"Connection lost; reconnecting in {delay} s…")
+            await trio.sleep(delay)
+            try:
+                await self.details()
+            except ClientError as error:
+                if error.status == 404:
+                    self.console.system("The room is gone: it expired or was closed")
+                    return EXIT_OK
+                # Anything else (server still down) is what the next attempt is for.
+
+    async def converse(
+        self, ws: WebSocketConnection, lines: trio.MemoryReceiveChannel[str], *, reconnected: bool
+    ) -> int | None:
+        """One socket's life: the exit status, or None when it dropped and is worth retrying."""
+        try:
+            hello = orjson.loads(await ws.get_message())
+        except ConnectionClosed as closed:
+            return self.closed(closed)
+        self.on_hello(hello, reconnected)
+        # Set by whichever task finishes first; errors are kept, not raised, so they leave
+        # the nursery as themselves rather than inside an exception group.
+        result: list[int | ClientError | None] = [None]
+
+        async def frames(cancel: trio.CancelScope) -> None:
+            try:
+                while True:
+                    if self.show(orjson.loads(await ws.get_message())):
+                        result[0] = EXIT_OK
+                        break
+            except ConnectionClosed as closed:
+                try:
+                    result[0] = self.closed(closed)
+                except ClientError as error:
+                    result[0] = error
+            cancel.cancel()
+
+        async def typing(cancel: trio.CancelScope) -> None:
+            try:
+                async for line in lines:
+                    if await self.command(ws, line):
+                        break
+                else:  # End of input: leave as /quit does.
+                    await self.leave(ws)
+            except ConnectionClosed:
+                return  # The frames task hears why and decides.
+            result[0] = EXIT_OK
+            cancel.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(frames, nursery.cancel_scope)
+            nursery.start_soon(typing, nursery.cancel_scope)
+        if isinstance(result[0], ClientError):
+            raise result[0]
+        return result[0]
+
+    def on_hello(self, hello: dict[str, Any], reconnected: bool) -> None:
+        if hello.get("type") != "system" or hello.get("message") != CONNECTED:
+            raise ClientError(f"Unexpected first frame from the server: {hello!r}")
+        self.connection_id = str(hello.get("connection_id"))
+        at = parse_time(hello.get("timestamp"))
+        if at is not None:  # /time follows the server's clock, not a local one that is off.
+            self.skew_seconds = at.timestamp() - datetime.now().timestamp()
+        if reconnected:
+            self.console.notice("Reconnected")
+        else:
+            self.console.notice(f"Connected as {self.session.name}. {HELP}")
+
+    def closed(self, closed: ConnectionClosed) -> int | None:
+        code, reason = closed.reason.code, closed.reason.reason or ""
+        if self.quitting:
+            return EXIT_OK
+        if code == 1000 and ("closed" in reason.lower() or "expired" in reason.lower()):
+            self.console.system(reason)
+            return EXIT_OK
+        if code == 1008:
+            raise ClientError(f"The server closed the connection: {reason or 'policy violation'}")
+        return None
+
+    def show(self, frame: dict[str, Any]) -> bool:
+        """Prints a frame; True when it ends the room."""
+        kind, at = frame.get("type"), parse_time(frame.get("timestamp"))
+        if kind == "message":
+            mine = frame.get("connection_id") == self.connection_id
+            self.console.message(str(frame.get("display_name")), str(frame.get("text")), at, mine)
+        elif kind == "presence":
+            if frame.get("connection_id") == self.connection_id and frame.get("event") == "user_online":
+                return False  # "Connected as ..." already said it.
+            verb = {"user_online": "joined", "user_offline": "left"}.get(str(frame.get("event")), "is here")
+            self.console.notice(f"{frame.get('display_name')} {verb} ({frame.get('online_count')} online)", at)
+        elif kind == "system":
+            self.console.system(str(frame.get("message")), at)
+            return frame.get("message") in ENDINGS
+        elif kind == "error":
+            self.console.notice(f"Error: {frame.get('detail')}", at)
+        return False
+
+    async def command(self, ws: WebSocketConnection, line: str) -> bool:
+        """Acts on one typed line; True when the user is leaving."""
+        word = line.strip().lower()
+        if not line.strip():
+            return False
+        if not line.startswith("/") or line.startswith("//"):
+            text = line[1:] if line.startswith("//") else line  # "//x" sends "/x".
+            await ws.send_message(orjson.dumps({"type": "message", "text": text}).decode())
+            return False
+        try:
+            if word in ("/quit", "/exit", "/leave"):
+                await self.leave(ws)
+                return True
+            if word == "/who":
+                await self.who()
+            elif word == "/time":
+                await self.time_left()
+            elif word == "/close":
+                await self.close()
+            elif word in ("/help", "/?"):
+                self.console.notice(HELP + ". Start a line with // to send a leading slash.")
+            else:
+                self.console.notice(f"Unknown command {word.split()[0]}. {HELP}")
+        except ClientError as error:
+            self.console.notice(str(error))
+        return False
+
+    async def who(self) -> None:
+        room = await self.details()
+        names = [
+            f"{u['display_name']} (you)" if u["connection_id"] == self.connection_id else str(u["display_name"])
+            for u in room["online_users"]
+        ]
+        self.console.notice(f"Online ({room['online_users_count']}/{room['max_users']}): {', '.join(names)}")
+
+    async def time_left(self) -> None:
+        room = await self.details()
+        expires = parse_time(room["expires_at"]) or self.session.expires_at
+        left = expires.timestamp() - (datetime.now().timestamp() + self.skew_seconds)
+        local = expires.astimezone().strftime("%H:%M:%S")
+        self.console.notice(f"The room expires in {duration(left)} (at {local})")
+
+    async def close(self) -> None:
+        if not self.session.owner_token:
+            raise ClientError("Only the room owner can close the room")
+        await request(
+            self.http, "POST", room_path(self.session.room_id, "/close"), "close the room",
+            headers={"Authorization": f"Bearer {self.session.owner_token}"},
+        )
+        # The closing notice arrives over the socket and ends the session.
+
+    async def leave(self, ws: WebSocketConnection) -> None:
+        self.quitting = True
+        with trio.move_on_after(HTTP_TIMEOUT_SECONDS):
+            try:
+                await self.http.post(
+                    room_path(self.session.room_id, "/leave"), json={"display_name": self.session.name}
+                )
+            except httpx.HTTPError:
+                pass  # Closing the socket is what frees the seat; the notice is a courtesy.
+        self.console.notice("You left the room")
+        await ws.aclose(1000, "Bye")
