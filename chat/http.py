@@ -22,7 +22,7 @@ from quart_schema.openapi import Info
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from . import __version__, clock, headers, metrics
+from . import __version__, api_docs, clock, headers, metrics
 from .bus import Bus, BusUnavailable, MemberRecord, RoomRecord
 from .bus.memory import MemoryBus
 from .config import Settings
@@ -123,9 +123,9 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
         app,
         info=Info(title="EphemeralChat", version=__version__),
         openapi_path="/openapi.json",
-        swagger_ui_path="/docs",
-        redoc_ui_path="/redocs",
+        **api_docs.UI_PATHS,
     )
+    api_docs.install(app)
     app.settings = settings
     app.bus = bus if bus is not None else MemoryBus()
     app.hub = Hub(app.bus, cleanup_seconds=settings.close_grace_seconds, ping_seconds=settings.ws_ping_seconds)
