@@ -10,16 +10,21 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
+# The locked dependencies first, exactly and hash-checked (requirements/update makes the
+# file): this layer is rebuilt only when the lock changes, not on every source edit.
+COPY requirements/server.txt ./requirements/server.txt
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --require-hashes -r requirements/server.txt
 COPY pyproject.toml README.md ./
 COPY chat ./chat
 COPY ephemeralchat_client ./ephemeralchat_client
 
 # The wheel, not the source tree, goes into the venv: the final image then holds only what
 # the package declares (code, static files, entry points), never tests or build leftovers.
+# --no-deps: its dependencies are the locked ones above, never re-resolved here.
 # pip and setuptools leave afterwards: nothing installs anything at run time.
 RUN pip wheel --no-deps --wheel-dir /wheels . \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install /wheels/*.whl \
+    && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
     && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 # --- final: the interpreter, the venv, an unprivileged user; no compilers, no pip cache ---

@@ -16,7 +16,7 @@ from hypercorn.middleware import ProxyFixMiddleware
 from quart_schema import QuartSchema
 from quart_schema.openapi import Info
 
-from . import __version__, headers
+from . import __version__, api_docs, headers
 from .app import ChatApp
 from .bus import Bus
 from .bus.memory import MemoryBus
@@ -46,9 +46,9 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
         app,
         info=Info(title="EphemeralChat", version=__version__),
         openapi_path="/openapi.json",
-        swagger_ui_path="/docs",
-        redoc_ui_path="/redocs",
+        **api_docs.UI_PATHS,
     )
+    api_docs.install(app)
     app.settings = settings
     app.bus = bus if bus is not None else MemoryBus()
     app.metrics = Metrics()

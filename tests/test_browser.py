@@ -12,6 +12,7 @@ import re
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import (
@@ -19,6 +20,7 @@ from playwright.sync_api import (
     BrowserContext,
     Page,
     Playwright,
+    Route,
     WebSocketRoute,
     expect,
     sync_playwright,
@@ -364,3 +366,23 @@ def test_dropped_socket_reconnects(people: People, chat_server: ServerProcess) -
     expect(ada.locator(".msg .bubble")).to_have_text(["still here"])
     say(ada, "welcome back")
     expect(grace.locator(".msg .bubble")).to_have_text(["still here", "welcome back"])
+
+
+def test_api_docs_render_with_nothing_from_other_hosts(people: People, chat_server: ServerProcess) -> None:
+    page = people.page()
+    elsewhere: list[str] = []
+    own = urlsplit(chat_server.url).netloc
+
+    def only_this_server(route: Route) -> None:
+        if urlsplit(route.request.url).netloc == own:
+            route.continue_()
+        else:  # as on a machine without internet
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_this_server)
+    page.goto(chat_server.url + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("EphemeralChat")
+    expect(page.locator(".swagger-ui .opblock-summary-path", has_text="/rooms/{room_id}/join")).to_be_visible()
+    assert not elsewhere, f"/docs asked other hosts for {elsewhere}"
+    screenshot(page, "api-docs.png")

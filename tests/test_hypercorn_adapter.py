@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+import pytest
 import trio
 from hypercorn.config import Config
 from hypercorn.protocol.ws_stream import ASGIWebsocketState
 from hypercorn.trio import serve
-from trio_websocket import open_websocket_url
+from trio_websocket import ConnectionClosed, open_websocket_url
 
-from chat.ws.hypercorn_adapter import HypercornTransport, hypercorn_stream
+from chat.ws import hypercorn_adapter
+from chat.ws.hypercorn_adapter import HYPERCORN_VERSION, HypercornTransport, hypercorn_stream
 from chat.ws.wire import text_frame
 
 FRAMES = 200
 PAYLOAD = 60_000  # 200 x 60 kB: far beyond the socket buffers, so writes go partial
 
 
+SHAPE_CHANGED = (
+    f"Hypercorn {HYPERCORN_VERSION} is installed, and its connection objects no longer have the shape "
+    "chat/ws/hypercorn_adapter.py relies on (checked against 0.17 and 0.18)"
+)
+
+
 async def test_batches_reach_the_peer_whole_and_in_order_through_both_write_paths() -> None:
-    seen: dict[str, bool] = {}
+    seen: dict[str, Any] = {}
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -29,9 +38,12 @@ async def test_batches_reach_the_peer_whole_and_in_order_through_both_write_path
         await receive()  # websocket.connect
         await send({"type": "websocket.accept"})
         stream = hypercorn_stream(send)
-        assert stream is not None
+        seen["stream"] = stream
+        if stream is None:  # an assert here would only be logged by Hypercorn: report it below
+            await send({"type": "websocket.close", "code": 1011})
+            return
         transport = HypercornTransport(stream)
-        seen["direct"] = transport.direct
+        seen["direct"], seen["because"] = transport.direct, transport.not_direct_because
         for start in range(0, FRAMES, 10):
             await transport.write(b"".join(text_frame(f"{i}:" + "x" * PAYLOAD) for i in range(start, start + 10)))
         await send({"type": "websocket.close", "code": 1000, "reason": "done"})
@@ -45,11 +57,35 @@ async def test_batches_reach_the_peer_whole_and_in_order_through_both_write_path
         url = binds[0].replace("http", "ws", 1) + "/"
         async with open_websocket_url(url, max_message_size=2 * PAYLOAD) as ws:
             with trio.fail_after(30):
-                for i in range(FRAMES):
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.get_message()
+                # The fast path, not the fallback, is what runs; say why not before anything else.
+                assert seen["stream"] is not None, f"{SHAPE_CHANGED}: the ASGI send is not WSStream.app_send"
+                assert seen["direct"], f"{SHAPE_CHANGED}: {seen['because']}"
+                for i in range(1, FRAMES):
                     message = await ws.get_message()
                     assert message == f"{i}:" + "x" * PAYLOAD
         nursery.cancel_scope.cancel()
-    assert seen["direct"], "Hypercorn's connection no longer has the shape chat.ws.hypercorn_adapter expects"
+
+
+def test_a_connection_of_another_shape_falls_back_with_one_warning_naming_the_version(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class OtherStream:
+        closed = False
+        state = ASGIWebsocketState.CONNECTED
+        stream_id = 1
+
+        async def send(self, event: object) -> None:
+            pass
+
+    hypercorn_adapter.shape_changed.cache_clear()
+    with caplog.at_level("WARNING", logger="chat.ws.hypercorn_adapter"):
+        for _ in range(3):
+            assert not HypercornTransport(OtherStream()).direct  # type: ignore[arg-type]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "chat.ws.hypercorn_adapter"]
+    assert len(warnings) == 1
+    assert f"Hypercorn {HYPERCORN_VERSION}" in warnings[0] and "OtherStream" in warnings[0]
 
 
 async def test_a_write_that_meets_the_close_is_dropped() -> None:

@@ -11,47 +11,87 @@ Hypercorn hands an ASGI app its ``WSStream.app_send`` as ``send``. From that str
   peer's kernel buffer takes it whole, so the common case costs one syscall and no task
   switch, lock or cancel scope; whatever does not fit goes the locked way above, in order.
 
-Checked against Hypercorn 0.17 and 0.18 (tests/test_hypercorn_adapter.py). Anything of another shape
-(another server, TLS) uses the paths that still apply: ASGI messages, or the stream alone.
+Checked against Hypercorn 0.17 and 0.18 (tests/test_hypercorn_adapter.py, which fails naming the
+installed version when the shape changes; pyproject.toml bounds Hypercorn to that range).
+Anything of another shape uses the paths that still apply: ASGI messages, or the stream alone.
+TLS and HTTP/2 connections are expected to (the socket under them does not carry WebSocket
+frames as they are); any other mismatch is logged once as a warning naming the version.
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import socket as socket_module
+from importlib.metadata import version
 from typing import Any
 
 import trio
 from hypercorn.protocol.events import Data, StreamClosed
+from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.trio.tcp_server import TCPServer
+
+log = logging.getLogger(__name__)
+HYPERCORN_VERSION = version("hypercorn")
+
+
+@functools.cache
+def shape_changed(what: str) -> None:
+    """Warn, once per kind of mismatch, that the fast path is off: the server still works."""
+    log.warning(
+        "Hypercorn %s: %s; WebSocket writes take the slower general path. chat/ws/hypercorn_adapter.py "
+        "was checked against Hypercorn 0.17 and 0.18: install one of those, or adapt it.",
+        HYPERCORN_VERSION,
+        what,
+    )
 
 
 def hypercorn_stream(send: Any) -> WSStream | None:
     stream = getattr(send, "__self__", None)
-    return stream if isinstance(stream, WSStream) else None
+    if isinstance(stream, WSStream):
+        return stream
+    # Only Hypercorn's own send is expected to be one; a test client's is rightly not.
+    if (getattr(send, "__module__", None) or "").startswith("hypercorn."):
+        shape_changed(f"the ASGI send callable is {send!r}, not a bound WSStream.app_send")
+    return None
 
 
-def _tcp(stream: WSStream) -> tuple[trio.Lock, Any] | None:
-    """Hypercorn's send lock and the plain TCP socket under this stream, if that is what it is."""
-    protocol = getattr(stream.send, "__self__", None)  # H11Protocol
+def _tcp(stream: WSStream) -> tuple[trio.Lock, Any] | str | None:
+    """Hypercorn's send lock and the plain TCP socket under this stream; None where there
+    is rightly none (TLS, HTTP/2); otherwise what differs from the shape we rely on."""
+    protocol = getattr(stream.send, "__self__", None)
+    if isinstance(protocol, H2Protocol):
+        return None  # WebSocket frames go inside HTTP/2 frames there: never raw on the socket
+    if not isinstance(protocol, H11Protocol):
+        return f"WSStream.send is bound to {type(protocol).__name__}, not H11Protocol"
     server = getattr(getattr(protocol, "send", None), "__self__", None)
     if not isinstance(server, TCPServer):
-        return None
-    socket = getattr(server.stream, "socket", None)  # absent on TLS streams
+        return f"H11Protocol.send is bound to {type(server).__name__}, not the Trio worker's TCPServer"
     lock = getattr(server, "send_lock", None)
-    if socket is None or not isinstance(lock, trio.Lock):
+    if not isinstance(lock, trio.Lock):
+        return f"TCPServer.send_lock is {type(lock).__name__}, not a trio.Lock"
+    if isinstance(server.stream, trio.SSLStream):
         return None
+    socket = getattr(server.stream, "socket", None)
+    if socket is None:
+        return f"TCPServer.stream is {type(server.stream).__name__}, with no socket under it"
     return lock, socket
 
 
 class HypercornTransport:
-    __slots__ = ("_lock", "_socket", "stream")
+    __slots__ = ("_lock", "_socket", "not_direct_because", "stream")
 
     def __init__(self, stream: WSStream) -> None:
         self.stream = stream
         tcp = _tcp(stream)
-        self._lock, self._socket = tcp if tcp is not None else (None, None)
+        self._lock, self._socket = tcp if isinstance(tcp, tuple) else (None, None)
+        # Why writes are not tried on the socket first, where that is not by design.
+        self.not_direct_because = tcp if isinstance(tcp, str) else None
+        if self.not_direct_because is not None:
+            shape_changed(self.not_direct_because)
 
     @property
     def direct(self) -> bool:
