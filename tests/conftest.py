@@ -1,10 +1,74 @@
+"""Fixtures every test module may use, and the suite's one deadline (see tests/README.md)."""
+
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+import inspect
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
+import trio
 
 from .support import Server, running_app
+
+# Real seconds an async test may run before it is cancelled and failed, whatever its clock
+# says: a hung I/O test fails on its own, with its name, long before pytest-timeout
+# (300 s) stops the whole run. ``@pytest.mark.deadline(seconds)`` gives one test more.
+TEST_DEADLINE_SECONDS = 120.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "deadline(seconds): real seconds this test may take (default 120)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        test = getattr(item, "obj", None)
+        # Hypothesis tests are left to Hypothesis's own deadline and the steps' fail_after.
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(test) and not hasattr(test, "hypothesis"):
+            marker = item.get_closest_marker("deadline")
+            seconds = float(marker.args[0]) if marker else TEST_DEADLINE_SECONDS
+            item.obj = within_real_seconds(test, seconds)
+
+
+def within_real_seconds(test: Callable[..., Awaitable[None]], seconds: float) -> Callable[..., Awaitable[None]]:
+    """``test``, cancelled and failed after ``seconds`` of wall-clock time.
+
+    Wall-clock, not ``trio.fail_after``: under ``MockClock(autojump_threshold=0)`` a test may
+    rightly spend hours of virtual time in milliseconds, while a hang still takes real time.
+    """
+
+    @functools.wraps(test)
+    async def run(**kwargs: Any) -> None:
+        token = trio.lowlevel.current_trio_token()
+        with trio.CancelScope() as scope:
+            timer = threading.Timer(seconds, _cancel_soon, (token, scope))
+            timer.daemon = True
+            timer.start()
+            try:
+                await test(**kwargs)
+            except BaseException as error:
+                if scope.cancel_called:
+                    error.add_note(f"{test.__name__} was cancelled after its deadline of {seconds:g} s")
+                raise
+            finally:
+                timer.cancel()
+        if scope.cancelled_caught:
+            pytest.fail(
+                f"{test.__name__} did not finish within {seconds:g} s: a wait has no deadline of its own "
+                "(trio.fail_after), or the test needs @pytest.mark.deadline(seconds)"
+            )
+
+    return run
+
+
+def _cancel_soon(token: trio.lowlevel.TrioToken, scope: trio.CancelScope) -> None:
+    try:
+        token.run_sync_soon(scope.cancel)
+    except trio.RunFinishedError:
+        pass  # The test finished as the timer fired.
 
 
 @pytest.fixture

@@ -284,11 +284,18 @@ async def test_unsubscribed_rooms_get_nothing_and_can_subscribe_again(backend: B
                 assert frame.startswith("lost")
 
 
-async def test_memory_bus_has_no_ghosts() -> None:
-    async with running(MemoryBus()) as bus, trio.open_nursery() as nursery:
-        nursery.start_soon(bus.reap)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.cancel_scope.cancel()  # Still waiting: one process never orphans a member.
+async def test_memory_bus_has_no_ghosts(autojump_clock: trio.testing.MockClock) -> None:
+    """One process never orphans a member: however long a seated member sits, no sweep hands it back."""
+    async with running(MemoryBus()) as bus:
+        room = new_room(life=7 * 86_400)
+        await bus.create_room(room)
+        await bus.admit(room.room_id, member("Bob", owner=True))
+        # A day: far longer than any presence sweep interval.
+        with trio.move_on_after(86_400) as waited:
+            ghosts = await bus.reap()
+            raise AssertionError(f"reap() returned {ghosts!r} on a single process")
+        assert waited.cancelled_caught
+        assert [m.display_name for m in await bus.members(room.room_id)] == ["Bob"]
 
 
 # Redis only: what a shared store must add to the contract.

@@ -12,13 +12,12 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
-from chat import clock
-from chat.bus import ROOM_END, MemberRecord, RoomRecord
+from chat.bus import ROOM_END
 from chat.bus.memory import MemoryBus
-from chat.metrics import Metrics
-from chat.nursery import FAN_OUT_FRAMES, Hub, LiveRoom
+from chat.nursery import FAN_OUT_FRAMES, LiveRoom
 from chat.ws.member import SLOW_CONSUMER, Member
 
+from .fakes import frames_in, room_of_recording_members
 from .support import Client, Server, connect, create_room, join_room, running_app, settings
 
 PAD = "x" * 3_900
@@ -196,55 +195,6 @@ async def test_a_member_that_falls_behind_and_catches_up_gets_everything_in_orde
                 # Caught up, members write straight to their sockets again: no writer is left.
                 await trio.testing.wait_all_tasks_blocked()
                 assert writer_tasks() == 0
-
-
-class RecordingSocket:
-    """A member's socket that takes every write whole, and remembers each one."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed: tuple[int, str] | None = None
-
-    def write_now(self, data: bytes) -> int:
-        self.writes.append(data)
-        return len(data)
-
-    async def send_frames(self, frames: list[bytes]) -> None:
-        self.writes.append(b"".join(frames))
-
-    async def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
-
-
-def frames_in(data: bytes) -> list[str]:
-    """The texts of back-to-back server frames."""
-    texts = []
-    while data:
-        size = data[1] & 0x7F
-        offset, size = (2, size) if size < 126 else (4, int.from_bytes(data[2:4], "big"))
-        texts.append(data[offset : offset + size].decode())
-        data = data[offset + size :]
-    return texts
-
-
-@asynccontextmanager
-async def room_of_recording_members() -> AsyncIterator[tuple[MemoryBus, Hub, list[RecordingSocket]]]:
-    """Room "r1" on a MemoryBus, served by a Hub, with three members whose sockets record writes."""
-    bus = MemoryBus()
-    now = clock.now()
-    record = RoomRecord("r1", None, "ann", None, 20, now, now + 600)
-    await bus.create_room(record)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(bus.run)
-        hub = Hub(bus, Metrics())
-        await nursery.start(hub.run)
-        sockets = [RecordingSocket() for _ in range(3)]
-        for i, socket in enumerate(sockets):
-            member = Member(MemberRecord(f"c{i}", f"m{i}", now), outbox_frames=8)
-            member.attach(socket, nursery, socket.write_now)
-            await hub.add(record, member)
-        yield bus, hub, sockets
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_backlog_reaches_each_member_in_one_write_in_order() -> None:
