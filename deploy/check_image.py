@@ -178,7 +178,7 @@ async def chatting(owner_base: str, member_base: str) -> AsyncIterator[list[WebS
         yield [owner, member]
 
 
-async def drained(sockets: list[WebSocketConnection], stop: list[str]) -> float:
+async def drained(sockets: list[WebSocketConnection], stop: list[str], env: dict[str, str] | None = None) -> float:
     """Runs ``stop`` with the sockets open: each must get the goodbye and close 1001."""
     codes: list[int | None] = []
 
@@ -195,7 +195,7 @@ async def drained(sockets: list[WebSocketConnection], stop: list[str]) -> float:
     async with trio.open_nursery() as nursery:
         for ws in sockets:
             nursery.start_soon(goodbye, ws)
-        await trio.to_thread.run_sync(lambda: run(*stop, timeout=STOP_GRACE_SECONDS * 4))
+        await trio.to_thread.run_sync(lambda: run(*stop, timeout=STOP_GRACE_SECONDS * 4, env=env))
     seconds = time.monotonic() - started
     if codes != [protocol.CLOSE_GOING_AWAY] * len(sockets):
         raise CheckFailed(f"sockets closed with {codes}, not {protocol.CLOSE_GOING_AWAY}")
@@ -286,7 +286,7 @@ async def check_compose(image: str) -> None:
                 for name in containers:
                     expect_healthcheck(name)
                 say("compose: podman healthcheck run: Redis and both apps healthy")
-                seconds = await drained(sockets, [*compose, "down"])
+                seconds = await drained(sockets, [*compose, "down"], env)
             say(f"compose: down: close 1001 to both members, all stopped in {seconds:.2f}s")
     finally:
         quietly(*compose, "down", env=env)
@@ -306,8 +306,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    failures: list[CheckFailed] = []
     try:
-        trio.run(main)
-    except CheckFailed as failure:
+        trio.run(main, strict_exception_groups=True)
+    except* CheckFailed as group:
+        failures = [failure for failure in group.exceptions if isinstance(failure, CheckFailed)]
+    for failure in failures:
         say(f"FAILED: {failure}")
-        sys.exit(1)
+    sys.exit(1 if failures else 0)
