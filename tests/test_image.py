@@ -1,4 +1,4 @@
-"""The container image and the compose deployment, built and run with podman.
+"""The container image and both compose deployments, built and run with podman.
 
 deploy/check-image does the work (installing podman and making the base images where they
 are missing); this runs it as CI does and fails with its whole output when any step fails.
@@ -18,7 +18,7 @@ CHECK = Path(__file__).resolve().parents[1] / "deploy" / "check-image"
 
 
 @pytest.mark.timeout(900)
-def test_the_image_builds_serves_chat_and_drains_alone_and_in_compose() -> None:
+def test_the_image_builds_serves_chat_and_drains_alone_and_in_both_compose_files() -> None:
     done = subprocess.run(
         [str(CHECK)],
         env=os.environ | {"PYTHON": sys.executable},
