@@ -11,6 +11,7 @@ import pytest
 import trio
 import trio.testing
 import trio_asyncio
+from redis.crc import key_slot
 
 from chat import clock
 from chat.bus import (
@@ -292,6 +293,16 @@ async def test_memory_bus_has_no_ghosts() -> None:
 
 
 # Redis only: what a shared store must add to the contract.
+
+
+@pytest.mark.parametrize("room_id", ["Zq3x_9-AbCdEfGhIjKlM", "odd}{id:with:colons"])
+def test_a_rooms_keys_and_channel_share_one_cluster_slot(room_id: str) -> None:
+    room_keys = [keys.room_meta(room_id), keys.room_users(room_id), keys.room_channel(room_id)]
+    room_keys += [*keys.room_history(room_id), keys.room_ended(room_id)]
+    assert len(set(room_keys)) == len(room_keys)
+    assert {key_slot(key.encode()) for key in room_keys} == {key_slot(keys.room_meta(room_id).encode())}
+    assert all(key.startswith(f"room:{{{room_id}}}:") for key in room_keys)
+    assert keys.room_of_channel(keys.room_channel(room_id)) == room_id
 
 
 async def test_redis_keys_live_no_longer_than_the_room() -> None:
