@@ -127,7 +127,9 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
         redoc_ui_path="/redocs",
     )
     app.settings = settings
-    app.bus = bus if bus is not None else MemoryBus()
+    if bus is None:
+        bus = MemoryBus(history_size=settings.history_size, history_bytes=settings.history_bytes)
+    app.bus = bus
     app.hub = Hub(app.bus, cleanup_seconds=settings.close_grace_seconds, ping_seconds=settings.ws_ping_seconds)
     app.rooms = Rooms(app.bus, settings)
     metrics.watch(app.hub)

@@ -10,7 +10,20 @@ from dataclasses import dataclass, field
 import trio
 
 from .. import clock
-from . import SUBSCRIPTION_FRAMES, Admission, AdmitResult, Departure, Ghost, MemberRecord, RoomRecord
+from ..config import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE
+from . import (
+    NO_POSITION,
+    SUBSCRIPTION_FRAMES,
+    Admission,
+    AdmitResult,
+    Departure,
+    Ghost,
+    History,
+    MemberRecord,
+    Receipt,
+    RoomRecord,
+)
+from .history import RoomLog
 
 # Counters kept before the expired ones are swept out, so memory stays bounded.
 COUNTERS_BEFORE_SWEEP = 4096
@@ -19,13 +32,18 @@ COUNTERS_BEFORE_SWEEP = 4096
 @dataclass
 class _Room:
     record: RoomRecord
+    log: RoomLog
     members: dict[str, MemberRecord] = field(default_factory=dict)
 
 
 class MemoryBus:
-    def __init__(self) -> None:
+    def __init__(self, *, history_size: int = DEFAULT_HISTORY_SIZE, history_bytes: int = DEFAULT_HISTORY_BYTES) -> None:
+        self._history_size = history_size
+        self._history_bytes = history_bytes
         self._rooms: dict[str, _Room] = {}
-        self._subscribers: dict[str, set[trio.MemorySendChannel[str]]] = {}
+        # Ordered (a dict, not a set): concurrent senders reach the subscriptions in the
+        # same order, so a sender waiting for a slow one is never overtaken past it.
+        self._subscribers: dict[str, dict[trio.MemorySendChannel[str], None]] = {}
         # (expires_at, room_id), so one sweeper task wakes only when a room actually expires.
         self._expiries: list[tuple[float, str]] = []
         self._expiry_changed = trio.Event()
@@ -60,7 +78,7 @@ class MemoryBus:
         return room
 
     async def create_room(self, room: RoomRecord) -> None:
-        self._rooms[room.room_id] = _Room(room)
+        self._rooms[room.room_id] = _Room(room, RoomLog(self._history_size, self._history_bytes))
         if not self._expiries or room.expires_at < self._expiries[0][0]:
             self._expiry_changed.set()
         heapq.heappush(self._expiries, (room.expires_at, room.room_id))
@@ -115,6 +133,29 @@ class MemoryBus:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # That subscriber left while we waited; it no longer wants frames.
 
+    async def post(
+        self, room_id: str, message: str, receipt: Receipt | None = None, dedupe: str | None = None
+    ) -> None:
+        room = self._live(room_id)
+        if room is None:
+            if receipt is not None:
+                receipt.lost()
+            return
+        # Stored and numbered before the first await: offsets follow the order of delivery.
+        offset, frame = room.log.append(message, dedupe)
+        try:
+            if frame is not None:
+                await self.publish(room_id, frame)
+        finally:
+            if receipt is not None:
+                receipt.posted(offset)  # In the room's history whatever happens to the fan-out.
+
+    async def history(self, room_id: str, since: int | None, epoch: str | None, limit: int) -> History:
+        room = self._live(room_id)
+        if room is None:
+            return History(NO_POSITION, [], False)
+        return room.log.read(since, epoch, limit)
+
     async def count(self, key: str, window_seconds: float) -> tuple[int, float]:
         now = clock.now()
         ends, hits = self._counters.get(key, (0.0, 0))
@@ -133,13 +174,13 @@ class MemoryBus:
     @asynccontextmanager
     async def subscribe(self, room_id: str) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
         send, receive = trio.open_memory_channel[str](SUBSCRIPTION_FRAMES)
-        subscribers = self._subscribers.setdefault(room_id, set())
-        subscribers.add(send)
+        subscribers = self._subscribers.setdefault(room_id, {})
+        subscribers[send] = None
         try:
             async with receive:
                 yield receive
         finally:
-            subscribers.discard(send)
+            subscribers.pop(send, None)
             if not subscribers:
                 self._subscribers.pop(room_id, None)
             send.close()
