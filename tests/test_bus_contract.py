@@ -734,3 +734,42 @@ async def connections_of(server: RedisServer, bus: RedisBus) -> set[str]:
     listed: str = await server.command("CLIENT", "LIST")
     name = f"name=ephemeralchat-{bus.instance_id}"
     return {line.split()[0] for line in listed.splitlines() if name in line}
+
+
+async def test_a_resent_post_is_stored_and_delivered_once(backend: Backend) -> None:
+    """The same dedupe key twice (a client resending what it was not sure went out): one
+    offset, one frame, and both receipts name that offset."""
+    bus = backend.bus
+    room = new_room()
+    await bus.create_room(room)
+    async with bus.subscribe(room.room_id) as frames:
+        first, again, other = Told(), Told(), Told()
+        await bus.post(room.room_id, chat("hello"), first, dedupe="Ann:c1")
+        await bus.post(room.room_id, chat("hello"), again, dedupe="Ann:c1")
+        await bus.post(room.room_id, chat("hello"), other, dedupe="Bob:c1")
+        for told in (first, again, other):
+            await told.wait()
+        assert (first.offsets, again.offsets, other.offsets) == ([1], [1], [2])
+        await bus.publish(room.room_id, "marker")
+        with trio.fail_after(10):
+            got = [await frames.receive() for _ in range(3)]
+    assert [offset_of(f) for f in got] == [1, 2, None]
+    kept = await bus.history(room.room_id, None, None, 50)
+    assert [offset_of(f) for f in kept.frames] == [1, 2]
+
+
+async def test_dedupe_keys_are_kept_for_the_rooms_last_posts(kind: str) -> None:
+    """A room remembers the dedupe keys of its last max(HISTORY_SIZE, 100) posts: a resend
+    within them is caught, one older than that is a new message."""
+    async with bus_of(kind, history_size=0) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        for i in range(101):
+            told = Told()
+            await bus.post(room.room_id, chat(f"m{i}"), told, dedupe=f"Ann:{i}")
+            await told.wait()
+        for key, offset in (("Ann:1", 2), ("Ann:100", 101), ("Ann:0", 102)):
+            told = Told()
+            await bus.post(room.room_id, chat("again"), told, dedupe=key)
+            await told.wait()
+            assert told.offsets == [offset], key
