@@ -16,6 +16,7 @@ from redis.crc import key_slot
 
 from chat import clock
 from chat.bus import (
+    ENDED_SECONDS,
     ROOM_END,
     SUBSCRIPTION_FRAMES,
     Admission,
@@ -27,6 +28,7 @@ from chat.bus import (
     Position,
     RoomRecord,
     keys,
+    memory,
     offset_of,
 )
 from chat.bus.memory import MemoryBus
@@ -773,3 +775,38 @@ async def test_dedupe_keys_are_kept_for_the_rooms_last_posts(kind: str) -> None:
             await bus.post(room.room_id, chat("again"), told, dedupe=key)
             await told.wait()
             assert told.offsets == [offset], key
+
+
+# The end's reason, for members who arrive just after a room ended.
+
+
+async def test_a_room_that_ended_tells_latecomers_why(backend: Backend) -> None:
+    bus = backend.bus
+    closed, quiet = new_room(), new_room()
+    for room in (closed, quiet):
+        await bus.create_room(room)
+    why = '{"type":"system","message":"Room has been closed by owner"}'
+    assert await bus.ended(closed.room_id) is None  # Still open.
+    assert await bus.delete_room(closed.room_id, why)
+    assert not await bus.delete_room(closed.room_id, '{"type":"system","message":"second"}')
+    assert await bus.delete_room(quiet.room_id)
+    assert await bus.ended(closed.room_id) == why  # The winner's reason, not the loser's.
+    assert await bus.ended(quiet.room_id) is None
+    assert await bus.ended("no-such-room") is None
+    if backend.redis is not None:
+        ttl_ms = await backend.redis.command("PTTL", keys.room_ended(closed.room_id))
+        assert 0 < ttl_ms <= 60_000
+
+
+async def test_memory_forgets_why_rooms_ended_after_a_minute_and_keeps_few(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(MemoryBus()) as bus:
+        rooms = [new_room() for _ in range(memory.ENDED_ROOMS + 1)]
+        for room in rooms:
+            await bus.create_room(room)
+            await bus.delete_room(room.room_id, f"ended {room.room_id}")
+        assert await bus.ended(rooms[0].room_id) is None  # The oldest made way.
+        assert await bus.ended(rooms[-1].room_id) == f"ended {rooms[-1].room_id}"
+        await trio.sleep(ENDED_SECONDS)
+        assert await bus.ended(rooms[-1].room_id) is None

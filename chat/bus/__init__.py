@@ -18,6 +18,8 @@ import trio
 SUBSCRIPTION_FRAMES = 1024
 # Dedupe keys a room remembers at least (more when its history is longer).
 DEDUPE_MIN = 100
+# How long the final frame of a room that ended is kept for members who arrive too late.
+ENDED_SECONDS = 60.0
 # Sent on a room's channel after its final system message: every instance ends the room.
 ROOM_END = "\x00end"
 
@@ -140,8 +142,13 @@ class Bus(Protocol):
     async def occupancy(self, room_id: str) -> tuple[RoomRecord, int] | None:
         """The room and how many of its seats are taken, in one step; None as ``get_room``."""
 
-    async def delete_room(self, room_id: str) -> bool:
-        """Remove the room, its presence and its history; True only for the one call that removed it."""
+    async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
+        """Remove the room, its presence and its history; True only for the one call that
+        removed it. That call leaves ``final_frame`` (the system message saying why the room
+        ended) for ``ended`` to tell members who arrive too late, for ENDED_SECONDS."""
+
+    async def ended(self, room_id: str) -> str | None:
+        """The final frame of a room that ended in the last ENDED_SECONDS, else None."""
 
     async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
         """Add a member unless the room is full or gone, as one atomic step; an admitted

@@ -12,6 +12,7 @@ import trio
 from .. import clock
 from ..config import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE
 from . import (
+    ENDED_SECONDS,
     NO_POSITION,
     SUBSCRIPTION_FRAMES,
     Admission,
@@ -27,6 +28,8 @@ from .history import RoomLog
 
 # Counters kept before the expired ones are swept out, so memory stays bounded.
 COUNTERS_BEFORE_SWEEP = 4096
+# Final frames of ended rooms kept at most (the oldest go first when more end at once).
+ENDED_ROOMS = 4096
 
 
 @dataclass
@@ -48,6 +51,7 @@ class MemoryBus:
         self._expiries: list[tuple[float, str]] = []
         self._expiry_changed = trio.Event()
         self._counters: dict[str, tuple[float, int]] = {}  # key -> (window ends, count)
+        self._ended: dict[str, tuple[float, str]] = {}  # room id -> (forgotten at, final frame)
 
     @property
     def ready(self) -> bool:
@@ -91,14 +95,31 @@ class MemoryBus:
         room = self._live(room_id)
         return (room.record, len(room.members)) if room else None
 
-    async def delete_room(self, room_id: str) -> bool:
+    async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         removed = self._rooms.pop(room_id, None) is not None
+        if removed and final_frame is not None:
+            self._remember_end(room_id, final_frame)
         # The heap keeps the closed room's entry (the sweeper skips it); rebuilding once
         # stale entries outnumber live rooms keeps memory bounded at O(1) amortised cost.
         if removed and len(self._expiries) > 2 * len(self._rooms) + 64:
             self._expiries = [(r.record.expires_at, i) for i, r in self._rooms.items()]
             heapq.heapify(self._expiries)
         return removed
+
+    def _remember_end(self, room_id: str, final_frame: str) -> None:
+        now = clock.now()
+        if len(self._ended) >= ENDED_ROOMS:
+            self._ended = {k: v for k, v in self._ended.items() if v[0] > now}
+            while len(self._ended) >= ENDED_ROOMS:
+                del self._ended[next(iter(self._ended))]
+        self._ended[room_id] = (now + ENDED_SECONDS, final_frame)
+
+    async def ended(self, room_id: str) -> str | None:
+        forgotten_at, frame = self._ended.get(room_id, (0.0, ""))
+        if forgotten_at <= clock.now():
+            self._ended.pop(room_id, None)
+            return None
+        return frame
 
     async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
         room = self._live(room_id)

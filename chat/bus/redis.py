@@ -23,6 +23,7 @@ import trio_asyncio
 from .. import clock
 from ..config import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE
 from . import (
+    ENDED_SECONDS,
     NO_POSITION,
     Admission,
     AdmitResult,
@@ -173,17 +174,24 @@ class RedisBus:
         room = _live_room(room_id, fields)
         return (room, int(taken)) if room else None
 
-    async def delete_room(self, room_id: str) -> bool:
+    async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         expired = _ms(clock.now()) >= _expires_ms(self._room_meta.get(room_id))
         self._forget_room(room_id)
+        room_keys = [keys.room_meta(room_id), keys.room_users(room_id), *keys.room_history(room_id)]
+        room_keys.append(keys.room_ended(room_id))
         try:
-            room_keys = [keys.room_meta(room_id), keys.room_users(room_id), *keys.room_history(room_id)]
-            removed = await self._link.call(self._delete, keys=room_keys, args=list(scripts.PREFIXES))
+            removed = await self._link.call(
+                self._delete, keys=room_keys, args=[*scripts.PREFIXES, final_frame or "", _ms(ENDED_SECONDS)]
+            )
         except BusUnavailable:
             if expired:  # Its keys expire inside Redis on their own: nothing is left undone.
                 return False
             raise
         return bool(removed)
+
+    async def ended(self, room_id: str) -> str | None:
+        frame: str | None = await self._link.call(self._link.client.get, keys.room_ended(room_id))
+        return frame
 
     def _forget_room(self, room_id: str) -> None:
         """The room ended: never put it back, whatever its members still do here."""

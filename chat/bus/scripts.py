@@ -74,11 +74,13 @@ if conn[2] == '1' then owners = redis.call('HINCRBY', KEYS[1], 'owners_online', 
 return {redis.call('SCARD', KEYS[2]), owners > 0 and 1 or 0}
 """
 
-# KEYS: meta, users, then the room's history keys (keys.room_history).
-# Returns 1 only for the call that removed the room.
+# KEYS: meta, users, the room's history keys (keys.room_history), ended.
+# ARGV[5..]: final frame ('' for none), how long to keep it (ms).
+# Returns 1 only for the call that removed the room, which alone leaves the final frame.
 DELETE_ROOM = _PRELUDE + """
 local removed = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+if removed == 1 and ARGV[5] ~= '' then redis.call('SET', KEYS[7], ARGV[5], 'PX', ARGV[6]) end
 for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local instance = redis.call('HGET', CONN .. cid, 'instance')
   redis.call('DEL', CONN .. cid)
