@@ -57,6 +57,21 @@ class MemoryBus:
     def ready(self) -> bool:
         return True
 
+    # A read-only view, for tests and operators: what the bus still holds.
+    @property
+    def room_ids(self) -> frozenset[str]:
+        """Rooms stored, expired ones included until the sweeper removes them."""
+        return frozenset(self._rooms)
+
+    @property
+    def subscribed_room_ids(self) -> frozenset[str]:
+        return frozenset(self._subscribers)
+
+    @property
+    def pending_expiries(self) -> int:
+        """Entries the expiry sweeper still holds (live rooms, and closed ones not yet skipped)."""
+        return len(self._expiries)
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
