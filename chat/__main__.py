@@ -39,13 +39,18 @@ def hypercorn_config(settings: Settings) -> Config:
 async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
     """The backend the settings ask for, open for as long as the server runs."""
     if not settings.uses_redis:
-        yield MemoryBus()
+        yield MemoryBus(history_size=settings.history_size, history_bytes=settings.history_bytes)
         return
     # Imported here: trio-asyncio installs its asyncio policy on import, which a
     # MemoryBus server has no use for.
     from .bus.redis import open_redis_bus
 
-    async with open_redis_bus(settings.redis_dsn, presence_timeout_seconds=settings.presence_timeout_seconds) as bus:
+    async with open_redis_bus(
+        settings.redis_dsn,
+        presence_timeout_seconds=settings.presence_timeout_seconds,
+        history_size=settings.history_size,
+        history_bytes=settings.history_bytes,
+    ) as bus:
         yield bus
 
 

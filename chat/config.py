@@ -15,6 +15,11 @@ from typing import Any
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 LOG_FORMATS = ("text", "json")
+# Chat messages a room keeps for newcomers and resumes (0: none), and at most this many
+# bytes of them; a longer history costs Redis memory and every newcomer's replay.
+DEFAULT_HISTORY_SIZE = 50
+MAX_HISTORY_SIZE = 1_000
+DEFAULT_HISTORY_BYTES = 262_144
 
 
 class ConfigError(ValueError):
@@ -80,6 +85,9 @@ class Settings:
     # With Redis: how long the members of an instance that died (kill -9, lost host) may
     # linger in presence before another instance says user_offline for them.
     presence_timeout_seconds: float = 30.0
+    # Messages each room keeps (0: no history), and the bytes they may take at most.
+    history_size: int = DEFAULT_HISTORY_SIZE
+    history_bytes: int = DEFAULT_HISTORY_BYTES
 
     generated_secret: bool = field(default=False, compare=False)
 
@@ -117,6 +125,8 @@ class Settings:
             values["log_format"] = values["log_format"].lower()
             if values["log_format"] not in LOG_FORMATS:
                 raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
+        if values.get("history_size", 0) > MAX_HISTORY_SIZE:
+            raise ConfigError(f"HISTORY_SIZE must be at most {MAX_HISTORY_SIZE} (0 turns history off)")
         if not values.get("secret_key"):
             values["secret_key"] = secrets.token_urlsafe(32)
             values["generated_secret"] = True

@@ -50,7 +50,9 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     )
     api_docs.install(app)
     app.settings = settings
-    app.bus = bus if bus is not None else MemoryBus()
+    if bus is None:
+        bus = MemoryBus(history_size=settings.history_size, history_bytes=settings.history_bytes)
+    app.bus = bus
     app.metrics = Metrics()
     app.hub = Hub(
         app.bus, app.metrics, cleanup_seconds=settings.close_grace_seconds, ping_seconds=settings.ws_ping_seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,18 +12,24 @@ import pytest
 import trio
 import trio.testing
 import trio_asyncio
+from redis.crc import key_slot
 
 from chat import clock
 from chat.bus import (
+    ENDED_SECONDS,
     ROOM_END,
     SUBSCRIPTION_FRAMES,
     Admission,
     Bus,
     BusUnavailable,
     Departure,
+    History,
     MemberRecord,
+    Position,
     RoomRecord,
     keys,
+    memory,
+    offset_of,
 )
 from chat.bus.memory import MemoryBus
 from chat.bus.redis import RedisBus
@@ -52,7 +59,9 @@ async def running(bus: Bus) -> AsyncIterator[Bus]:
 
 
 @asynccontextmanager
-async def redis_bus(url: str, **options: float) -> AsyncIterator[RedisBus]:
+async def redis_bus(
+    url: str, history_size: int = 50, history_bytes: int = 262_144, **options: float
+) -> AsyncIterator[RedisBus]:
     """A RedisBus on its own trio-asyncio loop, as ``open_bus`` gives the server one."""
     async with trio_asyncio.open_loop() as loop:
         bus = RedisBus(
@@ -60,6 +69,8 @@ async def redis_bus(url: str, **options: float) -> AsyncIterator[RedisBus]:
             loop=loop,
             presence_timeout_seconds=options.get("presence", PRESENCE_TIMEOUT),
             command_timeout_seconds=options.get("command_timeout", COMMAND_TIMEOUT),
+            history_size=history_size,
+            history_bytes=history_bytes,
         )
         async with running(bus):
             assert bus.ready
@@ -74,6 +85,63 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
         return
     async with open_redis_server() as server, redis_bus(server.url) as bus:
         yield Backend(bus, server)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@asynccontextmanager
+async def bus_of(kind: str, history_size: int = 50, history_bytes: int = 262_144) -> AsyncIterator[Bus]:
+    """A bus of ``kind`` with the given history settings (the ``backend`` fixture's are the defaults)."""
+    if kind == "memory":
+        async with running(MemoryBus(history_size=history_size, history_bytes=history_bytes)) as bus:
+            yield bus
+        return
+    async with open_redis_server() as server, redis_bus(server.url, history_size, history_bytes) as bus:
+        yield bus
+
+
+class Told:
+    """A post's receipt, as a sender keeps it."""
+
+    def __init__(self) -> None:
+        self.offsets: list[int] = []
+        self.losses = 0
+        self.done = trio.Event()
+
+    def posted(self, offset: int) -> None:
+        self.offsets.append(offset)
+        self.done.set()
+
+    def lost(self) -> None:
+        self.losses += 1
+        self.done.set()
+
+    async def wait(self) -> None:
+        with trio.fail_after(10):
+            await self.done.wait()
+
+
+def chat(text: str) -> str:
+    return json.dumps({"type": "message", "text": text}, separators=(",", ":"), ensure_ascii=False)
+
+
+def texts(frames: list[str]) -> list[str]:
+    return [json.loads(frame)["text"] for frame in frames]
+
+
+async def post_all(bus: Bus, room_id: str, *messages: str) -> list[int]:
+    """Post one after another, each told before the next is sent: their offsets."""
+    offsets = []
+    for message in messages:
+        told = Told()
+        await bus.post(room_id, message, told)
+        await told.wait()
+        assert told.losses == 0
+        offsets += told.offsets
+    return offsets
 
 
 def new_room(max_users: int = 20, life: float = 600, **extra: object) -> RoomRecord:
@@ -301,17 +369,30 @@ async def test_memory_bus_has_no_ghosts(autojump_clock: trio.testing.MockClock) 
 # Redis only: what a shared store must add to the contract.
 
 
+@pytest.mark.parametrize("room_id", ["Zq3x_9-AbCdEfGhIjKlM", "odd}{id:with:colons"])
+def test_a_rooms_keys_and_channel_share_one_cluster_slot(room_id: str) -> None:
+    room_keys = [keys.room_meta(room_id), keys.room_users(room_id), keys.room_channel(room_id)]
+    room_keys += [*keys.room_history(room_id), keys.room_ended(room_id)]
+    assert len(set(room_keys)) == len(room_keys)
+    assert {key_slot(key.encode()) for key in room_keys} == {key_slot(keys.room_meta(room_id).encode())}
+    assert all(key.startswith(f"room:{{{room_id}}}:") for key in room_keys)
+    assert keys.room_of_channel(keys.room_channel(room_id)) == room_id
+
+
 async def test_redis_keys_live_no_longer_than_the_room() -> None:
     async with open_redis_server() as server, redis_bus(server.url) as bus:
         room = new_room(life=120)
         await bus.create_room(room)
         owner = member("Bob", owner=True)
         await bus.admit(room.room_id, owner)
+        await post_all(bus, room.room_id, chat("kept"))
+        told = Told()
+        await bus.post(room.room_id, chat("deduplicated"), told, dedupe="Bob:1")
+        await told.wait()
         backend = Backend(bus, server)
         found = await backend.our_keys(room.room_id, owner.connection_id, bus.instance_id)
-        assert {keys.room_meta(room.room_id), keys.room_users(room.room_id), keys.conn(owner.connection_id)} <= set(
-            found
-        )
+        room_keys = {keys.room_meta(room.room_id), keys.room_users(room.room_id), *keys.room_history(room.room_id)}
+        assert room_keys | {keys.conn(owner.connection_id)} <= set(found)
         fields = await server.command("HGETALL", keys.conn(owner.connection_id))
         assert fields["instance"] == bus.instance_id and fields["display_name"] == "Bob"
         for key in found:
@@ -330,6 +411,11 @@ async def test_redis_leaves_no_key_once_rooms_end() -> None:
                 await bus.admit(room.room_id, who)
                 names.append(who.connection_id)
             names.append(room.room_id)
+            # Its history, its positions and its senders' dedupe keys go with it too.
+            told = Told()
+            await bus.post(room.room_id, chat("hello"), told, dedupe="Ann:1")
+            await told.wait()
+            assert told.offsets == [1]
         await bus.delete_room(closed.room_id)
         for who in await bus.members(departed.room_id):
             await bus.depart(departed.room_id, who.connection_id)
@@ -437,3 +523,297 @@ async def test_redis_publishes_frames_queued_behind_a_lost_batch_once_it_is_back
         # Redis may still have read the frame in doubt off the old connection.
         assert received in (["queued"], ["in doubt", "queued"])
         assert not queued_lost.is_set()
+
+
+# Positions and history: the same contract on both buses.
+
+
+async def test_posts_get_consecutive_offsets_in_delivery_order(backend: Backend) -> None:
+    """Two senders post at once: every subscriber sees offsets 1, 2, 3... with no gap, in
+    the order of the offsets; each post's receipt names its frame's offset; a plain frame
+    published between a sender's posts keeps its place among them and carries no offset."""
+    bus = backend.bus
+    room = new_room()
+    await bus.create_room(room)
+    receipts: dict[str, Told] = {}
+
+    async def sender(tag: str) -> None:
+        for i in range(100):
+            receipts[f"{tag}{i}"] = told = Told()
+            await bus.post(room.room_id, chat(f"{tag}{i}"), told)
+            if i == 50:
+                await bus.publish(room.room_id, f'{{"type":"presence","who":"{tag}"}}')
+
+    async with bus.subscribe(room.room_id) as first, bus.subscribe(room.room_id) as second:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(sender, "a")
+            nursery.start_soon(sender, "b")
+        seen = []
+        for frames in (first, second):
+            with trio.fail_after(10):
+                seen.append([await frames.receive() for _ in range(202)])
+    assert seen[0] == seen[1]
+    messages = [f for f in seen[0] if offset_of(f) is not None]
+    assert [offset_of(f) for f in messages] == list(range(1, 201))
+    assert all(f.startswith(f'{{"offset":{offset_of(f)},"type":"message"') for f in messages)
+    for tag in "ab":
+        mine = [f for f in seen[0] if f'"{tag}' in f]
+        plain = [i for i, f in enumerate(mine) if offset_of(f) is None]
+        assert plain == [51] and texts(mine[:51] + mine[52:]) == [f"{tag}{i}" for i in range(100)]
+    for told in receipts.values():
+        await told.wait()
+    assert {text: told.offsets for text, told in receipts.items()} == {
+        json.loads(f)["text"]: [offset_of(f)] for f in messages
+    }
+
+
+async def test_history_is_oldest_first_and_capped_by_count_and_bytes(kind: str) -> None:
+    async with bus_of(kind, history_size=5) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        empty = await bus.history(room.room_id, None, None, 50)
+        assert empty.position.epoch and empty.position.offset == 0
+        assert (empty.frames, empty.complete) == ([], True)
+        assert await post_all(bus, room.room_id, *(chat(f"m{i}") for i in range(1, 9))) == list(range(1, 9))
+        newest = await bus.history(room.room_id, None, None, 50)
+        assert newest.position == Position(empty.position.epoch, 8)
+        assert (texts(newest.frames), newest.complete) == (["m4", "m5", "m6", "m7", "m8"], False)
+        assert newest.frames[0] == '{"offset":4,"type":"message","text":"m4"}'
+        assert texts((await bus.history(room.room_id, None, None, 2)).frames) == ["m7", "m8"]
+    # Bytes, not characters: three of these frames fit, not six.
+    wide = chat("é" * 40)
+    cap = 3 * len(f'{{"offset":1,{wide[1:]}'.encode())
+    async with bus_of(kind, history_size=50, history_bytes=cap) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        await post_all(bus, room.room_id, *[wide] * 7)
+        kept = await bus.history(room.room_id, None, None, 50)
+        assert [offset_of(f) for f in kept.frames] == [5, 6, 7] and not kept.complete
+        small = await bus.history(room.room_id, 4, kept.position.epoch, 50)
+        assert [offset_of(f) for f in small.frames] == [5, 6, 7] and small.complete
+
+
+async def test_a_resume_gets_exactly_what_it_missed_or_is_told_it_cannot(kind: str) -> None:
+    async with bus_of(kind, history_size=5) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        await post_all(bus, room.room_id, *(chat(f"m{i}") for i in range(1, 11)))
+        epoch = (await bus.history(room.room_id, None, None, 0)).position.epoch
+
+        async def resume(since: int | None, at: str | None = epoch, limit: int = 50) -> tuple[list[int | None], bool]:
+            got: History = await bus.history(room.room_id, since, at, limit)
+            assert got.position.epoch == epoch and got.position.offset == 10
+            return [offset_of(f) for f in got.frames], got.complete
+
+        assert await resume(7) == ([8, 9, 10], True)
+        assert await resume(10) == ([], True)
+        assert await resume(5) == ([6, 7, 8, 9, 10], True)  # The oldest kept is the next one.
+        assert await resume(5, limit=2) == ([6, 7], True)  # Pages: the rest is still kept.
+        assert await resume(4) == ([], False)  # 5 is no longer kept: nothing, never a gap.
+        assert await resume(0) == ([], False)
+        assert await resume(7, at="another-epoch") == ([], False)
+        assert await resume(7, at=None) == ([], False)
+        assert await resume(11) == ([], False)  # Ahead of the room: not this room's epoch.
+        gone = await bus.history("no-such-room", 3, epoch, 50)
+        assert (gone.position.epoch, gone.position.offset, gone.frames, gone.complete) == ("", 0, [], False)
+
+
+async def test_without_history_offsets_are_still_assigned_and_published(kind: str) -> None:
+    async with bus_of(kind, history_size=0) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        async with bus.subscribe(room.room_id) as frames:
+            assert await post_all(bus, room.room_id, chat("one"), chat("two"), "{}") == [1, 2, 3]
+            with trio.fail_after(10):
+                got = [await frames.receive() for _ in range(3)]
+        assert got[2] == '{"offset":3}' and texts(got[:2]) == ["one", "two"]
+        nothing = await bus.history(room.room_id, None, None, 50)
+        assert (nothing.position.offset, nothing.frames, nothing.complete) == (3, [], False)
+        epoch = nothing.position.epoch
+        assert (await bus.history(room.room_id, 3, epoch, 50)).complete
+        assert not (await bus.history(room.room_id, 2, epoch, 50)).complete
+
+
+async def test_a_post_to_a_room_that_is_gone_is_lost_and_not_published(backend: Backend) -> None:
+    bus = backend.bus
+    room = new_room()
+    await bus.create_room(room)
+    async with bus.subscribe(room.room_id) as frames, bus.subscribe("no-such-room") as nowhere:
+        assert await post_all(bus, room.room_id, chat("before")) == [1]
+        await bus.delete_room(room.room_id)
+        for room_id in (room.room_id, "no-such-room"):
+            told = Told()
+            await bus.post(room_id, chat("after"), told)
+            await told.wait()
+            assert (told.offsets, told.losses) == ([], 1)
+            await bus.publish(room_id, "marker")
+        with trio.fail_after(10):
+            assert texts([await frames.receive()]) == ["before"]
+            assert await frames.receive() == "marker"
+            assert await nowhere.receive() == "marker"
+
+
+async def test_redis_instances_on_one_redis_agree_on_the_order() -> None:
+    async with open_redis_server() as server, redis_bus(server.url) as one, redis_bus(server.url) as two:
+        room = new_room()
+        await one.create_room(room)
+
+        async def sender(bus: RedisBus, tag: str) -> None:
+            for i in range(150):
+                await bus.post(room.room_id, chat(f"{tag}{i}"))
+
+        async with one.subscribe(room.room_id) as here, two.subscribe(room.room_id) as there:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(sender, one, "a")
+                nursery.start_soon(sender, two, "b")
+            with trio.fail_after(10):
+                seen = [[await frames.receive() for _ in range(300)] for frames in (here, there)]
+        assert seen[0] == seen[1]
+        assert [offset_of(f) for f in seen[0]] == list(range(1, 301))
+        for tag in "ab":
+            assert [t for t in texts(seen[0]) if t[0] == tag] == [f"{tag}{i}" for i in range(150)]
+        kept = await two.history(room.room_id, None, None, 50)
+        assert kept.frames == seen[0][-50:] and kept.position.offset == 300
+
+
+async def test_redis_restarted_empty_gives_the_room_a_new_epoch() -> None:
+    """History lost with Redis: the restored room starts a new epoch, so a resume from the
+    old one is told it is incomplete instead of getting a silent gap."""
+    async with open_redis_server(private=True) as server, redis_bus(server.url) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        await bus.admit(room.room_id, member("Bob", owner=True))  # What this instance restores.
+        await post_all(bus, room.room_id, chat("one"), chat("two"))
+        before = (await bus.history(room.room_id, None, None, 50)).position
+        await server.stop()
+        await server.start()
+
+        async def restored() -> bool:
+            return bus.ready and await bus.get_room(room.room_id) is not None
+
+        await wait_until(restored, 10)
+        after = await bus.history(room.room_id, 2, before.epoch, 50)
+        assert after.position.epoch != before.epoch and after.position.offset == 0
+        assert (after.frames, after.complete) == ([], False)
+        assert await post_all(bus, room.room_id, chat("three")) == [1]
+        fresh = await bus.history(room.room_id, 0, after.position.epoch, 50)
+        assert (texts(fresh.frames), fresh.complete) == (["three"], True)
+
+
+async def test_redis_tells_a_post_in_doubt_it_may_be_lost() -> None:
+    bound = 0.3
+    async with open_redis_server(private=True) as server, redis_bus(server.url, command_timeout=bound) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        assert await post_all(bus, room.room_id, chat("before")) == [1]
+        server.pause()
+        try:
+            told = Told()
+            await bus.post(room.room_id, chat("in doubt"), told)
+            await told.wait()
+            assert (told.offsets, told.losses) == ([], 1)
+            assert not bus.ready
+        finally:
+            server.resume()
+
+
+async def test_redis_refusing_one_post_loses_that_post_only() -> None:
+    """Scripts flushed under a running instance: the post Redis refuses is told it is lost,
+    the session goes on (no reconnect: the subscription keeps its frames), the next posts
+    are numbered on from the last one stored."""
+    async with open_redis_server(private=True) as server, redis_bus(server.url) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        async with bus.subscribe(room.room_id) as frames:
+            assert await post_all(bus, room.room_id, chat("one")) == [1]
+            connections = await connections_of(server, bus)
+            await server.command("SCRIPT", "FLUSH")
+            refused = Told()
+            await bus.post(room.room_id, chat("refused"), refused)
+            await refused.wait()
+            assert (refused.offsets, refused.losses) == ([], 1)
+            assert await post_all(bus, room.room_id, chat("two")) == [2]
+            assert bus.ready
+            with trio.fail_after(10):
+                assert texts([await frames.receive() for _ in range(2)]) == ["one", "two"]
+            assert await connections_of(server, bus) >= connections  # The same session's.
+
+
+async def connections_of(server: RedisServer, bus: RedisBus) -> set[str]:
+    listed: str = await server.command("CLIENT", "LIST")
+    name = f"name=ephemeralchat-{bus.instance_id}"
+    return {line.split()[0] for line in listed.splitlines() if name in line}
+
+
+async def test_a_resent_post_is_stored_and_delivered_once(backend: Backend) -> None:
+    """The same dedupe key twice (a client resending what it was not sure went out): one
+    offset, one frame, and both receipts name that offset."""
+    bus = backend.bus
+    room = new_room()
+    await bus.create_room(room)
+    async with bus.subscribe(room.room_id) as frames:
+        first, again, other = Told(), Told(), Told()
+        await bus.post(room.room_id, chat("hello"), first, dedupe="Ann:c1")
+        await bus.post(room.room_id, chat("hello"), again, dedupe="Ann:c1")
+        await bus.post(room.room_id, chat("hello"), other, dedupe="Bob:c1")
+        for told in (first, again, other):
+            await told.wait()
+        assert (first.offsets, again.offsets, other.offsets) == ([1], [1], [2])
+        await bus.publish(room.room_id, "marker")
+        with trio.fail_after(10):
+            got = [await frames.receive() for _ in range(3)]
+    assert [offset_of(f) for f in got] == [1, 2, None]
+    kept = await bus.history(room.room_id, None, None, 50)
+    assert [offset_of(f) for f in kept.frames] == [1, 2]
+
+
+async def test_dedupe_keys_are_kept_for_the_rooms_last_posts(kind: str) -> None:
+    """A room remembers the dedupe keys of its last max(HISTORY_SIZE, 100) posts: a resend
+    within them is caught, one older than that is a new message."""
+    async with bus_of(kind, history_size=0) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        for i in range(101):
+            told = Told()
+            await bus.post(room.room_id, chat(f"m{i}"), told, dedupe=f"Ann:{i}")
+            await told.wait()
+        for key, offset in (("Ann:1", 2), ("Ann:100", 101), ("Ann:0", 102)):
+            told = Told()
+            await bus.post(room.room_id, chat("again"), told, dedupe=key)
+            await told.wait()
+            assert told.offsets == [offset], key
+
+
+# The end's reason, for members who arrive just after a room ended.
+
+
+async def test_a_room_that_ended_tells_latecomers_why(backend: Backend) -> None:
+    bus = backend.bus
+    closed, quiet = new_room(), new_room()
+    for room in (closed, quiet):
+        await bus.create_room(room)
+    why = '{"type":"system","message":"Room has been closed by owner"}'
+    assert await bus.ended(closed.room_id) is None  # Still open.
+    assert await bus.delete_room(closed.room_id, why)
+    assert not await bus.delete_room(closed.room_id, '{"type":"system","message":"second"}')
+    assert await bus.delete_room(quiet.room_id)
+    assert await bus.ended(closed.room_id) == why  # The winner's reason, not the loser's.
+    assert await bus.ended(quiet.room_id) is None
+    assert await bus.ended("no-such-room") is None
+    if backend.redis is not None:
+        ttl_ms = await backend.redis.command("PTTL", keys.room_ended(closed.room_id))
+        assert 0 < ttl_ms <= 60_000
+
+
+async def test_memory_forgets_why_rooms_ended_after_a_minute_and_keeps_few(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with running(MemoryBus()) as bus:
+        rooms = [new_room() for _ in range(memory.ENDED_ROOMS + 1)]
+        for room in rooms:
+            await bus.create_room(room)
+            await bus.delete_room(room.room_id, f"ended {room.room_id}")
+        assert await bus.ended(rooms[0].room_id) is None  # The oldest made way.
+        assert await bus.ended(rooms[-1].room_id) == f"ended {rooms[-1].room_id}"
+        await trio.sleep(ENDED_SECONDS)
+        assert await bus.ended(rooms[-1].room_id) is None

@@ -30,6 +30,12 @@ def test_document_variables_are_read() -> None:
     assert Settings.from_env({"REDIS_URL": "redis://r:1/2"}).redis_dsn == "redis://r:1/2"
 
 
+def test_history_is_on_by_default_and_can_be_turned_off() -> None:
+    assert (Settings.from_env({}).history_size, Settings.from_env({}).history_bytes) == (50, 262_144)
+    off = Settings.from_env({"HISTORY_SIZE": "0", "HISTORY_BYTES": "1000"})
+    assert (off.history_size, off.history_bytes) == (0, 1000)
+
+
 @pytest.mark.parametrize(
     "env, message",
     [
@@ -39,6 +45,9 @@ def test_document_variables_are_read() -> None:
         ({"MAX_CONNECTIONS": "-5"}, "MAX_CONNECTIONS must be"),
         ({"CLOSE_GRACE_SECONDS": "nan"}, "CLOSE_GRACE_SECONDS must be"),
         ({"SHUTDOWN_GRACE_SECONDS": "inf"}, "SHUTDOWN_GRACE_SECONDS must be"),
+        ({"HISTORY_SIZE": "1001"}, "HISTORY_SIZE must be at most 1000"),
+        ({"HISTORY_SIZE": "-1"}, "HISTORY_SIZE must be"),
+        ({"HISTORY_BYTES": "lots"}, "HISTORY_BYTES must be a number"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:

@@ -153,8 +153,8 @@ async def test_a_thousand_rooms_come_and_go_leaving_nothing_behind(autojump_cloc
         await trio.sleep(app.settings.ws_ping_seconds + 1)
         await trio.testing.wait_all_tasks_blocked()
         assert app.hub.rooms == {}
-        assert len(bus._rooms) == 1  # only the warm-up room, never joined, is left
-        assert bus._subscribers == {}
+        assert len(bus.room_ids) == 1  # only the warm-up room, never joined, is left
+        assert bus.subscribed_room_ids == frozenset()
         assert live_objects(LiveRoom, Member) == 0
         assert count_tasks() == tasks_before
 
@@ -164,9 +164,9 @@ async def test_unjoined_rooms_are_swept_at_expiry(autojump_clock: trio.testing.M
     async with running_app(settings(rooms_per_minute=10_000), bus=bus) as server, server.client() as http:
         for i in range(1_000):
             await create_room(http, expiry_seconds=60 + i % 7)
-        assert len(bus._rooms) == 1_000
+        assert len(bus.room_ids) == 1_000
         await trio.sleep(120)
-        assert bus._rooms == {} and bus._expiries == []
+        assert bus.room_ids == frozenset() and bus.pending_expiries == 0
 
 
 async def test_a_member_that_falls_behind_and_catches_up_gets_everything_in_order() -> None:
@@ -202,10 +202,11 @@ async def test_a_backlog_reaches_each_member_in_one_write_in_order() -> None:
     write per member for many frames, in order, capped so one write stays bounded."""
     async with room_of_recording_members() as (bus, hub, sockets):
         texts = [f"message {i}" for i in range(FAN_OUT_FRAMES + 10)]
-        # Queued without a checkpoint in between: the subscriber finds them all waiting.
-        (subscription,) = bus._subscribers["r1"]
+        # Queued without a checkpoint in between (MemoryBus hands a frame to a subscription
+        # with room for it without yielding): the subscriber finds them all waiting.
+        assert bus.subscribed_room_ids == {"r1"}
         for text in texts:
-            subscription.send_nowait(text)
+            await bus.publish("r1", text)
         await trio.testing.wait_all_tasks_blocked()
         for socket in sockets:
             assert [len(frames_in(w)) for w in socket.writes] == [FAN_OUT_FRAMES, 10]
@@ -215,7 +216,7 @@ async def test_a_backlog_reaches_each_member_in_one_write_in_order() -> None:
         for socket in sockets:
             socket.writes.clear()
         for text in ("last", ROOM_END, "never"):
-            subscription.send_nowait(text)
+            await bus.publish("r1", text)
         await trio.testing.wait_all_tasks_blocked()
         for socket in sockets:
             assert [t for w in socket.writes for t in frames_in(w)] == ["last"]

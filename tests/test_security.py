@@ -10,6 +10,7 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+from chat.bus import keys
 from chat.bus.memory import MemoryBus
 
 from .redis_server import open_redis_server
@@ -31,7 +32,7 @@ async def test_redis_holds_no_plaintext_password() -> None:
     async with open_redis_server() as redis, server_process({"REDIS_URL": redis.url}) as running:
         async with running.server.client() as http:
             room = await create_room(http, password="correct horse battery")
-        meta = await redis.command("HGETALL", f"room:meta:{room['room_id']}")
+        meta = await redis.command("HGETALL", keys.room_meta(room["room_id"]))
         assert any(value.startswith("$argon2id$") for value in meta.values())
         assert "correct horse battery" not in str(meta)
 

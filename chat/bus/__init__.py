@@ -16,6 +16,10 @@ import trio
 
 # Frames a room's subscription holds before the bus waits for its reader (nothing is dropped).
 SUBSCRIPTION_FRAMES = 1024
+# Dedupe keys a room remembers at least (more when its history is longer).
+DEDUPE_MIN = 100
+# How long the final frame of a room that ended is kept for members who arrive too late.
+ENDED_SECONDS = 60.0
 # Sent on a room's channel after its final system message: every instance ends the room.
 ROOM_END = "\x00end"
 
@@ -71,6 +75,58 @@ class BusUnavailable(RuntimeError):
     """The shared backend cannot be reached right now."""
 
 
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a room's message stream stands."""
+
+    epoch: str  # Random; new whenever the room's history is lost (Redis restarted empty).
+    offset: int  # The newest message's offset; 0 for none yet.
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    position: Position  # Read in the same atomic step as ``frames``.
+    frames: list[str]  # Stored message frames after ``since``, oldest first, at most ``limit``.
+    # Every message after ``since`` (in this epoch) is still kept: ``frames`` holds them, or
+    # their first ``limit``. False when some were dropped or the epoch differs: then
+    # ``frames`` is empty, since a replay with a hole in it would be a silent gap.
+    complete: bool
+
+
+# A room that is gone has no position: its history says so.
+NO_POSITION = Position("", 0)
+
+
+class Receipt(Protocol):
+    """How the sender of a post learns its fate: exactly one call, synchronous, from the
+    bus's own task; it must neither await nor raise."""
+
+    def posted(self, offset: int) -> None:
+        """The message is in the room's stream at ``offset`` (deduplicated: where it was first)."""
+
+    def lost(self) -> None:
+        """It may not have gone out (the backend failed), or the room is gone."""
+
+
+OFFSET_PREFIX = '{"offset":'
+
+
+def with_offset(message: str, offset: int) -> str:
+    """The stored and published frame of a message: its offset as the first field."""
+    rest = message[1:]
+    return f"{OFFSET_PREFIX}{offset}{'' if rest == '}' else ','}{rest}"
+
+
+def offset_of(frame: str) -> int | None:
+    """A message frame's offset, read from its prefix without decoding the JSON; None for
+    frames that carry none (presence, system, errors)."""
+    if not frame.startswith(OFFSET_PREFIX):
+        return None
+    end = frame.find(",", len(OFFSET_PREFIX))
+    digits = frame[len(OFFSET_PREFIX) : end if end > 0 else -1]
+    return int(digits) if digits.isdigit() else None
+
+
 class Bus(Protocol):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Background work of the backend; returns only when cancelled."""
@@ -90,8 +146,13 @@ class Bus(Protocol):
     async def occupancy(self, room_id: str) -> tuple[RoomRecord, int] | None:
         """The room and how many of its seats are taken, in one step; None as ``get_room``."""
 
-    async def delete_room(self, room_id: str) -> bool:
-        """Remove the room and its presence; True only for the one call that removed it."""
+    async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
+        """Remove the room, its presence and its history; True only for the one call that
+        removed it. That call leaves ``final_frame`` (the system message saying why the room
+        ended) for ``ended`` to tell members who arrive too late, for ENDED_SECONDS."""
+
+    async def ended(self, room_id: str) -> str | None:
+        """The final frame of a room that ended in the last ENDED_SECONDS, else None."""
 
     async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
         """Add a member unless the room is full or gone, as one atomic step; an admitted
@@ -108,6 +169,31 @@ class Bus(Protocol):
         Raises ``BusUnavailable`` when the frame cannot be taken. A backend that takes it and
         then fails before it is sure the room got it calls ``undelivered`` (if given), so
         the sender can be told rather than the frame lost in silence.
+        """
+
+    async def post(
+        self, room_id: str, message: str, receipt: Receipt | None = None, dedupe: str | None = None
+    ) -> None:
+        """A chat message: ``message`` is its encoded JSON object, without an offset.
+
+        In one atomic step the backend gives it the room's next offset (1, 2, 3... no gaps),
+        stores ``with_offset(message, offset)`` in the room's history and publishes it, so
+        offsets are in delivery order on every instance; posts and publishes of one instance
+        keep the order they were called in. A second post with the same ``dedupe`` key (the
+        sender's identity and the client's message id; opaque here) within the room's last
+        max(history size, DEDUPE_MIN) deduplicated posts is neither stored nor published:
+        its receipt gets the first one's offset. A room that is gone takes nothing: lost().
+        Raises ``BusUnavailable`` like ``publish`` when the post cannot be taken.
+        """
+
+    async def history(self, room_id: str, since: int | None, epoch: str | None, limit: int) -> History:
+        """The room's stored messages and position, read in one atomic step.
+
+        ``since=None``: the newest ``limit`` messages (a newcomer's history); complete when
+        they are all the room's epoch has had. ``since=N`` with the room's current ``epoch``:
+        the messages after N, oldest first, at most ``limit``; complete=False (and nothing)
+        when some after N are no longer kept or the epoch differs. A room without messages
+        has a position too (epoch made on first need); a room that is gone has NO_POSITION.
         """
 
     def subscribe(self, room_id: str) -> AbstractAsyncContextManager[trio.MemoryReceiveChannel[str]]:

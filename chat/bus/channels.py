@@ -5,7 +5,10 @@ subscriptions. Subscriptions are reconciled rather than commanded: the rooms wit
 subscribers are the wanted set, and one task brings the connection's SUBSCRIBEs in line
 with it, so a new connection after an outage resubscribes every room by the same path.
 Publishing queues the final frame for the publisher, which pipelines whatever is waiting
-on a connection of its own: the hot path never waits for a Redis round trip.
+on a connection of its own: the hot path never waits for a Redis round trip. A chat
+message (a post) waits in the same queue and goes out in the same pipeline as a call of
+the POST script, which numbers, stores and publishes it; the sender's receipt hears the
+script's answer. Sharing the queue keeps posts and plain frames in the order they came.
 
 The reader and the sender each run as one asyncio task for a whole session rather than
 one bridge crossing per batch: a crossing costs an asyncio task and several Trio scheduling
@@ -24,15 +27,16 @@ import logging
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection
 
 from ..arrivals import while_more_arrive
-from . import ROOM_END, SUBSCRIPTION_FRAMES, BusUnavailable, keys
+from . import ROOM_END, SUBSCRIPTION_FRAMES, BusUnavailable, Receipt, keys
 from .link import LOST, UNAVAILABLE, RedisLink
+from .posts import RedisPosts
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +49,21 @@ PUBLISH_BATCH = 512
 SUBSCRIBE_WAIT_SECONDS = 5.0
 
 
-# A frame for the publisher: its room, the frame, and whom to tell if it may be lost.
-Outgoing = tuple[str, str, Callable[[], None] | None]
+class Outgoing(NamedTuple):
+    """What the publisher sends: a frame to PUBLISH, or a chat message to POST."""
+
+    room_id: str
+    frame: str  # A post's message, still without its offset.
+    undelivered: Callable[[], None] | None = None  # A frame's sender, told if it may be lost.
+    post: bool = False
+    receipt: Receipt | None = None
+    dedupe: str | None = None
 
 
 class RoomChannels:
-    def __init__(self, link: RedisLink, on_room_end: Callable[[str], None]) -> None:
+    def __init__(self, link: RedisLink, posts: RedisPosts, on_room_end: Callable[[str], None]) -> None:
         self._link = link
+        self._posts = posts
         self._on_room_end = on_room_end
         self._local: dict[str, set[trio.MemorySendChannel[str]]] = {}
         # Channels SUBSCRIBEd (and not since UNSUBSCRIBEd) on the current connection.
@@ -62,8 +74,9 @@ class RoomChannels:
         self._blocked: set[trio.CancelScope] = set()
         # Frames taken from the queue for the next batch: kept across sessions, in order.
         self._gathered: list[Outgoing] = []
-        # The batch handed to the sender that Redis has not yet acknowledged.
+        # The batch handed to the sender, of which Redis has answered the first ``_answered``.
         self._in_flight: list[Outgoing] = []
+        self._answered = 0
         # Set while the sender waits for a batch, which resolving ``_handoff`` gives it.
         self._sender_ready = trio.Event()
         self._handoff: asyncio.Future[list[Outgoing]] | None = None
@@ -106,9 +119,14 @@ class RoomChannels:
                     self._confirmations.pop(channel, trio.Event()).set()
 
     async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
+        await self._queue(Outgoing(room_id, frame, undelivered))
+
+    async def post(self, room_id: str, message: str, receipt: Receipt | None, dedupe: str | None) -> None:
+        await self._queue(Outgoing(room_id, message, post=True, receipt=receipt, dedupe=dedupe))
+
+    async def _queue(self, outgoing: Outgoing) -> None:
         if not self._link.ready:
             raise BusUnavailable(UNAVAILABLE)
-        outgoing = (room_id, frame, undelivered)
         try:
             self._outgoing.send_nowait(outgoing)
         except trio.WouldBlock:
@@ -134,12 +152,11 @@ class RoomChannels:
         self._subscribed = set()
         # Some of the batch may have gone out before the connection failed; nobody can say
         # which. Frames queued behind it wait for the next session.
-        batch, self._in_flight = self._in_flight, []
+        batch, self._in_flight = self._in_flight[self._answered :], []
         if batch:
             log.warning("%d frames may not have been published: redis went away", len(batch))
-        for _, _, undelivered in batch:
-            if undelivered is not None:
-                undelivered()
+        for outgoing in batch:
+            _settle(outgoing, None)
 
     async def _read(self, *, task_status: trio.TaskStatus[AbstractConnection] = trio.TASK_STATUS_IGNORED) -> None:
         connection = await self._link.dedicated_connection()
@@ -244,23 +261,47 @@ class RoomChannels:
             self._sender_ready = trio.Event()
             # In flight from here: should the session end before Redis acknowledges it,
             # its frames may or may not have been published.
-            self._in_flight = batch
+            self._in_flight, self._answered = batch, 0
             handoff.set_result(batch)
 
     async def _send_gathered(self, connection: AbstractConnection) -> None:
         """Runs on asyncio for the whole session: pipelines each batch the gatherer hands it."""
         loop = asyncio.get_running_loop()
+        # A Redis that restarted empty has no scripts: each session loads them first.
+        await self._load_scripts(connection)
         while True:
             self._handoff = loop.create_future()
             self._sender_ready.set()
             batch = await self._handoff
-            commands = [("PUBLISH", keys.room_channel(room_id), frame) for room_id, frame, _ in batch]
+            commands = [
+                self._posts.command(o.room_id, o.frame, o.dedupe)
+                if o.post
+                else ("PUBLISH", keys.room_channel(o.room_id), o.frame)
+                for o in batch
+            ]
             self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
             await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
-            for _ in batch:
-                await connection.read_response()
+            refused = False
+            for outgoing in batch:
+                try:
+                    reply = await connection.read_response()
+                except rx.ResponseError as error:
+                    # Refused (NOSCRIPT after a SCRIPT FLUSH, a full Redis...): read whole,
+                    # so the connection is still in step; that one command's sender hears.
+                    log.error("redis refused a frame for room %s: %s", outgoing.room_id, error)
+                    reply, refused = None, True
+                self._answered += 1
+                _settle(outgoing, reply)
+            if refused:
+                await self._load_scripts(connection)
             self._answer_deadline.deadline = math.inf
             self._in_flight = []
+
+    async def _load_scripts(self, connection: AbstractConnection) -> None:
+        self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
+        await connection.send_command("SCRIPT", "LOAD", self._posts.script)
+        await connection.read_response()
+        self._answer_deadline.deadline = math.inf
 
     def _take_waiting(self, most: int) -> list[Outgoing]:
         batch: list[Outgoing] = []
@@ -270,3 +311,18 @@ class RoomChannels:
             except trio.WouldBlock:
                 break
         return batch
+
+
+def _settle(outgoing: Outgoing, reply: Any) -> None:
+    """Tell a frame's sender what became of it: Redis's reply, or None when unknown."""
+    try:
+        if not outgoing.post:
+            if reply is None and outgoing.undelivered is not None:
+                outgoing.undelivered()
+        elif outgoing.receipt is not None:
+            if isinstance(reply, int) and reply > 0:
+                outgoing.receipt.posted(reply)
+            else:
+                outgoing.receipt.lost()  # Unknown, refused, or (0) the room is gone.
+    except Exception:  # A sender's bug must not end the session of every room.
+        log.exception("telling a sender about its frame failed")

@@ -1,14 +1,21 @@
 """Every Redis key and channel name the backend uses, in one place.
 
-Room keys follow the original document. The instance keys exist only while an instance
-has members: they let the survivors find the members of an instance that died.
+Every key of one room, and its channel, carries the room's id as a hash tag
+(``room:{<id>}:...``), so on a Redis Cluster a room's keys share one slot and a room's
+script runs on one shard; the channel follows, so sharded pub/sub can take over without
+moving anything. The instance keys exist only while an instance has members: they let the
+survivors find the members of an instance that died.
 """
 
 from __future__ import annotations
 
-ROOM_META = "room:meta:"
-ROOM_USERS = "room:users:"
-ROOM_CHANNEL = "room:channel:"
+ROOM = "room:{"
+# After the room's id; the hash tag closes with the first "}" that follows ROOM.
+META, USERS, CHANNEL = "}:meta", "}:users", "}:channel"
+# The room's positions (epoch, newest offset, bytes kept), its stored messages (a stream),
+# the senders' dedupe keys (hash key -> offset) with their order of arrival (a list), and
+# the final system message of a room that ended, kept a short while for latecomers.
+POS, LOG, DEDUPE, DEDUPE_ORDER, ENDED = "}:pos", "}:log", "}:dedupe", "}:dedupe-order", "}:ended"
 CONN = "conn:"
 # Set of the ids of instances that hold members (so a reaper need not SCAN).
 INSTANCES = "instances"
@@ -21,20 +28,49 @@ INSTANCE_ALIVE = "instance:alive:"
 COUNTER = "limit:"
 
 
+def _room_key(room_id: str, suffix: str) -> str:
+    return ROOM + room_id + suffix
+
+
 def room_meta(room_id: str) -> str:
-    return ROOM_META + room_id
+    return _room_key(room_id, META)
 
 
 def room_users(room_id: str) -> str:
-    return ROOM_USERS + room_id
+    return _room_key(room_id, USERS)
+
+
+def room_pos(room_id: str) -> str:
+    return _room_key(room_id, POS)
+
+
+def room_log(room_id: str) -> str:
+    return _room_key(room_id, LOG)
+
+
+def room_dedupe(room_id: str) -> str:
+    return _room_key(room_id, DEDUPE)
+
+
+def room_dedupe_order(room_id: str) -> str:
+    return _room_key(room_id, DEDUPE_ORDER)
+
+
+def room_ended(room_id: str) -> str:
+    return _room_key(room_id, ENDED)
+
+
+def room_history(room_id: str) -> list[str]:
+    """The keys a room's messages live in, as POST and HISTORY take them (after meta)."""
+    return [room_pos(room_id), room_log(room_id), room_dedupe(room_id), room_dedupe_order(room_id)]
 
 
 def room_channel(room_id: str) -> str:
-    return ROOM_CHANNEL + room_id
+    return _room_key(room_id, CHANNEL)
 
 
 def room_of_channel(channel: str) -> str:
-    return channel.removeprefix(ROOM_CHANNEL)
+    return channel.removeprefix(ROOM).removesuffix(CHANNEL)
 
 
 def conn(connection_id: str) -> str:

@@ -10,26 +10,48 @@ from dataclasses import dataclass, field
 import trio
 
 from .. import clock
-from . import SUBSCRIPTION_FRAMES, Admission, AdmitResult, Departure, Ghost, MemberRecord, RoomRecord
+from ..config import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE
+from . import (
+    ENDED_SECONDS,
+    NO_POSITION,
+    SUBSCRIPTION_FRAMES,
+    Admission,
+    AdmitResult,
+    Departure,
+    Ghost,
+    History,
+    MemberRecord,
+    Receipt,
+    RoomRecord,
+)
+from .history import RoomLog
 
 # Counters kept before the expired ones are swept out, so memory stays bounded.
 COUNTERS_BEFORE_SWEEP = 4096
+# Final frames of ended rooms kept at most (the oldest go first when more end at once).
+ENDED_ROOMS = 4096
 
 
 @dataclass
 class _Room:
     record: RoomRecord
+    log: RoomLog
     members: dict[str, MemberRecord] = field(default_factory=dict)
 
 
 class MemoryBus:
-    def __init__(self) -> None:
+    def __init__(self, *, history_size: int = DEFAULT_HISTORY_SIZE, history_bytes: int = DEFAULT_HISTORY_BYTES) -> None:
+        self._history_size = history_size
+        self._history_bytes = history_bytes
         self._rooms: dict[str, _Room] = {}
-        self._subscribers: dict[str, set[trio.MemorySendChannel[str]]] = {}
+        # Ordered (a dict, not a set): concurrent senders reach the subscriptions in the
+        # same order, so a sender waiting for a slow one is never overtaken past it.
+        self._subscribers: dict[str, dict[trio.MemorySendChannel[str], None]] = {}
         # (expires_at, room_id), so one sweeper task wakes only when a room actually expires.
         self._expiries: list[tuple[float, str]] = []
         self._expiry_changed = trio.Event()
         self._counters: dict[str, tuple[float, int]] = {}  # key -> (window ends, count)
+        self._ended: dict[str, tuple[float, str]] = {}  # room id -> (forgotten at, final frame)
 
     @property
     def ready(self) -> bool:
@@ -38,6 +60,21 @@ class MemoryBus:
     @property
     def reconnects(self) -> int:
         return 0  # Nothing to lose a connection to.
+
+    # A read-only view, for tests and operators: what the bus still holds.
+    @property
+    def room_ids(self) -> frozenset[str]:
+        """Rooms stored, expired ones included until the sweeper removes them."""
+        return frozenset(self._rooms)
+
+    @property
+    def subscribed_room_ids(self) -> frozenset[str]:
+        return frozenset(self._subscribers)
+
+    @property
+    def pending_expiries(self) -> int:
+        """Entries the expiry sweeper still holds (live rooms, and closed ones not yet skipped)."""
+        return len(self._expiries)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -64,7 +101,7 @@ class MemoryBus:
         return room
 
     async def create_room(self, room: RoomRecord) -> None:
-        self._rooms[room.room_id] = _Room(room)
+        self._rooms[room.room_id] = _Room(room, RoomLog(self._history_size, self._history_bytes))
         if not self._expiries or room.expires_at < self._expiries[0][0]:
             self._expiry_changed.set()
         heapq.heappush(self._expiries, (room.expires_at, room.room_id))
@@ -77,14 +114,31 @@ class MemoryBus:
         room = self._live(room_id)
         return (room.record, len(room.members)) if room else None
 
-    async def delete_room(self, room_id: str) -> bool:
+    async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         removed = self._rooms.pop(room_id, None) is not None
+        if removed and final_frame is not None:
+            self._remember_end(room_id, final_frame)
         # The heap keeps the closed room's entry (the sweeper skips it); rebuilding once
         # stale entries outnumber live rooms keeps memory bounded at O(1) amortised cost.
         if removed and len(self._expiries) > 2 * len(self._rooms) + 64:
             self._expiries = [(r.record.expires_at, i) for i, r in self._rooms.items()]
             heapq.heapify(self._expiries)
         return removed
+
+    def _remember_end(self, room_id: str, final_frame: str) -> None:
+        now = clock.now()
+        if len(self._ended) >= ENDED_ROOMS:
+            self._ended = {k: v for k, v in self._ended.items() if v[0] > now}
+            while len(self._ended) >= ENDED_ROOMS:
+                del self._ended[next(iter(self._ended))]
+        self._ended[room_id] = (now + ENDED_SECONDS, final_frame)
+
+    async def ended(self, room_id: str) -> str | None:
+        forgotten_at, frame = self._ended.get(room_id, (0.0, ""))
+        if forgotten_at <= clock.now():
+            self._ended.pop(room_id, None)
+            return None
+        return frame
 
     async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
         room = self._live(room_id)
@@ -119,6 +173,29 @@ class MemoryBus:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # That subscriber left while we waited; it no longer wants frames.
 
+    async def post(
+        self, room_id: str, message: str, receipt: Receipt | None = None, dedupe: str | None = None
+    ) -> None:
+        room = self._live(room_id)
+        if room is None:
+            if receipt is not None:
+                receipt.lost()
+            return
+        # Stored and numbered before the first await: offsets follow the order of delivery.
+        offset, frame = room.log.append(message, dedupe)
+        try:
+            if frame is not None:
+                await self.publish(room_id, frame)
+        finally:
+            if receipt is not None:
+                receipt.posted(offset)  # In the room's history whatever happens to the fan-out.
+
+    async def history(self, room_id: str, since: int | None, epoch: str | None, limit: int) -> History:
+        room = self._live(room_id)
+        if room is None:
+            return History(NO_POSITION, [], False)
+        return room.log.read(since, epoch, limit)
+
     async def count(self, key: str, window_seconds: float) -> tuple[int, float]:
         now = clock.now()
         ends, hits = self._counters.get(key, (0.0, 0))
@@ -137,13 +214,13 @@ class MemoryBus:
     @asynccontextmanager
     async def subscribe(self, room_id: str) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
         send, receive = trio.open_memory_channel[str](SUBSCRIPTION_FRAMES)
-        subscribers = self._subscribers.setdefault(room_id, set())
-        subscribers.add(send)
+        subscribers = self._subscribers.setdefault(room_id, {})
+        subscribers[send] = None
         try:
             async with receive:
                 yield receive
         finally:
-            subscribers.discard(send)
+            subscribers.pop(send, None)
             if not subscribers:
                 self._subscribers.pop(room_id, None)
             send.close()

@@ -21,9 +21,27 @@ import trio
 import trio_asyncio
 
 from .. import clock
-from . import Admission, AdmitResult, BusUnavailable, Departure, Ghost, MemberRecord, RoomRecord, keys, scripts
+from ..config import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE
+from . import (
+    ENDED_SECONDS,
+    NO_POSITION,
+    Admission,
+    AdmitResult,
+    BusUnavailable,
+    Departure,
+    Ghost,
+    History,
+    MemberRecord,
+    Position,
+    Receipt,
+    RoomRecord,
+    keys,
+    scripts,
+)
 from .channels import RoomChannels
+from .history import new_epoch
 from .link import COMMAND_TIMEOUT_SECONDS, LOST, RedisLink
+from .posts import RedisPosts
 
 DEFAULT_PRESENCE_TIMEOUT_SECONDS = 30.0
 CLIENT_NAME_PREFIX = "ephemeralchat-"
@@ -76,6 +94,8 @@ class RedisBus:
         presence_timeout_seconds: float = DEFAULT_PRESENCE_TIMEOUT_SECONDS,
         instance_id: str | None = None,
         command_timeout_seconds: float = COMMAND_TIMEOUT_SECONDS,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        history_bytes: int = DEFAULT_HISTORY_BYTES,
     ) -> None:
         self.instance_id = instance_id or secrets.token_hex(6)
         self._link = RedisLink(
@@ -84,7 +104,7 @@ class RedisBus:
             client_name=f"{CLIENT_NAME_PREFIX}{self.instance_id}",
             command_timeout_seconds=command_timeout_seconds,
         )
-        self._channels = RoomChannels(self._link, self._forget_room)
+        self._channels = RoomChannels(self._link, RedisPosts(history_size, history_bytes), self._forget_room)
         # Heartbeat every third of the timeout; the key lives two thirds, so one late beat
         # is forgiven, and a sweep every third finds a dead instance within the timeout.
         self._beat_seconds = presence_timeout_seconds / 3
@@ -104,6 +124,7 @@ class RedisBus:
         self._heartbeat = client.register_script(scripts.HEARTBEAT)
         self._restore_room = client.register_script(scripts.RESTORE)
         self._count = client.register_script(scripts.COUNT)
+        self._history = client.register_script(scripts.HISTORY)
 
     @property
     def ready(self) -> bool:
@@ -153,18 +174,24 @@ class RedisBus:
         room = _live_room(room_id, fields)
         return (room, int(taken)) if room else None
 
-    async def delete_room(self, room_id: str) -> bool:
+    async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         expired = _ms(clock.now()) >= _expires_ms(self._room_meta.get(room_id))
         self._forget_room(room_id)
+        room_keys = [keys.room_meta(room_id), keys.room_users(room_id), *keys.room_history(room_id)]
+        room_keys.append(keys.room_ended(room_id))
         try:
             removed = await self._link.call(
-                self._delete, keys=[keys.room_meta(room_id), keys.room_users(room_id)], args=list(scripts.PREFIXES)
+                self._delete, keys=room_keys, args=[*scripts.PREFIXES, final_frame or "", _ms(ENDED_SECONDS)]
             )
         except BusUnavailable:
             if expired:  # Its keys expire inside Redis on their own: nothing is left undone.
                 return False
             raise
         return bool(removed)
+
+    async def ended(self, room_id: str) -> str | None:
+        frame: str | None = await self._link.call(self._link.client.get, keys.room_ended(room_id))
+        return frame
 
     def _forget_room(self, room_id: str) -> None:
         """The room ended: never put it back, whatever its members still do here."""
@@ -249,6 +276,22 @@ class RedisBus:
     async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
         await self._channels.publish(room_id, frame, undelivered)
 
+    async def post(
+        self, room_id: str, message: str, receipt: Receipt | None = None, dedupe: str | None = None
+    ) -> None:
+        await self._channels.post(room_id, message, receipt, dedupe)
+
+    async def history(self, room_id: str, since: int | None, epoch: str | None, limit: int) -> History:
+        reply = await self._link.call(
+            self._history,
+            keys=[keys.room_meta(room_id), keys.room_pos(room_id), keys.room_log(room_id)],
+            args=[new_epoch(), "" if since is None else since, epoch or "", max(0, limit)],
+        )
+        if not reply:
+            return History(NO_POSITION, [], False)
+        epoch_now, offset, complete, *frames = reply
+        return History(Position(epoch_now, int(offset)), frames, bool(complete))
+
     @asynccontextmanager
     async def subscribe(self, room_id: str) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
         async with self._channels.subscribe(room_id) as frames:
@@ -302,11 +345,23 @@ def _rows(flat: list[Any], width: int) -> list[tuple[Any, ...]]:
 
 
 @asynccontextmanager
-async def open_redis_bus(url: str, *, presence_timeout_seconds: float) -> AsyncIterator[RedisBus]:
+async def open_redis_bus(
+    url: str,
+    *,
+    presence_timeout_seconds: float,
+    history_size: int = DEFAULT_HISTORY_SIZE,
+    history_bytes: int = DEFAULT_HISTORY_BYTES,
+) -> AsyncIterator[RedisBus]:
     """A RedisBus on a trio-asyncio loop that lives exactly as long as this context.
 
     Open it around the whole server: a loop opened inside a startup hook would live in
     that hook's context, out of sight of the request handlers.
     """
     async with trio_asyncio.open_loop() as loop:
-        yield RedisBus(url, loop=loop, presence_timeout_seconds=presence_timeout_seconds)
+        yield RedisBus(
+            url,
+            loop=loop,
+            presence_timeout_seconds=presence_timeout_seconds,
+            history_size=history_size,
+            history_bytes=history_bytes,
+        )

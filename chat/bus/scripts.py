@@ -74,9 +74,13 @@ if conn[2] == '1' then owners = redis.call('HINCRBY', KEYS[1], 'owners_online', 
 return {redis.call('SCARD', KEYS[2]), owners > 0 and 1 or 0}
 """
 
-# KEYS: meta, users. Returns 1 only for the call that removed the room.
+# KEYS: meta, users, the room's history keys (keys.room_history), ended.
+# ARGV[5..]: final frame ('' for none), how long to keep it (ms).
+# Returns 1 only for the call that removed the room, which alone leaves the final frame.
 DELETE_ROOM = _PRELUDE + """
 local removed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
+if removed == 1 and ARGV[5] ~= '' then redis.call('SET', KEYS[7], ARGV[5], 'PX', ARGV[6]) end
 for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local instance = redis.call('HGET', CONN .. cid, 'instance')
   redis.call('DEL', CONN .. cid)
@@ -176,4 +180,88 @@ if hits == 1 then
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
 end
 return {hits, redis.call('PTTL', KEYS[1])}
+"""
+
+# POST and HISTORY touch only the keys of one room (no prelude): they stay on one shard.
+# pos is a hash: epoch, offset (the newest), bytes (of the frames kept in log). log is a
+# stream whose entry ids are "<offset>-0", each with one field, f: the frame. The epoch is
+# created with pos, from a random candidate the caller passes (Lua has no good random),
+# so a Redis that lost the room's history gives it a new one on first need.
+
+# One chat message, numbered, stored, trimmed and published in one step, so offsets are
+# in delivery order on every instance. KEYS: meta, pos, log, dedupe, dedupe order.
+# ARGV: channel, message (a JSON object without offset), epoch candidate, history size,
+# history bytes, dedupe key ('' for none), dedupe window.
+# Returns the offset (a duplicate's: the first one's); 0 when the room is gone.
+POST = """
+local expires = redis.call('HGET', KEYS[1], 'expires_ms')
+if not expires then return 0 end
+local dedupe = ARGV[6]
+if dedupe ~= '' then
+  local first = redis.call('HGET', KEYS[4], dedupe)
+  if first then return tonumber(first) end
+end
+if redis.call('HSETNX', KEYS[2], 'epoch', ARGV[3]) == 1 then redis.call('PEXPIREAT', KEYS[2], expires) end
+local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
+local rest = string.sub(ARGV[2], 2)
+local frame = '{"offset":' .. offset .. (rest == '}' and '' or ',') .. rest
+local size, most = tonumber(ARGV[4]), tonumber(ARGV[5])
+if size > 0 then
+  redis.call('XADD', KEYS[3], offset .. '-0', 'f', frame)
+  local kept = redis.call('HINCRBY', KEYS[2], 'bytes', #frame)
+  local count = redis.call('XLEN', KEYS[3])
+  if count == 1 then redis.call('PEXPIREAT', KEYS[3], expires) end
+  local dropped = 0
+  while count > size or kept > most do
+    local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+    redis.call('XDEL', KEYS[3], oldest[1])
+    kept, count, dropped = kept - #oldest[2][2], count - 1, dropped + #oldest[2][2]
+  end
+  if dropped > 0 then redis.call('HINCRBY', KEYS[2], 'bytes', -dropped) end
+end
+if dedupe ~= '' then
+  redis.call('HSET', KEYS[4], dedupe, offset)
+  local remembered = redis.call('RPUSH', KEYS[5], dedupe)
+  if remembered == 1 then
+    redis.call('PEXPIREAT', KEYS[4], expires)
+    redis.call('PEXPIREAT', KEYS[5], expires)
+  elseif remembered > tonumber(ARGV[7]) then
+    redis.call('HDEL', KEYS[4], redis.call('LPOP', KEYS[5]))
+  end
+end
+redis.call('PUBLISH', ARGV[1], frame)
+return offset
+"""
+
+# The room's position and stored messages, read together. KEYS: meta, pos, log.
+# ARGV: epoch candidate, since ('' for the newest), the client's epoch, limit.
+# Returns {} when the room is gone, else {epoch, offset, complete 1/0, frames...}:
+# see Bus.history for which frames and when complete.
+HISTORY = """
+local expires = redis.call('HGET', KEYS[1], 'expires_ms')
+if not expires then return {} end
+if redis.call('HSETNX', KEYS[2], 'epoch', ARGV[1]) == 1 then redis.call('PEXPIREAT', KEYS[2], expires) end
+local pos = redis.call('HMGET', KEYS[2], 'epoch', 'offset')
+local offset, limit = tonumber(pos[2] or '0'), tonumber(ARGV[4])
+local out = {pos[1], offset, 0}
+if ARGV[2] == '' then
+  if limit > 0 then
+    local newest = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', limit)
+    for i = #newest, 1, -1 do table.insert(out, newest[i][2][2]) end
+  end
+  if #out - 3 == offset then out[3] = 1 end
+  return out
+end
+local since = tonumber(ARGV[2])
+if ARGV[3] ~= pos[1] or since < 0 or since > offset then return out end
+local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+local kept_from = oldest and tonumber(string.match(oldest[1], '^%d+')) or offset + 1
+if kept_from > since + 1 then return out end
+out[3] = 1
+if limit > 0 and since < offset then
+  for _, entry in ipairs(redis.call('XRANGE', KEYS[3], (since + 1) .. '-0', '+', 'COUNT', limit)) do
+    table.insert(out, entry[2][2])
+  end
+end
+return out
 """
