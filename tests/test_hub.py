@@ -74,7 +74,7 @@ async def test_the_last_member_removed_ends_the_room() -> None:
         room.remove(bob)
         await trio.testing.wait_all_tasks_blocked()
         assert hub.rooms == {} and room.ended
-        assert room_tasks() == [] and bus._subscribers == {}
+        assert room_tasks() == [] and bus.subscribed_room_ids == frozenset()
         # Removing is not closing: the member's own socket handler closes it.
         assert (ann_socket.closed, bob_socket.closed) == (None, None)
         # The room on the bus lives on; the next member starts a new LiveRoom.
