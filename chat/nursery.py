@@ -62,7 +62,11 @@ class LiveRoom:
                     # subscription would otherwise never reach this instance. Checked before
                     # the first hello: an end after that arrives on the channel.
                     if await self._gone():
-                        self.end(protocol.CLOSE_POLICY, "Room not found")
+                        final = await self._final_words()
+                        if final is None:
+                            self.end(protocol.CLOSE_POLICY, "Room not found")
+                        else:  # It ended while they entered: they hear why, as everyone did.
+                            self.end(protocol.CLOSE_NORMAL, "Room closed", final)
                         self.subscribed.set()
                         task_status.started()
                         return
@@ -94,6 +98,12 @@ class LiveRoom:
             return await self.hub.bus.get_room(self.room_id) is None
         except BusUnavailable:
             return False  # Cannot tell now; a close still arrives on the channel once back.
+
+    async def _final_words(self) -> str | None:
+        try:
+            return await self.hub.bus.ended(self.room_id)
+        except BusUnavailable:
+            return None
 
     def fan_out(self, frames: list[bytes]) -> None:
         """Hand frames to every member as one piece of bytes: one write per member."""

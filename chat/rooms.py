@@ -20,6 +20,7 @@ Words, one meaning each (the live side's own are in chat.nursery):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import uuid
@@ -30,9 +31,21 @@ from typing import TypeVar
 import trio
 
 from . import clock, protocol
-from .bus import ROOM_END, Admission, AdmitResult, Bus, BusUnavailable, MemberRecord, RoomRecord
+from .bus import (
+    NO_POSITION,
+    ROOM_END,
+    Admission,
+    AdmitResult,
+    Bus,
+    BusUnavailable,
+    History,
+    MemberRecord,
+    Receipt,
+    RoomRecord,
+)
 from .config import Settings
 from .credentials import Grant, Role, TokenSigner, hash_password, password_matches
+from .protocol import Said
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +121,8 @@ class Entry:
 
     room: RoomRecord
     member: MemberRecord
+    # Who sends, across reconnects: a resent message is recognised by this and its client_id.
+    sender: str = ""
 
 
 async def _found(look_up: Callable[[str], Awaitable[T | None]], room_id: str) -> T:
@@ -181,6 +196,13 @@ class Rooms:
         await self._check_password(room, password)
         return room, await self.bus.members(room_id)
 
+    async def messages(
+        self, room_id: str, password: str | None, since: int | None, epoch: str | None, limit: int | None
+    ) -> History:
+        """The room's kept messages for whoever may see its details (the password, if any)."""
+        await self._check_password(await self.find(room_id), password)
+        return await self.history(room_id, since, epoch, limit)
+
     async def close_by_owner(self, room_id: str, owner_token: str | None) -> None:
         room = await self.find(room_id)
         grant = self.tokens.verify(owner_token, room_id) if owner_token else None
@@ -190,9 +212,11 @@ class Rooms:
 
     async def end(self, room: RoomRecord, message: str) -> bool:
         """Delete the room and tell every member on every instance; False if already gone."""
-        if not await self.bus.delete_room(room.room_id):
+        final = protocol.system(room.room_id, message)
+        # A member whose socket is entering just now hears the reason from what is left behind.
+        if not await self.bus.delete_room(room.room_id, final):
             return False
-        await self.bus.publish(room.room_id, protocol.system(room.room_id, message))
+        await self.bus.publish(room.room_id, final)
         await self.bus.publish(room.room_id, ROOM_END)
         return True
 
@@ -205,17 +229,20 @@ class Rooms:
                 await self.find(room_id)  # A room that is gone says so rather than blame the token.
                 raise Forbidden("Invalid or expired room token: join the room again")
             member = _new_member(grant.display_name, grant.is_owner)
+            # Not the token itself: it would sit in the backend, a credential in plain sight.
+            sender = "t" + hashlib.blake2b(token.encode(), digest_size=12).hexdigest()
         else:
             if (await self.find(room_id)).password_hash is not None:
                 raise WrongPassword("This room has a password: join it first and use the ws_url returned")
             member = _new_member(display_name, is_owner=False)
+            sender = "n" + display_name
         # The seat and the room's record come back together: one step for a token's holder.
         result: AdmitResult = await self.bus.admit(room_id, member)
         if result.status is Admission.FULL:
             raise RoomFull()
         if result.room is None:
             raise RoomNotFound()
-        return Entry(result.room, member), result.online_count
+        return Entry(result.room, member, sender), result.online_count
 
     async def arrive(self, entry: Entry, online_count: int) -> None:
         """Tell the room an admitted member came online."""
@@ -225,11 +252,25 @@ class Rooms:
             protocol.presence(room.room_id, "user_online", member.connection_id, member.display_name, online_count),
         )
 
-    async def say(self, entry: Entry, text: str, undelivered: Callable[[], None] | None = None) -> None:
-        """Publish a member's chat message; ``undelivered`` is told if it may have been lost."""
+    async def say(self, entry: Entry, said: Said, receipt: Receipt) -> None:
+        """Post a member's chat message: it gets the room's next offset, goes into its history
+        and out to every member; ``receipt`` learns the offset, or that it may be lost. A
+        message resent with the same ``client_id`` is posted once."""
         room, member = entry.room, entry.member
-        message = protocol.chat_message(room.room_id, member.connection_id, member.display_name, text)
-        await self.bus.publish(room.room_id, message, undelivered)
+        message = protocol.chat_message(room.room_id, member.connection_id, member.display_name, said.text)
+        dedupe = f"{entry.sender}\x00{said.client_id}" if said.client_id is not None else None
+        await self.bus.post(room.room_id, message, receipt, dedupe)
+
+    async def history(
+        self, room_id: str, since: int | None = None, epoch: str | None = None, limit: int | None = None
+    ) -> History:
+        """The room's kept messages after ``since`` (the newest ones without it) and its
+        position; RoomNotFound for a room that is gone."""
+        most = self.settings.history_size if limit is None else min(limit, self.settings.history_size)
+        history = await self.bus.history(room_id, since, epoch, most)
+        if history.position == NO_POSITION:
+            raise RoomNotFound()
+        return history
 
     async def depart(self, entry: Entry, *, owner_rule: bool = True) -> None:
         """Free the member's seat, tell the room, and end the room if its owner has left."""

@@ -11,6 +11,7 @@ import math
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from quart import Blueprint, Response, request
 from quart_schema import document_querystring, document_request, document_response
 from werkzeug.exceptions import HTTPException
@@ -28,11 +29,13 @@ from .schemas import (
     JoinRoom,
     LeaveRoom,
     Message,
+    MessagesQuery,
     OnlineUser,
     Preferences,
     RoomCreated,
     RoomDetails,
     RoomJoined,
+    RoomMessages,
 )
 
 log = logging.getLogger(__name__)
@@ -111,6 +114,31 @@ async def room_details(room_id: str) -> Response:
     asked = query(DetailsQuery)
     room, members = await current().rooms.details(room_id, asked.password)
     return json_response(_details(room, members))
+
+
+@rooms.get("/rooms/<room_id>/messages")
+@document_querystring(MessagesQuery)
+@document_response(RoomMessages, 200)
+@document_response(Error, 401)
+@document_response(Error, 404)
+@document_response(Error, 422)
+@document_response(Error, 503)
+async def room_messages(room_id: str) -> Response:
+    """The room's kept messages after `since` (the newest without it), oldest first.
+
+    Password rooms need `?password=`. Pass the `epoch` your `since` belongs to: when messages
+    after it are no longer kept, or the epoch is not the room's, `complete` is false."""
+    asked = query(MessagesQuery)
+    history = await current().rooms.messages(room_id, asked.password, asked.since, asked.epoch, asked.limit)
+    return json_response(
+        {
+            "room_id": room_id,
+            "epoch": history.position.epoch,
+            "offset": history.position.offset,
+            "complete": history.complete,
+            "messages": [orjson.loads(frame) for frame in history.frames],
+        }
+    )
 
 
 @rooms.post("/rooms/<room_id>/leave")

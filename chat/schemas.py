@@ -8,7 +8,7 @@ room domain against Settings, so these models only fix their types.
 from __future__ import annotations
 
 import unicodedata
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
@@ -66,6 +66,18 @@ class DetailsQuery(Request):
     password: Password | None = None
 
 
+class MessagesQuery(DetailsQuery):
+    since: Annotated[int, Field(ge=0, le=10**18)] | None = Field(
+        default=None, description="The last offset you have; without it, the newest messages"
+    )
+    epoch: Annotated[str, Field(max_length=64)] | None = Field(
+        default=None, description="The epoch your offset belongs to (from the hello)"
+    )
+    limit: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        default=None, description="Most messages to return (default and most: the history kept, HISTORY_SIZE)"
+    )
+
+
 class RoomCreated(BaseModel):
     room_id: str
     ws_url: str
@@ -101,6 +113,18 @@ class RoomDetails(BaseModel):
 
 class Message(BaseModel):
     message: str
+
+
+class RoomMessages(BaseModel):
+    """Kept messages, oldest first, each as the WebSocket sends it (with its ``offset``)."""
+
+    room_id: str
+    epoch: str
+    offset: int = Field(description="The newest message's offset (0: none yet)")
+    complete: bool = Field(
+        description="False when messages after `since` are no longer kept or `epoch` is not the room's"
+    )
+    messages: list[dict[str, Any]]
 
 
 class Error(BaseModel):

@@ -134,6 +134,7 @@ class Client:
     def __init__(self, ws: WebSocketConnection) -> None:
         self.ws = ws
         self.connection_id = ""
+        self.hello: dict[str, Any] = {}
 
     async def receive(self, within: float = 10) -> dict[str, Any]:
         with trio.fail_after(within):
@@ -159,6 +160,7 @@ async def connect(url: str) -> AsyncIterator[Client]:
         hello = await client.receive()
         assert hello["type"] == "system" and hello["message"] == "Connected to room", hello
         client.connection_id = hello["connection_id"]
+        client.hello = hello
         yield client
 
 

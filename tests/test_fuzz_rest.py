@@ -111,6 +111,7 @@ def test_openapi_states_every_answer(openapi: dict[str, Any]) -> None:
         ("post", "/rooms/"): {"200", "413", "422", "429", "503"},
         ("post", "/rooms/{room_id}/join"): {"200", "401", "404", "409", "413", "422", "429", "503"},
         ("get", "/rooms/{room_id}"): {"200", "401", "404", "422", "503"},
+        ("get", "/rooms/{room_id}/messages"): {"200", "401", "404", "422", "503"},
         ("post", "/rooms/{room_id}/leave"): {"200", "404", "413", "422", "503"},
         ("post", "/rooms/{room_id}/close"): {"200", "403", "404", "413", "422", "503"},
         ("get", "/healthz"): {"200"},

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -18,6 +19,7 @@ from chat import protocol
 from chat.bus import ROOM_END
 from chat.bus.memory import MemoryBus
 from chat.config import Settings
+from chat.protocol import Said
 from chat.rooms import (
     Entry,
     Forbidden,
@@ -49,10 +51,11 @@ def new_room(owner: str = "Ann", **fields: Any) -> NewRoom:
 
 @asynccontextmanager
 async def open_rooms(config: Settings | None = None) -> AsyncIterator[Rooms]:
+    config = config or settings()
     async with trio.open_nursery() as nursery:
-        bus = MemoryBus()
+        bus = MemoryBus(history_size=config.history_size, history_bytes=config.history_bytes)
         await nursery.start(bus.run)
-        yield Rooms(bus, config or settings())
+        yield Rooms(bus, config)
         nursery.cancel_scope.cancel()
 
 
@@ -213,7 +216,8 @@ async def test_arrive_say_and_depart_publish_the_documented_frames() -> None:
             await rooms.arrive(ann, count)
             jane, count = await rooms.admit(rid, None, "Jane")
             await rooms.arrive(jane, count)
-            await rooms.say(jane, "Hello")
+            receipt = RecordingReceipt()
+            await rooms.say(jane, Said("Hello"), receipt)
             await rooms.depart(jane)
             online, other_online, message, offline = heard(frames)
 
@@ -228,12 +232,54 @@ async def test_arrive_say_and_depart_publish_the_documented_frames() -> None:
         assert online["online_count"] == 1
         assert who(message) == ("message", None, "Jane", jane.member.connection_id, rid)
         assert message["text"] == "Hello" and message["id"]
+        assert message["offset"] == 1 and receipt.offsets == [1]
         assert (who(offline), offline["online_count"]) == (
             ("presence", "user_offline", "Jane", jane.member.connection_id, rid),
             1,
         )
         for frame in (online, other_online, message, offline):
             assert frame["timestamp"].endswith("Z")
+
+
+@dataclass
+class RecordingReceipt:
+    offsets: list[int] = field(default_factory=list)
+    lost_count: int = 0
+
+    def posted(self, offset: int) -> None:
+        self.offsets.append(offset)
+
+    def lost(self) -> None:
+        self.lost_count += 1
+
+
+async def test_messages_are_numbered_kept_and_posted_once_however_often_resent() -> None:
+    async with open_rooms(settings(history_size=3)) as rooms:
+        room, owner_token = await rooms.create(new_room(owner="Ann"))
+        rid = room.room_id
+        ann, _ = await rooms.admit(rid, owner_token, "")
+        receipts = [RecordingReceipt() for _ in range(6)]
+        async with rooms.bus.subscribe(rid) as frames:
+            for i, receipt in enumerate(receipts[:5]):
+                await rooms.say(ann, Said(f"m{i}", client_id=f"c{i}"), receipt)
+            # The same client_id again, from a new socket with the same token: no second post.
+            again, _ = await rooms.admit(rid, owner_token, "")
+            await rooms.say(again, Said("m1", client_id="c1"), receipts[5])
+            texts = [(f["offset"], f["text"]) for f in heard(frames)]
+        assert texts == [(1, "m0"), (2, "m1"), (3, "m2"), (4, "m3"), (5, "m4")]
+        assert [r.offsets for r in receipts] == [[1], [2], [3], [4], [5], [2]]
+        newest = await rooms.history(rid)
+        assert newest.position.offset == 5 and newest.complete is False  # m0 and m1 are no longer kept
+        assert [orjson.loads(f)["text"] for f in newest.frames] == ["m2", "m3", "m4"]
+        resumed = await rooms.history(rid, since=3, epoch=newest.position.epoch)
+        assert resumed.complete and [orjson.loads(f)["offset"] for f in resumed.frames] == [4, 5]
+        assert not (await rooms.history(rid, since=1, epoch=newest.position.epoch)).complete
+        assert not (await rooms.history(rid, since=3, epoch="another")).complete
+        await rooms.close_by_owner(rid, owner_token)
+        with pytest.raises(RoomNotFound):
+            await rooms.history(rid)
+        await rooms.say(ann, Said("too late"), receipts[0])
+        assert receipts[0].lost_count == 1
 
 
 async def test_a_member_departs_once() -> None:
@@ -275,7 +321,7 @@ async def test_the_room_outlives_its_owner_when_asked_to() -> None:
         rid, owner, guest, _ = await seated_owner_and_guest(rooms, destroy_on_owner_offline=False)
         async with rooms.bus.subscribe(rid) as frames:
             await rooms.depart(owner)
-            await rooms.say(guest, "still here")
+            await rooms.say(guest, Said("still here"), RecordingReceipt())
             assert [f["type"] for f in heard(frames)] == ["presence", "message"]
         assert [m.display_name for m in await rooms.bus.members(rid)] == ["Jane"]
 

@@ -8,18 +8,17 @@ LiveRoom (chat.nursery).
 from __future__ import annotations
 
 import logging
-from functools import partial
 
 import trio
 
 from .. import protocol
-from ..bus import BusUnavailable
+from ..bus import BusUnavailable, offset_of
 from ..config import Settings
 from ..limits import MessageRate, Verdict
 from ..metrics import Metrics, refusal_reason
 from ..nursery import Hub, LiveRoom
 from ..origins import Origins
-from ..rooms import Entry, RoomError, Rooms
+from ..rooms import Entry, RoomError, RoomNotFound, Rooms
 from . import wire
 from .member import Member
 from .socket import AsgiSocket, Disconnected, InvalidName
@@ -27,11 +26,52 @@ from .socket import AsgiSocket, Disconnected, InvalidName
 log = logging.getLogger(__name__)
 
 NOT_SENT = "A message of yours may not have reached the room (the chat backend failed); send it again"
+# Longest ``since`` taken: offsets are counters, and a number this long is no offset of ours.
+SINCE_MAX_DIGITS = 18
+EPOCH_MAX_CHARS = 64
 
 
-def _not_sent(metrics: Metrics, member: Member) -> None:
-    metrics.error("undeliverable")
-    member.tell(protocol.error(NOT_SENT))
+class InvalidResume(ValueError):
+    pass
+
+
+def _resume_point(socket: AsgiSocket) -> tuple[int | None, str | None]:
+    """``since`` and ``epoch`` from the socket's URL: where a reconnecting client left off."""
+    since = socket.arg("since")
+    if since is None:
+        return None, None
+    if not (since.isascii() and since.isdigit() and len(since) <= SINCE_MAX_DIGITS):
+        raise InvalidResume("since: must be a whole number of at least 0 (the last offset you received)")
+    epoch = socket.arg("epoch")
+    if epoch is not None and len(epoch) > EPOCH_MAX_CHARS:
+        raise InvalidResume(f"epoch: at most {EPOCH_MAX_CHARS} characters (the epoch of your hello)")
+    return int(since), epoch
+
+
+class Delivery:
+    """The receipt of one message: its sender hears where it landed (when it asked, with a
+    client_id), or that it may not have gone out."""
+
+    __slots__ = ("client_id", "member", "metrics")
+
+    def __init__(self, member: Member, client_id: str | None, metrics: Metrics) -> None:
+        self.member, self.client_id, self.metrics = member, client_id, metrics
+
+    def posted(self, offset: int) -> None:
+        if self.client_id is not None:
+            self.member.tell(protocol.ack(self.client_id, offset))
+
+    def lost(self) -> None:
+        self.metrics.error("undeliverable")
+        self.member.tell(protocol.error(NOT_SENT, self.client_id))
+
+
+def _client_id_of(data: str | bytes, max_chars: int) -> str | None:
+    """The client_id a refused frame carried, if it can be read, so the error can name it."""
+    try:
+        return protocol.read_message(data, max_chars).client_id
+    except protocol.BadFrame as error:
+        return error.client_id
 
 
 class Session:
@@ -70,9 +110,13 @@ class Session:
                 await socket.close(code, reason)
                 return
             try:
+                since, epoch = _resume_point(socket)
                 entry, online_count = await self.rooms.admit(room_id, socket.token(), socket.display_name())
-            except (RoomError, InvalidName) as error:
-                reason = refusal_reason(error.status) if isinstance(error, RoomError) else "invalid_name"
+            except (RoomError, InvalidName, InvalidResume) as error:
+                if isinstance(error, RoomError):
+                    reason = refusal_reason(error.status)
+                else:
+                    reason = "invalid_name" if isinstance(error, InvalidName) else "invalid_resume"
                 metrics.refused(reason)
                 await socket.close(protocol.CLOSE_POLICY, str(error))
                 return
@@ -80,9 +124,11 @@ class Session:
                 metrics.refused("backend_unavailable")
                 await socket.close(protocol.CLOSE_TRY_AGAIN, str(error))
                 return
-            await self._chat(socket, entry, online_count)
+            await self._chat(socket, entry, online_count, since, epoch)
 
-    async def _chat(self, socket: AsgiSocket, entry: Entry, online_count: int) -> None:
+    async def _chat(
+        self, socket: AsgiSocket, entry: Entry, online_count: int, since: int | None, epoch: str | None
+    ) -> None:
         me = entry.member
         member = Member(me, self.settings.outbox_frames, held=True)
         async with trio.open_nursery() as nursery:
@@ -90,15 +136,18 @@ class Session:
             room: LiveRoom | None = None
             try:
                 # Hello means in: the room is subscribed on this instance before the hello
-                # goes out, and what it sent meanwhile follows the hello.
+                # goes out, and what it sent meanwhile follows the hello and the history.
                 room = await self.hub.add(entry.room, member)
-                hello = protocol.system(entry.room.room_id, protocol.CONNECTED, connection_id=me.connection_id)
-                member.release([wire.text_frame(hello)])
+                await self._catch_up(entry, member, since, epoch)
                 with member.reading:
                     await self.rooms.arrive(entry, online_count)
                     await self._read(socket, entry, member)
-            except (Disconnected, BusUnavailable):
+            except Disconnected:
                 pass
+            except BusUnavailable as error:
+                member.close(protocol.CLOSE_TRY_AGAIN, str(error))
+            except RoomNotFound as error:  # Gone before its history could be read.
+                member.close(protocol.CLOSE_POLICY, str(error))
             finally:
                 member.close(protocol.CLOSE_NORMAL, "")
                 if room is not None:
@@ -113,11 +162,31 @@ class Session:
             if not member.written.is_set():
                 await socket.abort()
 
+    async def _catch_up(self, entry: Entry, member: Member, since: int | None, epoch: str | None) -> None:
+        """The hello, then what the member missed: the room's last messages for a newcomer,
+        or everything after ``since`` for a resume; then the frames held back meanwhile,
+        less the messages it already got. Subscribed first, read second: no gap, no duplicate."""
+        if member.closing:
+            return  # The room ended while it entered; its reason is already on the way.
+        history = await self.rooms.history(entry.room.room_id, since, epoch)
+        position = history.position
+        recovered = None if since is None else history.complete
+        room_id, connection_id = entry.room.room_id, entry.member.connection_id
+        hello = protocol.hello(room_id, connection_id, position.epoch, position.offset, recovered)
+        first = [wire.text_frame(hello)]
+        if since is None or history.complete:
+            first += [wire.text_frame(protocol.replayed(frame)) for frame in history.frames]
+
+        def not_sent_yet(frame: bytes) -> bool:
+            offset = offset_of(wire.text_of(frame))
+            return offset is None or offset > position.offset
+
+        member.release(first, not_sent_yet)
+
     async def _read(self, socket: AsgiSocket, entry: Entry, member: Member) -> None:
         metrics = self.metrics
         limit = self.settings.message_max_chars
         rate = MessageRate(self.settings.messages_per_second, self.settings.message_burst, self.settings.flood_debt)
-        not_sent = partial(_not_sent, metrics, member)
         while True:
             data = await socket.receive()
             verdict = rate.judge()
@@ -127,21 +196,22 @@ class Session:
                 return
             if verdict is Verdict.REFUSE:
                 metrics.error("rate_limited")
-                member.tell(protocol.error(f"Slow down: at most {rate.per_second:g} messages a second"))
+                slow_down = f"Slow down: at most {rate.per_second:g} messages a second"
+                member.tell(protocol.error(slow_down, _client_id_of(data, limit)))
                 continue
             try:
-                text = protocol.message_text(data, limit)
+                said = protocol.read_message(data, limit)
             except protocol.BadFrame as error:
                 metrics.error("bad_frame")
-                member.tell(protocol.error(str(error)))
+                member.tell(protocol.error(str(error), error.client_id))
                 continue
             try:
-                await self.rooms.say(entry, text, not_sent)
+                await self.rooms.say(entry, said, Delivery(member, said.client_id, metrics))
                 metrics.received()
             except BusUnavailable as error:
                 metrics.error("undeliverable")
                 # Never lose a message silently: the sender learns it did not go out.
-                member.tell(protocol.error(str(error)))
+                member.tell(protocol.error(str(error), said.client_id))
 
     async def _depart(self, entry: Entry) -> None:
         # Runs while the handler may be cancelled (shutdown): shield it, but bound it.
