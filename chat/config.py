@@ -85,6 +85,9 @@ class Settings:
     # With Redis: how long the members of an instance that died (kill -9, lost host) may
     # linger in presence before another instance says user_offline for them.
     presence_timeout_seconds: float = 30.0
+    # How long a socket lost without a goodbye (network gone, client killed, ping timeout)
+    # keeps its member's seat for a resume; 0: it departs at once.
+    resume_grace_seconds: float = 10.0
     # Messages each room keeps (0: no history), and the bytes they may take at most.
     history_size: int = DEFAULT_HISTORY_SIZE
     history_bytes: int = DEFAULT_HISTORY_BYTES

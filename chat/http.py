@@ -71,7 +71,8 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
 
 def _run_services(app: ChatApp) -> None:
     """The instance's long-lived tasks, in the app's nursery while it serves: the bus, the
-    Hub (which owns every live room) and the presence sweep."""
+    Hub (which owns every live room) and the room domain's own (the presence sweep, seats
+    held for lost sockets)."""
     services = trio.CancelScope()
 
     async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -79,7 +80,7 @@ def _run_services(app: ChatApp) -> None:
             async with trio.open_nursery() as nursery:
                 await nursery.start(app.bus.run)
                 await nursery.start(app.hub.run)
-                await nursery.start(app.rooms.reap_ghosts)
+                await nursery.start(app.rooms.run)
                 task_status.started()
 
     @app.before_serving

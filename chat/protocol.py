@@ -23,6 +23,8 @@ SHUTTING_DOWN = "Server is shutting down; reconnect to continue"
 # WebSocket close codes (RFC 6455 section 7.4.1).
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
+# Never sent: what ASGI reports for a connection lost without a close frame.
+CLOSE_ABNORMAL = 1006
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011

@@ -38,6 +38,7 @@ from .bus import (
     AdmitResult,
     Bus,
     BusUnavailable,
+    Departure,
     History,
     MemberRecord,
     Receipt,
@@ -123,6 +124,8 @@ class Entry:
     member: MemberRecord
     # Who sends, across reconnects: a resent message is recognised by this and its client_id.
     sender: str = ""
+    # The seat was taken back from its sender's lost socket: the room never saw it leave.
+    resumed: bool = False
 
 
 async def _found(look_up: Callable[[str], Awaitable[T | None]], room_id: str) -> T:
@@ -144,6 +147,8 @@ class Rooms:
         self.bus = bus
         self.settings = settings
         self.tokens = TokenSigner(settings.secret_key)
+        # Where the seats held for lost sockets wait for their grace to end (see ``run``).
+        self._later: trio.Nursery | None = None
 
     async def allow(self, action: str, address: str, per_minute: int) -> None:
         """Count one ``action`` ("create", "join") from a client address against its limit."""
@@ -220,9 +225,12 @@ class Rooms:
         await self.bus.publish(room.room_id, ROOM_END)
         return True
 
-    async def admit(self, room_id: str, token: str | None, display_name: str) -> tuple[Entry, int]:
+    async def admit(
+        self, room_id: str, token: str | None, display_name: str, *, resuming: bool = False
+    ) -> tuple[Entry, int]:
         """Seat a WebSocket's member: who it is in the room, from its token or (open rooms
-        only) its name, and the online count including it."""
+        only) its name, and the online count including it. ``resuming``: first try to take
+        back the seat its sender's lost socket holds (``Entry.resumed``)."""
         if token:
             grant = self.tokens.verify(token, room_id)
             if grant is None:
@@ -236,6 +244,8 @@ class Rooms:
                 raise WrongPassword("This room has a password: join it first and use the ws_url returned")
             member = _new_member(display_name, is_owner=False)
             sender = "n" + display_name
+        if resuming and (claim := await self.bus.claim(room_id, sender)) is not None:
+            return Entry(claim.room, claim.member, sender, resumed=True), claim.online_count
         # The seat and the room's record come back together: one step for a token's holder.
         result: AdmitResult = await self.bus.admit(room_id, member)
         if result.status is Admission.FULL:
@@ -274,10 +284,33 @@ class Rooms:
 
     async def depart(self, entry: Entry, *, owner_rule: bool = True) -> None:
         """Free the member's seat, tell the room, and end the room if its owner has left."""
-        room, member = entry.room, entry.member
-        departure = await self.bus.depart(room.room_id, member.connection_id)
-        if departure is None:
+        departure = await self.bus.depart(entry.room.room_id, entry.member.connection_id)
+        if departure is not None:
+            await self._departed(entry, departure, owner_rule=owner_rule)
+
+    async def drop(self, entry: Entry) -> None:
+        """The member's socket was lost without a goodbye: hold its seat (still online, no
+        user_offline, the owner rule waits) for RESUME_GRACE_SECONDS, so its sender can take
+        it back with a resume on any instance; then it departs as usual if nobody did."""
+        grace = self.settings.resume_grace_seconds
+        assert self._later is not None, "Rooms.run() is not running"
+        if grace <= 0 or not await self.bus.drop(entry.room.room_id, entry.member.connection_id, entry.sender):
+            await self.depart(entry)
             return
+        self._later.start_soon(self._depart_after, entry, grace)
+
+    async def _depart_after(self, entry: Entry, grace: float) -> None:
+        await trio.sleep(grace)
+        try:
+            departure = await self.bus.depart_dropped(entry.room.room_id, entry.member.connection_id)
+            if departure is not None:  # None: its sender came back for it.
+                await self._departed(entry, departure, owner_rule=True)
+        except BusUnavailable:
+            # Its seat stays held in the backend: the presence sweep hands it back as a ghost.
+            log.info("departure deferred to the presence sweep", extra={"room_id": entry.room.room_id})
+
+    async def _departed(self, entry: Entry, departure: Departure, *, owner_rule: bool) -> None:
+        room, member = entry.room, entry.member
         await self.bus.publish(
             room.room_id,
             protocol.presence(
@@ -297,9 +330,16 @@ class Rooms:
         ):
             await self.end(room, protocol.OWNER_OFFLINE)
 
-    async def reap_ghosts(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """The domain's own work on this instance: the presence sweep, and the seats held for
+        lost sockets. Returns only when cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._later = nursery
+            nursery.start_soon(self.reap_ghosts)
+            task_status.started()
+
+    async def reap_ghosts(self) -> None:
         """One per instance: say goodbye for members whose instance died, as if they left."""
-        task_status.started()
         while True:
             try:
                 for ghost in await self.bus.reap():

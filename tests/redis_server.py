@@ -20,7 +20,7 @@ from typing import Any
 import redis
 import trio
 
-from chat.bus import keys
+from chat.bus import ENDED_SECONDS, keys
 
 READY_LINE = b"Ready to accept connections"
 START_SECONDS = 10
@@ -64,11 +64,20 @@ class RedisServer:
 
     async def leftovers(self, *names: str) -> list[str]:
         """Keys of ours still in Redis: every one on a private server; on a shared one
-        (``REDIS_URL``, maybe used by other tests too) those that contain one of ``names``."""
+        (``REDIS_URL``, maybe used by other tests too) those that contain one of ``names``.
+
+        The final words a room that ended leaves for latecomers are not left over while they
+        live no longer than they should (ENDED_SECONDS)."""
         found: list[str] = []
         for pattern in keys.PATTERNS:
             found += await self.keys(pattern)
-        return found if self.private else [k for k in found if any(name in k for name in names)]
+        if not self.private:
+            found = [k for k in found if any(name in k for name in names)]
+        return [k for k in found if not (k.endswith(keys.ENDED) and await self._expires_in_time(k))]
+
+    async def _expires_in_time(self, key: str) -> bool:
+        ttl_ms = int(await self.command("PTTL", key))
+        return 0 < ttl_ms <= ENDED_SECONDS * 1000
 
     async def start(self) -> None:
         assert self.port is not None and self._process is None

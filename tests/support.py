@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -186,3 +187,9 @@ async def join_room(http: httpx.AsyncClient, room_id: str, name: str, password: 
     response = await http.post(f"/rooms/{room_id}/join", json={"display_name": name, "password": password})
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def cut(client: Client) -> None:
+    """Lose the client's connection without a close frame, as a dropped network does: the
+    server sees the TCP stream end with no WebSocket goodbye."""
+    client.ws._stream.socket.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]

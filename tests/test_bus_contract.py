@@ -817,3 +817,69 @@ async def test_memory_forgets_why_rooms_ended_after_a_minute_and_keeps_few(
         assert await bus.ended(rooms[-1].room_id) == f"ended {rooms[-1].room_id}"
         await trio.sleep(ENDED_SECONDS)
         assert await bus.ended(rooms[-1].room_id) is None
+
+
+# Seats held for lost sockets: drop, claim, depart_dropped.
+
+
+async def test_a_dropped_seat_stays_until_its_sender_claims_it_or_it_departs(backend: Backend) -> None:
+    bus = backend.bus
+    room = new_room(max_users=2)
+    await bus.create_room(room)
+    owner, ann = member("Bob", owner=True), member("Ann")
+    for who in (owner, ann):
+        await bus.admit(room.room_id, who)
+    assert await bus.drop(room.room_id, ann.connection_id, "sender-ann")
+    # Held: still online, still counted against max_users.
+    assert {m.connection_id for m in await bus.members(room.room_id)} == {owner.connection_id, ann.connection_id}
+    assert (await bus.admit(room.room_id, member("Eve"))).status is Admission.FULL
+    assert await bus.claim(room.room_id, "someone-else") is None
+    claim = await bus.claim(room.room_id, "sender-ann")
+    assert claim is not None and (claim.member, claim.online_count) == (ann, 2)
+    assert claim.room.room_id == room.room_id
+    # Claimed: no longer held, so neither a second claim nor the grace's departure takes it.
+    assert await bus.claim(room.room_id, "sender-ann") is None
+    assert await bus.depart_dropped(room.room_id, ann.connection_id) is None
+    assert len(await bus.members(room.room_id)) == 2
+    # Dropped again and not claimed: the grace's departure frees it, owner rule inputs included.
+    assert await bus.drop(room.room_id, owner.connection_id, "sender-bob")
+    assert await bus.depart_dropped(room.room_id, owner.connection_id) == Departure(1, False)
+    assert await bus.claim(room.room_id, "sender-bob") is None
+    # A seat that is gone cannot be held.
+    assert not await bus.drop(room.room_id, owner.connection_id, "sender-bob")
+    await bus.delete_room(room.room_id)
+    assert not await bus.drop(room.room_id, ann.connection_id, "sender-ann")
+    assert await bus.claim(room.room_id, "sender-ann") is None
+
+
+async def test_a_claim_takes_the_senders_newest_held_seat(backend: Backend) -> None:
+    bus = backend.bus
+    room = new_room()
+    await bus.create_room(room)
+    first, second = member("Ann"), member("Ann")
+    for who in (first, second):
+        await bus.admit(room.room_id, who)
+        assert await bus.drop(room.room_id, who.connection_id, "sender-ann")
+    claim = await bus.claim(room.room_id, "sender-ann")
+    assert claim is not None and claim.member == second
+    assert await bus.depart_dropped(room.room_id, first.connection_id) == Departure(1, False)
+
+
+async def test_redis_a_seat_claimed_on_another_instance_leaves_with_that_instance() -> None:
+    async with open_redis_server() as server, redis_bus(server.url) as survivor:
+        backend = Backend(survivor, server)
+        room = new_room()
+        await survivor.create_room(room)
+        ann = member("Ann")
+        async with redis_bus(server.url) as doomed:
+            await doomed.admit(room.room_id, ann)
+            assert await doomed.drop(room.room_id, ann.connection_id, "sender-ann")
+            claim = await survivor.claim(room.room_id, "sender-ann")
+            assert claim is not None and claim.member == ann
+            # The instance that lost the socket no longer answers for the seat.
+            assert await doomed.depart_dropped(room.room_id, ann.connection_id) is None
+        # ``doomed`` is gone: its seat moved, so no sweep calls it a ghost; it leaves with survivor.
+        assert [m.connection_id for m in await survivor.members(room.room_id)] == [ann.connection_id]
+        assert await survivor.depart(room.room_id, ann.connection_id) == Departure(0, False)
+        await survivor.delete_room(room.room_id)
+        assert await backend.our_keys(room.room_id, ann.connection_id) == []

@@ -58,6 +58,15 @@ class AdmitResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Claim:
+    """A dropped seat taken over by its sender's new socket: the same member, still online."""
+
+    room: RoomRecord
+    member: MemberRecord
+    online_count: int
+
+
+@dataclass(frozen=True, slots=True)
 class Departure:
     online_count: int
     owner_online: bool
@@ -160,6 +169,18 @@ class Bus(Protocol):
 
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
         """Remove a member; None when the room is gone or the member was not in it."""
+
+    async def drop(self, room_id: str, connection_id: str, sender: str) -> bool:
+        """Hold the seat of a socket that was lost without a goodbye: it stays in presence and
+        counts against max_users until ``claim`` gives it to ``sender``'s next socket or
+        ``depart_dropped`` frees it. False when the seat is gone (room ended, member left)."""
+
+    async def claim(self, room_id: str, sender: str) -> Claim | None:
+        """Take over the seat ``sender`` holds dropped (its newest), as one atomic step, for
+        a socket on this instance; None when it holds none or the room is gone."""
+
+    async def depart_dropped(self, room_id: str, connection_id: str) -> Departure | None:
+        """``depart``, but only while the seat is still dropped: None once it was claimed."""
 
     async def members(self, room_id: str) -> list[MemberRecord]: ...
 

@@ -16,6 +16,8 @@ META, USERS, CHANNEL = "}:meta", "}:users", "}:channel"
 # the senders' dedupe keys (hash key -> offset) with their order of arrival (a list), and
 # the final system message of a room that ended, kept a short while for latecomers.
 POS, LOG, DEDUPE, DEDUPE_ORDER, ENDED = "}:pos", "}:log", "}:dedupe", "}:dedupe-order", "}:ended"
+# Seats whose socket was lost, held for a resume: connection id -> sender.
+DROPPED = "}:dropped"
 CONN = "conn:"
 # Set of the ids of instances that hold members (so a reaper need not SCAN).
 INSTANCES = "instances"
@@ -58,6 +60,10 @@ def room_dedupe_order(room_id: str) -> str:
 
 def room_ended(room_id: str) -> str:
     return _room_key(room_id, ENDED)
+
+
+def room_dropped(room_id: str) -> str:
+    return _room_key(room_id, DROPPED)
 
 
 def room_history(room_id: str) -> list[str]:

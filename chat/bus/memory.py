@@ -17,6 +17,7 @@ from . import (
     SUBSCRIPTION_FRAMES,
     Admission,
     AdmitResult,
+    Claim,
     Departure,
     Ghost,
     History,
@@ -37,6 +38,8 @@ class _Room:
     record: RoomRecord
     log: RoomLog
     members: dict[str, MemberRecord] = field(default_factory=dict)
+    # Seats whose socket was lost, held for their sender: connection id -> sender.
+    dropped: dict[str, str] = field(default_factory=dict)
 
 
 class MemoryBus:
@@ -149,10 +152,34 @@ class MemoryBus:
         room.members[member.connection_id] = member
         return AdmitResult(Admission.ADMITTED, len(room.members), room.record)
 
+    async def drop(self, room_id: str, connection_id: str, sender: str) -> bool:
+        room = self._live(room_id)
+        if room is None or connection_id not in room.members:
+            return False
+        room.dropped[connection_id] = sender
+        return True
+
+    async def claim(self, room_id: str, sender: str) -> Claim | None:
+        room = self._live(room_id)
+        if room is None:
+            return None
+        for connection_id, holder in reversed(room.dropped.items()):
+            if holder == sender:
+                del room.dropped[connection_id]
+                return Claim(room.record, room.members[connection_id], len(room.members))
+        return None
+
+    async def depart_dropped(self, room_id: str, connection_id: str) -> Departure | None:
+        room = self._rooms.get(room_id)
+        if room is None or room.dropped.pop(connection_id, None) is None:
+            return None
+        return await self.depart(room_id, connection_id)
+
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
         room = self._rooms.get(room_id)
         if room is None or room.members.pop(connection_id, None) is None:
             return None
+        room.dropped.pop(connection_id, None)
         owner_online = any(m.is_owner for m in room.members.values())
         return Departure(len(room.members), owner_online)
 

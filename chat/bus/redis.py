@@ -19,6 +19,7 @@ from typing import Any
 
 import trio
 import trio_asyncio
+from redis.commands.core import AsyncScript
 
 from .. import clock
 from ..config import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE
@@ -28,6 +29,7 @@ from . import (
     Admission,
     AdmitResult,
     BusUnavailable,
+    Claim,
     Departure,
     Ghost,
     History,
@@ -118,6 +120,9 @@ class RedisBus:
         client = self._link.client
         self._admit = client.register_script(scripts.ADMIT)
         self._depart = client.register_script(scripts.DEPART)
+        self._drop = client.register_script(scripts.DROP)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._depart_dropped = client.register_script(scripts.DEPART_DROPPED)
         self._delete = client.register_script(scripts.DELETE_ROOM)
         self._members = client.register_script(scripts.MEMBERS)
         self._reap = client.register_script(scripts.REAP)
@@ -178,7 +183,7 @@ class RedisBus:
         expired = _ms(clock.now()) >= _expires_ms(self._room_meta.get(room_id))
         self._forget_room(room_id)
         room_keys = [keys.room_meta(room_id), keys.room_users(room_id), *keys.room_history(room_id)]
-        room_keys.append(keys.room_ended(room_id))
+        room_keys += [keys.room_ended(room_id), keys.room_dropped(room_id)]
         try:
             removed = await self._link.call(
                 self._delete, keys=room_keys, args=[*scripts.PREFIXES, final_frame or "", _ms(ENDED_SECONDS)]
@@ -244,14 +249,22 @@ class RedisBus:
         return AdmitResult(outcome, int(count), _room(room_id, _fields(meta[0])))
 
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
-        held = self._held.get(room_id, {})
-        if held.pop(connection_id, None) is not None and not held:
-            del self._held[room_id]
-            self._room_meta.pop(room_id, None)
+        return await self._departure(self._depart, room_id, connection_id)
+
+    async def depart_dropped(self, room_id: str, connection_id: str) -> Departure | None:
+        return await self._departure(self._depart_dropped, room_id, connection_id)
+
+    async def _departure(self, script: AsyncScript, room_id: str, connection_id: str) -> Departure | None:
+        self._let_go(room_id, connection_id)
         try:
             result = await self._link.call(
-                self._depart,
-                keys=[keys.room_meta(room_id), keys.room_users(room_id), keys.conn(connection_id)],
+                script,
+                keys=[
+                    keys.room_meta(room_id),
+                    keys.room_users(room_id),
+                    keys.conn(connection_id),
+                    keys.room_dropped(room_id),
+                ],
                 args=[*scripts.PREFIXES, connection_id, self.instance_id],
             )
         except BusUnavailable:
@@ -263,6 +276,43 @@ class RedisBus:
             return None
         online_count, owner_online = result
         return Departure(int(online_count), bool(owner_online))
+
+    def _let_go(self, room_id: str, connection_id: str) -> None:
+        """No longer put this member back should Redis return empty."""
+        held = self._held.get(room_id, {})
+        if held.pop(connection_id, None) is not None and not held:
+            del self._held[room_id]
+            self._room_meta.pop(room_id, None)
+
+    async def drop(self, room_id: str, connection_id: str, sender: str) -> bool:
+        # A held seat is not put back after Redis returns empty: its resume then takes a new one.
+        self._let_go(room_id, connection_id)
+        held = await self._link.call(
+            self._drop,
+            keys=[keys.room_meta(room_id), keys.room_users(room_id), keys.room_dropped(room_id)],
+            args=[*scripts.PREFIXES, connection_id, sender],
+        )
+        return bool(held)
+
+    async def claim(self, room_id: str, sender: str) -> Claim | None:
+        found = await self._link.call(
+            self._claim,
+            keys=[
+                keys.room_meta(room_id),
+                keys.room_users(room_id),
+                keys.room_dropped(room_id),
+                keys.instance_conns(self.instance_id),
+                keys.instance_alive(self.instance_id),
+            ],
+            args=[*scripts.PREFIXES, sender, self.instance_id, self._alive_ms],
+        )
+        if not found:
+            return None
+        cid, name, connected_at, is_owner, online_count, meta = found
+        member = MemberRecord(cid, name, float(connected_at), is_owner == "1")
+        self._held.setdefault(room_id, {})[cid] = member
+        self._room_meta[room_id] = meta
+        return Claim(_room(room_id, _fields(meta)), member, int(online_count))
 
     async def members(self, room_id: str) -> list[MemberRecord]:
         flat: list[str] = await self._link.call(

@@ -61,9 +61,10 @@ extend(REGISTRY, expires)
 return {2, count + 1, redis.call('HGETALL', KEYS[1])}
 """
 
-# KEYS: meta, users, conn. ARGV[5..]: cid, the caller's instance (when conn has expired).
-# Returns nil when the room or the member is gone, else {online count, owner online 0/1}.
-DEPART = _PRELUDE + """
+# KEYS: meta, users, conn, dropped. ARGV[5..]: cid, the caller's instance (when conn has
+# expired). Returns nil when the room or the member is gone, else {online count, owner online 0/1}.
+_DEPART = """
+redis.call('HDEL', KEYS[4], ARGV[5])
 local conn = redis.call('HMGET', KEYS[3], 'instance', 'is_owner')
 redis.call('DEL', KEYS[3])
 forget(conn[1] or ARGV[6], ARGV[5])
@@ -73,8 +74,53 @@ local owners = tonumber(redis.call('HGET', KEYS[1], 'owners_online') or '0')
 if conn[2] == '1' then owners = redis.call('HINCRBY', KEYS[1], 'owners_online', -1) end
 return {redis.call('SCARD', KEYS[2]), owners > 0 and 1 or 0}
 """
+DEPART = _PRELUDE + _DEPART
 
-# KEYS: meta, users, the room's history keys (keys.room_history), ended.
+# A seat whose socket was lost, held for its sender: dropped is a hash cid -> sender.
+# KEYS: meta, users, dropped. ARGV[5..]: cid, sender. Returns 1 when held, 0 when gone.
+DROP = _PRELUDE + """
+local expires = redis.call('HGET', KEYS[1], 'expires_ms')
+if not expires or redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+redis.call('PEXPIREAT', KEYS[3], expires)
+return 1
+"""
+
+# The sender's newest held seat, moved to the claiming instance. KEYS: meta, users, dropped,
+# instance conns, instance alive. ARGV[5..]: sender, instance, alive_ms.
+# Returns {} when none is held, else {cid, display_name, connected_at, is_owner, online
+# count, meta as a flat list}.
+CLAIM = _PRELUDE + """
+local expires = redis.call('HGET', KEYS[1], 'expires_ms')
+if not expires then return {} end
+local held = redis.call('HGETALL', KEYS[3])
+local cid, newest = nil, nil
+for i = 1, #held, 2 do
+  if held[i + 1] == ARGV[5] then
+    local at = tonumber(redis.call('HGET', CONN .. held[i], 'connected_at') or '0')
+    if newest == nil or at > newest then cid, newest = held[i], at end
+  end
+end
+if cid == nil then return {} end
+redis.call('HDEL', KEYS[3], cid)
+local c = redis.call('HMGET', CONN .. cid, 'instance', 'display_name', 'connected_at', 'is_owner')
+if not c[2] then return {} end
+if c[1] then forget(c[1], cid) end
+redis.call('HSET', CONN .. cid, 'instance', ARGV[6])
+redis.call('SADD', KEYS[4], cid)
+extend(KEYS[4], expires)
+redis.call('SET', KEYS[5], '1', 'PX', ARGV[7])
+redis.call('SADD', REGISTRY, ARGV[6])
+extend(REGISTRY, expires)
+return {cid, c[2], c[3], c[4], redis.call('SCARD', KEYS[2]), redis.call('HGETALL', KEYS[1])}
+"""
+
+# DEPART, only while the seat is still held (not claimed meanwhile). KEYS and ARGV as DEPART.
+DEPART_DROPPED = _PRELUDE + """
+if redis.call('HEXISTS', KEYS[4], ARGV[5]) == 0 then return false end
+""" + _DEPART
+
+# KEYS: meta, users, the room's history keys (keys.room_history), ended, dropped.
 # ARGV[5..]: final frame ('' for none), how long to keep it (ms).
 # Returns 1 only for the call that removed the room, which alone leaves the final frame.
 DELETE_ROOM = _PRELUDE + """
@@ -86,7 +132,7 @@ for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   redis.call('DEL', CONN .. cid)
   if instance then forget(instance, cid) end
 end
-redis.call('DEL', KEYS[2])
+redis.call('DEL', KEYS[2], KEYS[8])
 return removed
 """
 

@@ -33,6 +33,7 @@ from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.trio.tcp_server import TCPServer
+from wsproto.connection import ConnectionState
 
 log = logging.getLogger(__name__)
 HYPERCORN_VERSION = version("hypercorn")
@@ -134,6 +135,12 @@ class HypercornTransport:
                 # Hypercorn closes a connection (send_eof) outside its send lock; a write that
                 # meets that close finds the socket busy. The connection is gone: drop the rest.
                 pass
+
+    def goodbye_received(self) -> bool:
+        """Whether the peer sent its close frame, rather than the connection being lost under
+        it: Hypercorn reports both as a disconnect with code 1006, its wsproto connection
+        tells them apart."""
+        return self.stream.connection.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED)
 
     async def abort(self) -> None:
         """Drop the connection now, even while a write to it is stuck."""

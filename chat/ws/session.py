@@ -111,7 +111,9 @@ class Session:
                 return
             try:
                 since, epoch = _resume_point(socket)
-                entry, online_count = await self.rooms.admit(room_id, socket.token(), socket.display_name())
+                entry, online_count = await self.rooms.admit(
+                    room_id, socket.token(), socket.display_name(), resuming=since is not None
+                )
             except (RoomError, InvalidName, InvalidResume) as error:
                 if isinstance(error, RoomError):
                     reason = refusal_reason(error.status)
@@ -140,7 +142,8 @@ class Session:
                 room = await self.hub.add(entry.room, member)
                 await self._catch_up(entry, member, since, epoch)
                 with member.reading:
-                    await self.rooms.arrive(entry, online_count)
+                    if not entry.resumed:  # A resumed seat never went offline.
+                        await self.rooms.arrive(entry, online_count)
                     await self._read(socket, entry, member)
             except Disconnected:
                 pass
@@ -149,10 +152,12 @@ class Session:
             except RoomNotFound as error:  # Gone before its history could be read.
                 member.close(protocol.CLOSE_POLICY, str(error))
             finally:
+                # A socket lost under a member that was not being closed keeps its seat a while.
+                dropped = socket.dropped and not member.closing and not self.hub.draining
                 member.close(protocol.CLOSE_NORMAL, "")
                 if room is not None:
                     room.remove(member)
-                await self._depart(entry)
+                await self._depart(entry, dropped)
             # The writer flushes the last frames and the close frame. A peer that stopped
             # reading leaves it stuck in a send that cannot be cancelled: drop the connection.
             grace = self.settings.stalled_grace_seconds if member.stalled else self.settings.close_grace_seconds
@@ -213,11 +218,14 @@ class Session:
                 # Never lose a message silently: the sender learns it did not go out.
                 member.tell(protocol.error(str(error), said.client_id))
 
-    async def _depart(self, entry: Entry) -> None:
+    async def _depart(self, entry: Entry, dropped: bool) -> None:
         # Runs while the handler may be cancelled (shutdown): shield it, but bound it.
         with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_grace_seconds):
             try:
-                await self.rooms.depart(entry, owner_rule=not self.hub.draining)
+                if dropped:
+                    await self.rooms.drop(entry)
+                else:
+                    await self.rooms.depart(entry, owner_rule=not self.hub.draining)
             except BusUnavailable:
                 log.info("departure deferred to the presence sweep", extra={"room_id": entry.room.room_id})
             except Exception:

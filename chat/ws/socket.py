@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import TypeAdapter, ValidationError
 
-from ..protocol import CLOSE_TOO_BIG
+from ..protocol import CLOSE_ABNORMAL, CLOSE_TOO_BIG
 from ..schemas import Name
 from . import wire
 from .hypercorn_adapter import HypercornTransport, hypercorn_stream
@@ -34,7 +34,7 @@ class Disconnected(Exception):
 
 
 class AsgiSocket:
-    __slots__ = ("_receive", "_send", "_transport", "closed", "disconnected", "frame_max_bytes", "scope")
+    __slots__ = ("_receive", "_send", "_transport", "closed", "disconnected", "dropped", "frame_max_bytes", "scope")
 
     def __init__(self, scope: dict[str, Any], receive: Any, send: Any, frame_max_bytes: int | None = None) -> None:
         self.scope = scope
@@ -45,6 +45,8 @@ class AsgiSocket:
         self._transport = HypercornTransport(stream) if stream is not None else None
         self.closed = False
         self.disconnected = False
+        # The connection ended without the peer's close frame (network lost, peer killed).
+        self.dropped = False
 
     @property
     def write_now(self) -> Callable[[bytes], int] | None:
@@ -97,6 +99,10 @@ class AsgiSocket:
         event = await self._receive()
         if event["type"] != "websocket.receive":
             self.disconnected = True
+            if self._transport is not None:
+                self.dropped = not self._transport.goodbye_received()
+            else:
+                self.dropped = event.get("code") == CLOSE_ABNORMAL
             raise Disconnected()
         text = event.get("text")
         if text is None:
