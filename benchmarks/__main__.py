@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from . import capacity, messaging
+from . import capacity, messaging, resume
 from .api import ApiError
 from .pool import WorkerError
 
@@ -18,6 +18,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], None]] = {
     "conns": capacity.conns,
     "idle": capacity.idle,
     "create": capacity.create,
+    "resume": resume.resume,
 }
 # Keeps a mistyped option from turning the shared machine into a load test of itself.
 MAX_CONNECTIONS = 20_000
@@ -54,6 +55,10 @@ def parser() -> argparse.ArgumentParser:
     footprint.add_argument("--max-users", type=int, default=200, help="conns: members per room at most")
     footprint.add_argument("--clients", type=int, default=20, help="create: concurrent clients")
     footprint.add_argument("--create-expiry", type=int, default=60, help="create: expiry_seconds of each room")
+    back = p.add_argument_group("resume")
+    back.add_argument("--backlog", type=int, default=50, help="messages each resume gets replayed")
+    back.add_argument("--resumes", type=int, default=300, help="resumes (and newcomers) measured, one after another")
+    back.add_argument("--history-size", type=int, default=50, help="the server's HISTORY_SIZE")
     return p
 
 

@@ -136,6 +136,11 @@ async def _found(look_up: Callable[[str], Awaitable[T | None]], room_id: str) ->
     return found
 
 
+def _sender(kind: str, proof: str) -> str:
+    """Who sends, as the backend keeps it: a digest of the token (or, in open rooms, the name)."""
+    return kind + hashlib.blake2b(proof.encode(), digest_size=12).hexdigest()
+
+
 def _new_member(display_name: str, is_owner: bool) -> MemberRecord:
     return MemberRecord(
         connection_id=str(uuid.uuid4()), display_name=display_name, connected_at=clock.now(), is_owner=is_owner
@@ -238,12 +243,12 @@ class Rooms:
                 raise Forbidden("Invalid or expired room token: join the room again")
             member = _new_member(grant.display_name, grant.is_owner)
             # Not the token itself: it would sit in the backend, a credential in plain sight.
-            sender = "t" + hashlib.blake2b(token.encode(), digest_size=12).hexdigest()
+            sender = _sender("t", token)
         else:
             if (await self.find(room_id)).password_hash is not None:
                 raise WrongPassword("This room has a password: join it first and use the ws_url returned")
             member = _new_member(display_name, is_owner=False)
-            sender = "n" + display_name
+            sender = _sender("n", display_name)
         if resuming and (claim := await self.bus.claim(room_id, sender)) is not None:
             return Entry(claim.room, claim.member, sender, resumed=True), claim.online_count
         # The seat and the room's record come back together: one step for a token's holder.
@@ -294,15 +299,18 @@ class Rooms:
         it back with a resume on any instance; then it departs as usual if nobody did."""
         grace = self.settings.resume_grace_seconds
         assert self._later is not None, "Rooms.run() is not running"
-        if grace <= 0 or not await self.bus.drop(entry.room.room_id, entry.member.connection_id, entry.sender):
+        hold = None
+        if grace > 0:
+            hold = await self.bus.drop(entry.room.room_id, entry.member.connection_id, entry.sender)
+        if hold is None:
             await self.depart(entry)
             return
-        self._later.start_soon(self._depart_after, entry, grace)
+        self._later.start_soon(self._depart_after, entry, hold, grace)
 
-    async def _depart_after(self, entry: Entry, grace: float) -> None:
+    async def _depart_after(self, entry: Entry, hold: str, grace: float) -> None:
         await trio.sleep(grace)
         try:
-            departure = await self.bus.depart_dropped(entry.room.room_id, entry.member.connection_id)
+            departure = await self.bus.depart_dropped(entry.room.room_id, entry.member.connection_id, hold)
             if departure is not None:  # None: its sender came back for it.
                 await self._departed(entry, departure, owner_rule=True)
         except BusUnavailable:

@@ -829,7 +829,8 @@ async def test_a_dropped_seat_stays_until_its_sender_claims_it_or_it_departs(bac
     owner, ann = member("Bob", owner=True), member("Ann")
     for who in (owner, ann):
         await bus.admit(room.room_id, who)
-    assert await bus.drop(room.room_id, ann.connection_id, "sender-ann")
+    first_hold = await bus.drop(room.room_id, ann.connection_id, "sender-ann")
+    assert first_hold is not None
     # Held: still online, still counted against max_users.
     assert {m.connection_id for m in await bus.members(room.room_id)} == {owner.connection_id, ann.connection_id}
     assert (await bus.admit(room.room_id, member("Eve"))).status is Admission.FULL
@@ -839,16 +840,22 @@ async def test_a_dropped_seat_stays_until_its_sender_claims_it_or_it_departs(bac
     assert claim.room.room_id == room.room_id
     # Claimed: no longer held, so neither a second claim nor the grace's departure takes it.
     assert await bus.claim(room.room_id, "sender-ann") is None
-    assert await bus.depart_dropped(room.room_id, ann.connection_id) is None
+    assert await bus.depart_dropped(room.room_id, ann.connection_id, first_hold) is None
     assert len(await bus.members(room.room_id)) == 2
-    # Dropped again and not claimed: the grace's departure frees it, owner rule inputs included.
-    assert await bus.drop(room.room_id, owner.connection_id, "sender-bob")
-    assert await bus.depart_dropped(room.room_id, owner.connection_id) == Departure(1, False)
+    # Its new socket lost too: held again, and the first hold's late timer cannot free it.
+    second_hold = await bus.drop(room.room_id, ann.connection_id, "sender-ann")
+    assert second_hold is not None and second_hold != first_hold
+    assert await bus.depart_dropped(room.room_id, ann.connection_id, first_hold) is None
+    assert len(await bus.members(room.room_id)) == 2
+    # Not claimed: the grace's departure frees it, owner rule inputs included.
+    owner_hold = await bus.drop(room.room_id, owner.connection_id, "sender-bob")
+    assert owner_hold is not None
+    assert await bus.depart_dropped(room.room_id, owner.connection_id, owner_hold) == Departure(1, False)
     assert await bus.claim(room.room_id, "sender-bob") is None
     # A seat that is gone cannot be held.
-    assert not await bus.drop(room.room_id, owner.connection_id, "sender-bob")
+    assert await bus.drop(room.room_id, owner.connection_id, "sender-bob") is None
     await bus.delete_room(room.room_id)
-    assert not await bus.drop(room.room_id, ann.connection_id, "sender-ann")
+    assert await bus.drop(room.room_id, ann.connection_id, "sender-ann") is None
     assert await bus.claim(room.room_id, "sender-ann") is None
 
 
@@ -857,12 +864,16 @@ async def test_a_claim_takes_the_senders_newest_held_seat(backend: Backend) -> N
     room = new_room()
     await bus.create_room(room)
     first, second = member("Ann"), member("Ann")
+    holds = []
     for who in (first, second):
         await bus.admit(room.room_id, who)
-        assert await bus.drop(room.room_id, who.connection_id, "sender-ann")
+        holds.append(await bus.drop(room.room_id, who.connection_id, "sender-ann"))
+    # Another sender whose id starts like this one's holds nothing of it.
+    assert await bus.claim(room.room_id, "sender-an") is None
     claim = await bus.claim(room.room_id, "sender-ann")
     assert claim is not None and claim.member == second
-    assert await bus.depart_dropped(room.room_id, first.connection_id) == Departure(1, False)
+    assert holds[0] is not None
+    assert await bus.depart_dropped(room.room_id, first.connection_id, holds[0]) == Departure(1, False)
 
 
 async def test_redis_a_seat_claimed_on_another_instance_leaves_with_that_instance() -> None:
@@ -873,11 +884,12 @@ async def test_redis_a_seat_claimed_on_another_instance_leaves_with_that_instanc
         ann = member("Ann")
         async with redis_bus(server.url) as doomed:
             await doomed.admit(room.room_id, ann)
-            assert await doomed.drop(room.room_id, ann.connection_id, "sender-ann")
+            hold = await doomed.drop(room.room_id, ann.connection_id, "sender-ann")
+            assert hold is not None
             claim = await survivor.claim(room.room_id, "sender-ann")
             assert claim is not None and claim.member == ann
             # The instance that lost the socket no longer answers for the seat.
-            assert await doomed.depart_dropped(room.room_id, ann.connection_id) is None
+            assert await doomed.depart_dropped(room.room_id, ann.connection_id, hold) is None
         # ``doomed`` is gone: its seat moved, so no sweep calls it a ghost; it leaves with survivor.
         assert [m.connection_id for m in await survivor.members(room.room_id)] == [ann.connection_id]
         assert await survivor.depart(room.room_id, ann.connection_id) == Departure(0, False)

@@ -7,6 +7,7 @@ same ``Bus`` protocol, so the HTTP layer and the room nurseries never know which
 from __future__ import annotations
 
 import enum
+import secrets
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -55,6 +56,11 @@ class AdmitResult:
     status: Admission
     online_count: int = 0
     room: RoomRecord | None = None  # The room as stored, when admitted.
+
+
+def new_hold() -> str:
+    """The id of one hold on a dropped seat: a stale timer of an earlier hold never frees it."""
+    return secrets.token_hex(8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,17 +176,19 @@ class Bus(Protocol):
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
         """Remove a member; None when the room is gone or the member was not in it."""
 
-    async def drop(self, room_id: str, connection_id: str, sender: str) -> bool:
+    async def drop(self, room_id: str, connection_id: str, sender: str) -> str | None:
         """Hold the seat of a socket that was lost without a goodbye: it stays in presence and
         counts against max_users until ``claim`` gives it to ``sender``'s next socket or
-        ``depart_dropped`` frees it. False when the seat is gone (room ended, member left)."""
+        ``depart_dropped`` frees it. The hold's id, for ``depart_dropped``; None when the
+        seat is gone (room ended, member left)."""
 
     async def claim(self, room_id: str, sender: str) -> Claim | None:
         """Take over the seat ``sender`` holds dropped (its newest), as one atomic step, for
         a socket on this instance; None when it holds none or the room is gone."""
 
-    async def depart_dropped(self, room_id: str, connection_id: str) -> Departure | None:
-        """``depart``, but only while the seat is still dropped: None once it was claimed."""
+    async def depart_dropped(self, room_id: str, connection_id: str, hold: str) -> Departure | None:
+        """``depart``, but only while the seat is still held by the hold ``drop`` returned:
+        None once it was claimed (even if its new socket was lost and it is held again)."""
 
     async def members(self, room_id: str) -> list[MemberRecord]: ...
 

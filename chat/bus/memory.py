@@ -24,6 +24,7 @@ from . import (
     MemberRecord,
     Receipt,
     RoomRecord,
+    new_hold,
 )
 from .history import RoomLog
 
@@ -38,8 +39,8 @@ class _Room:
     record: RoomRecord
     log: RoomLog
     members: dict[str, MemberRecord] = field(default_factory=dict)
-    # Seats whose socket was lost, held for their sender: connection id -> sender.
-    dropped: dict[str, str] = field(default_factory=dict)
+    # Seats whose socket was lost, held for their sender: connection id -> (sender, hold id).
+    dropped: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class MemoryBus:
@@ -152,26 +153,27 @@ class MemoryBus:
         room.members[member.connection_id] = member
         return AdmitResult(Admission.ADMITTED, len(room.members), room.record)
 
-    async def drop(self, room_id: str, connection_id: str, sender: str) -> bool:
+    async def drop(self, room_id: str, connection_id: str, sender: str) -> str | None:
         room = self._live(room_id)
         if room is None or connection_id not in room.members:
-            return False
-        room.dropped[connection_id] = sender
-        return True
+            return None
+        hold = new_hold()
+        room.dropped[connection_id] = (sender, hold)
+        return hold
 
     async def claim(self, room_id: str, sender: str) -> Claim | None:
         room = self._live(room_id)
         if room is None:
             return None
-        for connection_id, holder in reversed(room.dropped.items()):
+        for connection_id, (holder, _) in reversed(room.dropped.items()):
             if holder == sender:
                 del room.dropped[connection_id]
                 return Claim(room.record, room.members[connection_id], len(room.members))
         return None
 
-    async def depart_dropped(self, room_id: str, connection_id: str) -> Departure | None:
+    async def depart_dropped(self, room_id: str, connection_id: str, hold: str) -> Departure | None:
         room = self._rooms.get(room_id)
-        if room is None or room.dropped.pop(connection_id, None) is None:
+        if room is None or room.dropped.get(connection_id, ("", ""))[1] != hold:
             return None
         return await self.depart(room_id, connection_id)
 

@@ -38,6 +38,7 @@ from . import (
     Receipt,
     RoomRecord,
     keys,
+    new_hold,
     scripts,
 )
 from .channels import RoomChannels
@@ -251,10 +252,12 @@ class RedisBus:
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
         return await self._departure(self._depart, room_id, connection_id)
 
-    async def depart_dropped(self, room_id: str, connection_id: str) -> Departure | None:
-        return await self._departure(self._depart_dropped, room_id, connection_id)
+    async def depart_dropped(self, room_id: str, connection_id: str, hold: str) -> Departure | None:
+        return await self._departure(self._depart_dropped, room_id, connection_id, hold)
 
-    async def _departure(self, script: AsyncScript, room_id: str, connection_id: str) -> Departure | None:
+    async def _departure(
+        self, script: AsyncScript, room_id: str, connection_id: str, *extra: str
+    ) -> Departure | None:
         self._let_go(room_id, connection_id)
         try:
             result = await self._link.call(
@@ -265,7 +268,7 @@ class RedisBus:
                     keys.conn(connection_id),
                     keys.room_dropped(room_id),
                 ],
-                args=[*scripts.PREFIXES, connection_id, self.instance_id],
+                args=[*scripts.PREFIXES, connection_id, self.instance_id, *extra],
             )
         except BusUnavailable:
             # Its socket is gone but its seat is not: the next sweep hands it back as a
@@ -284,15 +287,16 @@ class RedisBus:
             del self._held[room_id]
             self._room_meta.pop(room_id, None)
 
-    async def drop(self, room_id: str, connection_id: str, sender: str) -> bool:
+    async def drop(self, room_id: str, connection_id: str, sender: str) -> str | None:
         # A held seat is not put back after Redis returns empty: its resume then takes a new one.
         self._let_go(room_id, connection_id)
+        hold = new_hold()
         held = await self._link.call(
             self._drop,
             keys=[keys.room_meta(room_id), keys.room_users(room_id), keys.room_dropped(room_id)],
-            args=[*scripts.PREFIXES, connection_id, sender],
+            args=[*scripts.PREFIXES, connection_id, f"{sender} {hold}"],
         )
-        return bool(held)
+        return hold if held else None
 
     async def claim(self, room_id: str, sender: str) -> Claim | None:
         found = await self._link.call(

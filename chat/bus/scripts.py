@@ -76,8 +76,9 @@ return {redis.call('SCARD', KEYS[2]), owners > 0 and 1 or 0}
 """
 DEPART = _PRELUDE + _DEPART
 
-# A seat whose socket was lost, held for its sender: dropped is a hash cid -> sender.
-# KEYS: meta, users, dropped. ARGV[5..]: cid, sender. Returns 1 when held, 0 when gone.
+# A seat whose socket was lost, held for its sender: dropped is a hash cid -> the hold,
+# "<sender> <hold id>" (a sender has no spaces). KEYS: meta, users, dropped.
+# ARGV[5..]: cid, the hold. Returns 1 when held, 0 when the seat is gone.
 DROP = _PRELUDE + """
 local expires = redis.call('HGET', KEYS[1], 'expires_ms')
 if not expires or redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 0 then return 0 end
@@ -95,8 +96,9 @@ local expires = redis.call('HGET', KEYS[1], 'expires_ms')
 if not expires then return {} end
 local held = redis.call('HGETALL', KEYS[3])
 local cid, newest = nil, nil
+local mine = ARGV[5] .. ' '
 for i = 1, #held, 2 do
-  if held[i + 1] == ARGV[5] then
+  if string.sub(held[i + 1], 1, #mine) == mine then
     local at = tonumber(redis.call('HGET', CONN .. held[i], 'connected_at') or '0')
     if newest == nil or at > newest then cid, newest = held[i], at end
   end
@@ -115,9 +117,11 @@ extend(REGISTRY, expires)
 return {cid, c[2], c[3], c[4], redis.call('SCARD', KEYS[2]), redis.call('HGETALL', KEYS[1])}
 """
 
-# DEPART, only while the seat is still held (not claimed meanwhile). KEYS and ARGV as DEPART.
+# DEPART, only while the seat is still held by the same hold (not claimed meanwhile).
+# KEYS as DEPART; ARGV as DEPART, then the hold.
 DEPART_DROPPED = _PRELUDE + """
-if redis.call('HEXISTS', KEYS[4], ARGV[5]) == 0 then return false end
+local held = redis.call('HGET', KEYS[4], ARGV[5])
+if not held or string.sub(held, -(#ARGV[7] + 1)) ~= ' ' .. ARGV[7] then return false end
 """ + _DEPART
 
 # KEYS: meta, users, the room's history keys (keys.room_history), ended, dropped.
