@@ -179,6 +179,7 @@ def test_two_people_create_join_and_chat(people: People, chat_server: ServerProc
     expect(grace.locator(".msg.mine .bubble")).to_have_text([reply])
     expect(grace.locator(".msg:not(.mine) .author").first).to_have_text("Ada")
     expect(ada.locator("#countdown")).to_contain_text(":")
+    expect(ada.locator(".msg.unconfirmed")).to_have_count(0)  # Every message of Ada's is confirmed.
     screenshot(ada, "chat-desktop.png")
     screenshot(grace, "chat-phone.png")
     grace.click("#people-toggle")  # At phone width the online list is a drawer.
