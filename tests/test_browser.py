@@ -448,6 +448,18 @@ def test_an_unacknowledged_message_is_sent_again_and_posted_once(people: People,
     expect(grace.locator("#online-list li .person").first).to_have_text("Grace")
 
 
+def test_a_refused_message_is_marked_not_sent(people: People, chat_server: ServerProcess) -> None:
+    ada = people.page()
+    create_room(ada, chat_server, "Ada")
+    # The box stops at the limit; a page that lets more through gets the server's answer.
+    ada.evaluate("document.getElementById('message-input').removeAttribute('maxlength')")
+    say(ada, "x" * 4001)
+    expect(ada.locator(".msg.failed .state")).to_have_text("Not sent: Message is longer than 4000 characters")
+    say(ada, "shorter")
+    expect(ada.locator(".msg:not(.failed) .bubble")).to_have_text(["shorter"])
+    expect(ada.locator(".msg.pending, .msg.unconfirmed")).to_have_count(0)
+
+
 def test_api_docs_render_with_nothing_from_other_hosts(people: People, chat_server: ServerProcess) -> None:
     page = people.page()
     elsewhere: list[str] = []

@@ -270,6 +270,16 @@ async def test_a_dropped_client_resumes_with_everything_it_missed_once(server: S
         await ada.type("/quit")
 
 
+async def test_a_refused_message_is_named_and_not_sent_again(server: Server) -> None:
+    async with room_owner(server, "--create", "Long", "--name", "Ada") as (ada, _):
+        await ada.type("x" * 4001)
+        await ada.expect(r"\* Error: Message is longer than 4000 characters \(not sent: x{39}…\)$")
+        await ada.type("shorter")
+        await ada.expect(rf"^{STAMP} Ada: shorter$")
+        assert ada.said() == ["Ada: shorter"]
+        await ada.type("/quit")
+
+
 async def test_runs_as_a_module_without_the_server_code(server: Server) -> None:
     async with client(server, "--create", "Solo", "--name", "Ada", command=STANDALONE) as ada:
         await ada.expect(r"\* Connected as Ada")
