@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from datetime import datetime
 from typing import Any
 
@@ -11,10 +12,12 @@ import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
 from .console import Console, duration
+from .delivery import Delivery
 from .rest import HTTP_TIMEOUT_SECONDS, ClientError, Session, parse_time, request, room_path
 
 EXIT_OK, EXIT_ERROR = 0, 1
-RECONNECT_ATTEMPTS = 5
+# Attempts in a row without getting back in; a connection that reaches its hello starts over.
+RECONNECT_ATTEMPTS = 8
 MAX_BACKOFF_SECONDS = 16
 
 # The server's own words (its public protocol); a system frame with one of these ends the room.
@@ -27,12 +30,25 @@ ENDINGS = (
 HELP = "Commands: /who (who is online), /time (time left), /close (owner: close the room), /quit, /help"
 
 
+def backoff(attempt: int) -> float:
+    """Seconds before reconnect attempt ``attempt`` (1, 2, …): full jitter under a doubling cap,
+    so a room full of clients does not come back in one burst after a restart."""
+    return random.uniform(0, min(MAX_BACKOFF_SECONDS, 2 ** (attempt - 1)))
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class Chat:
     def __init__(self, session: Session, http: httpx.AsyncClient, console: Console) -> None:
         self.session = session
         self.http = http
         self.console = console
         self.connection_id: str | None = None
+        # Every connection id this client had: its own messages stay its own across reconnects.
+        self.mine: set[str] = set()
+        self.delivery = Delivery()
         self.skew_seconds = 0.0
         self.quitting = False
 
@@ -44,20 +60,21 @@ class Chat:
         """Stays in the room until it ends or the user leaves; the exit status."""
         attempt = 0
         while True:
+            entered = len(self.mine)
             try:
-                async with open_websocket_url(self.session.ws_url) as ws:
-                    outcome = await self.converse(ws, lines, reconnected=attempt > 0)
+                async with open_websocket_url(self.delivery.url(self.session.ws_url)) as ws:
+                    outcome = await self.converse(ws, lines)
             except (HandshakeError, OSError) as error:
-                if attempt == 0 and self.connection_id is None:
+                if self.connection_id is None:
                     raise ClientError(f"Cannot connect to the room's WebSocket ({error})") from None
                 outcome = None
             if outcome is not None:
                 return outcome
-            attempt += 1
+            attempt = 1 if len(self.mine) > entered else attempt + 1
             if attempt > RECONNECT_ATTEMPTS:
-                raise ClientError("Lost the connection to the room and could not get it back")
-            delay = min(MAX_BACKOFF_SECONDS, 2 ** (attempt - 1))
-            self.console.notice(f"Connection lost; reconnecting in {delay} s…")
+                raise ClientError("Lost the connection to the room and could not get it back; run the command again")
+            delay = backoff(attempt)
+            self.console.notice(f"Connection lost; reconnecting in {delay:.1f} s…")
             await trio.sleep(delay)
             try:
                 await self.details()
@@ -67,15 +84,17 @@ class Chat:
                     return EXIT_OK
                 # Anything else (server still down) is what the next attempt is for.
 
-    async def converse(
-        self, ws: WebSocketConnection, lines: trio.MemoryReceiveChannel[str], *, reconnected: bool
-    ) -> int | None:
+    async def converse(self, ws: WebSocketConnection, lines: trio.MemoryReceiveChannel[str]) -> int | None:
         """One socket's life: the exit status, or None when it dropped and is worth retrying."""
         try:
             hello = orjson.loads(await ws.get_message())
+            self.on_hello(hello)
+            # The server posts a client_id once: whatever the last socket took but never
+            # acknowledged goes again, and at most one copy reaches the room.
+            for frame in self.delivery.unacknowledged():
+                await ws.send_message(frame)
         except ConnectionClosed as closed:
             return self.closed(closed)
-        self.on_hello(hello, reconnected)
         # Set by whichever task finishes first; errors are kept, not raised, so they leave
         # the nursery as themselves rather than inside an exception group.
         result: list[int | ClientError | None] = [None]
@@ -112,17 +131,21 @@ class Chat:
             raise result[0]
         return result[0]
 
-    def on_hello(self, hello: dict[str, Any], reconnected: bool) -> None:
+    def on_hello(self, hello: dict[str, Any]) -> None:
         if hello.get("type") != "system" or hello.get("message") != CONNECTED:
             raise ClientError(f"Unexpected first frame from the server: {hello!r}")
         self.connection_id = str(hello.get("connection_id"))
+        self.mine.add(self.connection_id)
         at = parse_time(hello.get("timestamp"))
         if at is not None:  # /time follows the server's clock, not a local one that is off.
             self.skew_seconds = at.timestamp() - datetime.now().timestamp()
-        if reconnected:
+        recovered = self.delivery.entered(hello)
+        if recovered is None:
+            self.console.notice(f"Connected as {self.session.name}. {HELP}")
+        elif recovered:
             self.console.notice("Reconnected")
         else:
-            self.console.notice(f"Connected as {self.session.name}. {HELP}")
+            self.console.notice("Reconnected — some messages may be missing")
 
     def closed(self, closed: ConnectionClosed) -> int | None:
         code, reason = closed.reason.code, closed.reason.reason or ""
@@ -139,8 +162,11 @@ class Chat:
         """Prints a frame; True when it ends the room."""
         kind, at = frame.get("type"), parse_time(frame.get("timestamp"))
         if kind == "message":
-            mine = frame.get("connection_id") == self.connection_id
-            self.console.message(str(frame.get("display_name")), str(frame.get("text")), at, mine)
+            if self.delivery.fresh(frame):  # Never the same message twice, whatever the server resends.
+                mine = frame.get("connection_id") in self.mine
+                self.console.message(str(frame.get("display_name")), str(frame.get("text")), at, mine)
+        elif kind == "ack":
+            self.delivery.acknowledged(frame.get("client_id"))
         elif kind == "presence":
             if frame.get("connection_id") == self.connection_id and frame.get("event") == "user_online":
                 return False  # "Connected as ..." already said it.
@@ -150,7 +176,9 @@ class Chat:
             self.console.system(str(frame.get("message")), at)
             return frame.get("message") in ENDINGS
         elif kind == "error":
-            self.console.notice(f"Error: {frame.get('detail')}", at)
+            text = self.delivery.refused(frame.get("client_id")) if "client_id" in frame else None
+            not_sent = "" if text is None else f" (not sent: {shorten(text)})"
+            self.console.notice(f"Error: {frame.get('detail')}{not_sent}", at)
         return False
 
     async def command(self, ws: WebSocketConnection, line: str) -> bool:
@@ -160,7 +188,8 @@ class Chat:
             return False
         if not line.startswith("/") or line.startswith("//"):
             text = line[1:] if line.startswith("//") else line  # "//x" sends "/x".
-            await ws.send_message(orjson.dumps({"type": "message", "text": text}).decode())
+            # Pending from here on: if this socket is already dead, the next one sends it.
+            await ws.send_message(self.delivery.send(text))
             return False
         try:
             if word in ("/quit", "/exit", "/leave"):

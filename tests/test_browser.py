@@ -26,6 +26,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from . import netcut
 from .browser_support import CHROMIUM_ARGS, SCREENSHOTS, ServerProcess, require_chromium, server_process
 
 DESKTOP = {"width": 1100, "height": 700}
@@ -178,6 +179,7 @@ def test_two_people_create_join_and_chat(people: People, chat_server: ServerProc
     expect(grace.locator(".msg.mine .bubble")).to_have_text([reply])
     expect(grace.locator(".msg:not(.mine) .author").first).to_have_text("Ada")
     expect(ada.locator("#countdown")).to_contain_text(":")
+    expect(ada.locator(".msg.unconfirmed")).to_have_count(0)  # Every message of Ada's is confirmed.
     screenshot(ada, "chat-desktop.png")
     screenshot(grace, "chat-phone.png")
     grace.click("#people-toggle")  # At phone width the online list is a drawer.
@@ -337,35 +339,125 @@ def test_full_room_refused_at_the_socket(people: People, chat_server: ServerProc
     expect(linus.locator("#status-action")).to_have_text("Try again")
 
 
-def test_dropped_socket_reconnects(people: People, chat_server: ServerProcess) -> None:
+def test_a_newcomer_sees_the_conversation_so_far(people: People, chat_server: ServerProcess) -> None:
+    ada = people.page()
+    link = create_room(ada, chat_server, "Ada")
+    earlier = ["Agenda: the release", "Notes are in the doc"]
+    for line in earlier:
+        say(ada, line)
+    expect(ada.locator(".msg .bubble")).to_have_text(earlier)
+    expect(ada.locator(".msg.pending")).to_have_count(0)
+
+    grace = people.page()
+    join_room(grace, link, "Grace")
+    expect(grace.locator(".msg .bubble")).to_have_text(earlier)
+    expect(grace.locator(".msg:not(.mine) .author").first).to_have_text("Ada")
+    say(ada, "Welcome Grace")
+    expect(grace.locator(".msg .bubble")).to_have_text([*earlier, "Welcome Grace"])
+
+
+def test_a_dropped_member_resumes_with_the_whole_conversation(people: People, chat_server: ServerProcess) -> None:
+    """Grace's network goes away mid-conversation (her connections die without a close) while
+    Ada goes on talking; Grace types a line while offline. Back online, her page resumes by
+    itself and both see the same conversation: complete, in order, each message once."""
+    port = urlsplit(chat_server.url).port
+    assert port is not None
+    ada = people.page()
+    link = create_room(ada, chat_server, "Ada")
+    adas = netcut.connections_to(port)
+    grace = people.page()
+    join_room(grace, link, "Grace")
+    say(ada, "one")
+    expect(grace.locator(".msg .bubble")).to_have_text(["one"])
+    say(grace, "two")
+    expect(ada.locator(".msg .bubble")).to_have_text(["one", "two"])
+
+    grace.context.set_offline(True)  # Her page's attempts to come back fail until it is online.
+    netcut.cut(port, netcut.connections_to(port) - adas)
+    expect(grace.locator("#status")).to_contain_text("Connection lost. Reconnecting in")
+    expect(ada.locator(".sys.presence", has_text="Grace left")).to_be_visible()
+    for line in ("three", "four"):
+        say(ada, line)
+    expect(ada.locator(".msg .bubble")).to_have_text(["one", "two", "three", "four"])
+    say(grace, "typed while offline")
+    expect(grace.locator(".msg.pending .bubble")).to_have_text(["typed while offline"])
+    expect(grace.locator(".msg.pending .state")).to_have_text(["Sending…"])
+    screenshot(grace, "chat-offline.png")
+
+    grace.context.set_offline(False)
+    expect(grace.locator("#status-text")).to_have_text("Reconnected")
+    conversation = ["one", "two", "three", "four", "typed while offline"]
+    for page in (ada, grace):
+        expect(page.locator(".msg .bubble")).to_have_text(conversation)
+    expect(grace.locator(".msg.pending, .msg.unconfirmed")).to_have_count(0)
+    expect(grace.locator(".msg.mine .bubble")).to_have_text(["two", "typed while offline"])
+    say(ada, "five")  # Anything still on its way would arrive before this.
+    for page in (ada, grace):
+        expect(page.locator(".msg .bubble")).to_have_text([*conversation, "five"])
+    expect(grace.locator("#status")).to_be_hidden()  # The note goes by itself.
+
+
+def test_an_unacknowledged_message_is_sent_again_and_posted_once(people: People, chat_server: ServerProcess) -> None:
+    """The server takes Grace's message, but the line back to her is lost (no ack, no echo)
+    before the socket drops; her page sends it again with the same client_id after the resume."""
     ada = people.page()
     link = create_room(ada, chat_server, "Ada")
     grace = people.page()
     sockets: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+    sent: list[tuple[int, dict[str, Any]]] = []  # (socket number, frame) of what the page sent
+    lossy = False
 
     def through(route: WebSocketRoute) -> None:
-        sockets.append((route, route.connect_to_server()))
+        server = route.connect_to_server()
+        number = len(sockets)
+
+        def upstream(message: str | bytes) -> None:
+            sent.append((number, json.loads(message)))
+            server.send(message)
+
+        route.on_message(upstream)
+        server.on_message(lambda message: None if lossy else route.send(message))
+        sockets.append((route, server))
 
     grace.route_web_socket("**/rooms/**", through)
     join_room(grace, link, "Grace")
     assert len(sockets) == 1
 
+    lossy = True
+    say(grace, "did you get this?")
+    expect(ada.locator(".msg .bubble")).to_have_text(["did you get this?"])
+    expect(grace.locator(".msg.pending .bubble")).to_have_text(["did you get this?"])
+    lossy = False
     # Both legs of the proxied socket drop, as on a flaky Wi-Fi; the page must come back by itself.
     page_side, server_side = sockets[0]
     server_side.close(code=1001, reason="network blip")
     page_side.close(code=1011, reason="network blip")
-    expect(grace.locator("#status")).to_contain_text("Connection lost. Reconnecting in")
-    expect(grace.locator(".sys.presence", has_text="Reconnected.")).to_be_visible()
-    expect(grace.locator("#status")).to_be_hidden()
+    expect(grace.locator("#status-text")).to_have_text("Reconnected")
     assert len(sockets) == 2
+    expect(grace.locator(".msg.pending, .msg.unconfirmed")).to_have_count(0)
+    say(ada, "got it, once")
+    for page in (ada, grace):
+        expect(page.locator(".msg .bubble")).to_have_text(["did you get this?", "got it, once"])
+    expect(grace.locator(".msg.mine .bubble")).to_have_text(["did you get this?"])
+    copies = [(number, frame["client_id"]) for number, frame in sent if frame.get("text") == "did you get this?"]
+    assert [number for number, _ in copies] == [0, 1], sent  # Sent once on each socket...
+    assert copies[0][1] == copies[1][1]  # ...under one client_id, so the room has it once.
     expect(ada.locator(".sys.presence", has_text="Grace joined")).to_have_count(2)
     # Seeded again after reconnecting (the list is rebuilt, not left as it was when the socket dropped).
     expect(grace.locator("#online-list li .tag")).to_have_count(1)
     expect(grace.locator("#online-list li .person").first).to_have_text("Grace")
-    say(grace, "still here")
-    expect(ada.locator(".msg .bubble")).to_have_text(["still here"])
-    say(ada, "welcome back")
-    expect(grace.locator(".msg .bubble")).to_have_text(["still here", "welcome back"])
+
+
+def test_a_refused_message_is_marked_not_sent(people: People, chat_server: ServerProcess) -> None:
+    ada = people.page()
+    create_room(ada, chat_server, "Ada")
+    # The box stops at the limit; a page that lets more through gets the server's answer.
+    ada.evaluate("document.getElementById('message-input').removeAttribute('maxlength')")
+    say(ada, "x" * 4001)
+    expect(ada.locator(".msg.failed .state")).to_have_text("Not sent: Message is longer than 4000 characters")
+    say(ada, "shorter")
+    expect(ada.locator(".msg:not(.failed) .bubble")).to_have_text(["shorter"])
+    expect(ada.locator(".msg.pending, .msg.unconfirmed")).to_have_count(0)
 
 
 def test_api_docs_render_with_nothing_from_other_hosts(people: People, chat_server: ServerProcess) -> None:

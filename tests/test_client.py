@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
 
+import orjson
 import trio
 
+from ephemeralchat_client.delivery import Delivery
+
+from . import netcut
 from .support import Server
 
 CLIENT = os.path.join(os.path.dirname(sys.executable), "ephemeralchat-client")
@@ -80,6 +86,11 @@ class ClientProcess:
     async def exit_code(self) -> int:
         with trio.fail_after(LINE_SECONDS):
             return await self.proc.wait()
+
+    def said(self) -> list[str]:
+        """The chat messages on screen so far, as "name: text", in order."""
+        said = (re.fullmatch(rf"{STAMP} ([^*\s][^:]*: .*)", line) for line in self.lines)
+        return [match.group(1) for match in said if match]
 
     def transcript(self) -> str:
         return "\nstdout:\n" + "\n".join(self.lines) + "\nstderr:\n" + "\n".join(self.errors)
@@ -209,6 +220,65 @@ async def test_errors_exit_nonzero_with_a_clear_message(server: Server) -> None:
     assert any("cannot reach http://127.0.0.1:9" in line for line in refused.errors), refused.transcript()
 
 
+async def test_a_newcomer_sees_the_last_messages_first(server: Server) -> None:
+    async with room_owner(server, "--create", "Notes", "--name", "Ada") as (ada, room_id):
+        for line in ("Agenda: the release", "Notes are in the doc"):
+            await ada.type(line)
+            await ada.expect(rf"^{STAMP} Ada: {line}$")
+        async with client(server, f"--join={room_id}", "--name", "Grace") as grace:
+            await grace.expect(r"\* Connected as Grace")
+            await grace.expect(rf"^{STAMP} Ada: Agenda: the release$")
+            await grace.expect(rf"^{STAMP} Ada: Notes are in the doc$")
+            await ada.type("Welcome Grace")
+            await grace.expect(rf"^{STAMP} Ada: Welcome Grace$")
+            assert grace.said() == ["Ada: Agenda: the release", "Ada: Notes are in the doc", "Ada: Welcome Grace"]
+            await grace.type("/quit")
+        await ada.type("/quit")
+
+
+async def test_a_dropped_client_resumes_with_everything_it_missed_once(server: Server) -> None:
+    """Grace's laptop sleeps and its network goes: her connections die without a close while
+    Ada goes on talking, and Grace types a line before she notices."""
+    port = urlsplit(server.url).port
+    assert port is not None
+    async with room_owner(server, "--create", "Flaky", "--name", "Ada") as (ada, room_id):
+        async with client(server, f"--join={room_id}", "--name", "Grace") as grace:
+            await grace.expect(r"\* Connected as Grace")
+            await ada.type("one")
+            await grace.expect(rf"^{STAMP} Ada: one$")
+
+            grace.proc.send_signal(signal.SIGSTOP)
+            try:
+                ports = await trio.to_thread.run_sync(netcut.connections_to, port, grace.proc.pid)
+                await trio.to_thread.run_sync(netcut.cut, port, ports)
+                await ada.expect(r"\* Grace left")
+                for line in ("two", "three"):
+                    await ada.type(line)
+                    await ada.expect(rf"^{STAMP} Ada: {line}$")
+                await grace.type("back soon")  # Read once she runs again, on a socket that is gone.
+            finally:
+                grace.proc.send_signal(signal.SIGCONT)
+
+            await grace.expect(r"\* Reconnected$")
+            await ada.expect(rf"^{STAMP} Grace: back soon$")
+            await ada.type("four")
+            await grace.expect(rf"^{STAMP} Ada: four$")
+            expected = ["Ada: one", "Ada: two", "Ada: three", "Grace: back soon", "Ada: four"]
+            assert grace.said() == expected, grace.transcript()
+            assert ada.said() == expected, ada.transcript()
+            await grace.type("/quit")
+        await ada.type("/quit")
+
+
+async def test_a_refused_message_is_named_and_not_sent_again(server: Server) -> None:
+    async with room_owner(server, "--create", "Long", "--name", "Ada") as (ada, _):
+        await ada.type("x" * 4001)
+        await ada.expect(r"\* Error: Message is longer than 4000 characters \(not sent: x{39}…\)$")
+        await ada.type("shorter")
+        await ada.expect(rf"^{STAMP} Ada: shorter$")
+        assert ada.said() == ["Ada: shorter"]
+        await ada.type("/quit")
+
 
 async def test_runs_as_a_module_without_the_server_code(server: Server) -> None:
     async with client(server, "--create", "Solo", "--name", "Ada", command=STANDALONE) as ada:
@@ -217,3 +287,28 @@ async def test_runs_as_a_module_without_the_server_code(server: Server) -> None:
         await ada.expect(rf"^{STAMP} Ada: Just me$")
         await ada.type("/quit")
         assert await ada.exit_code() == 0, ada.transcript()
+
+
+def test_unacknowledged_messages_go_again_under_their_first_client_id() -> None:
+    delivery = Delivery()
+    first, second = (orjson.loads(delivery.send(text)) for text in ("hello", "again"))
+    assert first["client_id"] != second["client_id"]
+    delivery.acknowledged(first["client_id"])
+    assert [orjson.loads(frame) for frame in delivery.unacknowledged()] == [second]
+    assert delivery.refused(second["client_id"]) == "again"
+    assert delivery.unacknowledged() == []
+
+
+def test_the_client_resumes_from_the_newest_offset_and_shows_none_twice() -> None:
+    delivery = Delivery()
+    url = "ws://h/rooms/r/ws?token=t"
+    assert delivery.url(url) == url  # First entry: history follows the hello.
+    assert delivery.entered({"epoch": "e1", "offset": 2}) is None
+    assert [delivery.fresh({"offset": n}) for n in (1, 2, 2, 3, 1)] == [True, True, False, True, False]
+    assert delivery.url(url) == url + "&since=3&epoch=e1"
+    assert delivery.entered({"epoch": "e1", "offset": 5, "recovered": True}) is True
+    assert delivery.fresh({"offset": 4})
+    # Nothing is replayed after a failed resume: the next message is the one after the hello's offset.
+    assert delivery.entered({"epoch": "e2", "offset": 9, "recovered": False}) is False
+    assert not delivery.fresh({"offset": 9}) and delivery.fresh({"offset": 10})
+    assert delivery.url(url) == url + "&since=10&epoch=e2"

@@ -1,12 +1,15 @@
 // One room's WebSocket: opens it with the session's pass, reconnects with backoff after a drop,
 // asks over REST whether the room still exists before each try, and fetches a fresh pass when
-// the server no longer accepts the old one. It renders nothing: what happens is reported to
-// the `on` handlers (hello, frame, dropped, status, statusText, end) of whoever owns it.
+// the server no longer accepts the old one. It remembers the room's epoch and the newest message
+// offset it passed on, resumes from there (since/epoch) and passes no offset on twice. It renders
+// nothing: what happens is reported to the `on` handlers (hello, frame, dropped, status,
+// statusText, end) of whoever owns it.
 
 import { api, detailsPath, roomPath } from "./api.js";
 import { CONNECTED, GONE } from "./protocol.js";
 import { store } from "./storage.js";
 
+const BACKOFF_BASE_SECONDS = 1;
 const MAX_BACKOFF_SECONDS = 30;
 
 export class Connection {
@@ -20,7 +23,10 @@ export class Connection {
     this.everConnected = false;
     this.stopped = false;
     this.retryTimer = null;
+    this.countdownTimer = null;
     this.timers = new Set();
+    this.epoch = null;  // Known once in the room: from then on every connection is a resume.
+    this.offset = 0;  // The newest message offset passed on.
   }
 
   get open() {
@@ -33,12 +39,21 @@ export class Connection {
     return id;
   }
 
+  // The session's ws_url, asking for everything after the newest offset once in the room.
+  url() {
+    if (this.epoch === null) return this.session.ws_url;
+    const url = new URL(this.session.ws_url, location.href);
+    url.searchParams.set("since", String(this.offset));
+    url.searchParams.set("epoch", this.epoch);
+    return url.href;
+  }
+
   connect() {
     if (this.stopped) return;
     this.on.status(this.everConnected ? "warn" : "info", this.everConnected ? "Reconnecting…" : "Connecting…");
     let ws;
     try {
-      ws = new WebSocket(this.session.ws_url);
+      ws = new WebSocket(this.url());
     } catch {
       this.scheduleReconnect();
       return;
@@ -68,15 +83,25 @@ export class Connection {
     let frame;
     try { frame = JSON.parse(data); } catch { return; }
     if (frame.type === "system" && frame.message === CONNECTED && frame.connection_id) return this.onHello(frame);
+    if (frame.type === "message" && Number.isInteger(frame.offset)) {
+      // Already passed on (a resume overlapping what arrived): never a duplicate on screen.
+      if (frame.offset <= this.offset) return;
+      this.offset = frame.offset;
+    }
     this.on.frame(frame);
   }
 
+  // recovered (to on.hello): null on entering, else whether the resume lost nothing.
   onHello(frame) {
-    const reconnected = this.everConnected;
+    const resumed = this.epoch !== null;
+    const recovered = frame.recovered === true;
+    // Nothing is replayed after a failed resume: live messages go on past the hello's offset.
+    if (resumed && !recovered) this.offset = Number.isInteger(frame.offset) ? frame.offset : 0;
+    this.epoch = typeof frame.epoch === "string" ? frame.epoch : "";
     this.everConnected = true;
-    this.attempt = 0;
+    this.attempt = 0;  // A good connection: the next drop starts the backoff over.
     this.rejoined = false;
-    this.on.hello(frame, reconnected);
+    this.on.hello(frame, resumed ? recovered : null);
   }
 
   onClose(event) {
@@ -98,26 +123,27 @@ export class Connection {
 
   scheduleReconnect() {
     if (this.stopped) return;
-    const base = Math.min(MAX_BACKOFF_SECONDS, 2 ** this.attempt);
-    // Jitter, so a room full of clients does not return in one burst after a restart.
-    const seconds = Math.max(1, Math.round(base * (0.75 + Math.random() * 0.5)));
+    // Full jitter under a doubling cap, so a room full of clients does not come back in one
+    // burst after a restart.
+    const ceiling = Math.min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** this.attempt);
+    const at = Date.now() + Math.random() * ceiling * 1000;
     this.attempt += 1;
-    let left = seconds;
-    const text = () => `Connection lost. Reconnecting in ${left} s…`;
+    const text = () => `Connection lost. Reconnecting in ${Math.max(1, Math.ceil((at - Date.now()) / 1000))} s…`;
     this.on.status("warn", text(), "Retry now", () => this.retry());
     const countdown = () => {
-      left -= 1;
-      if (this.ws || this.stopped) return;
-      if (left <= 0) return this.retry();
+      if (this.ws || this.stopped || Date.now() >= at) return;
       this.on.statusText(text());
-      this.retryTimer = this.later(countdown, 1000);
+      this.countdownTimer = this.later(countdown, 1000);
     };
-    this.retryTimer = this.later(countdown, 1000);
+    this.countdownTimer = this.later(countdown, 1000);
+    this.retryTimer = this.later(() => this.retry(), at - Date.now());
   }
 
   async retry() {
-    clearTimeout(this.retryTimer);
-    this.timers.delete(this.retryTimer);
+    for (const id of [this.retryTimer, this.countdownTimer]) {
+      clearTimeout(id);
+      this.timers.delete(id);
+    }
     if (this.ws || this.stopped) return;
     this.on.status("warn", "Reconnecting…");
     // Ask over REST first: a room that is gone should say so instead of retrying forever.

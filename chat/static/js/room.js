@@ -1,14 +1,17 @@
 // The room on screen: ties its connection to the transcript, the people list, the countdown
 // and the status bar, and carries out the member's actions (send, close, leave).
 
+const RECONNECTED_NOTE_MS = 4000;
+
 import { api, detailsPath, roomPath } from "./api.js";
 import { Connection } from "./connection.js";
 import { Countdown } from "./countdown.js";
 import { $, show } from "./dom.js";
 import { shareLink } from "./format.js";
+import { Outbox } from "./outbox.js";
 import { People } from "./people.js";
 import { ENDINGS, GONE, SHUTTING_DOWN } from "./protocol.js";
-import { setStatus, setStatusText } from "./status.js";
+import { flashStatus, setStatus, setStatusText } from "./status.js";
 import { store } from "./storage.js";
 import { Transcript } from "./transcript.js";
 
@@ -17,15 +20,17 @@ export class Room {
     this.roomId = roomId;
     this.session = session;
     this.me = null;  // This tab's connection id while its socket is open.
+    this.mine = new Set();  // Every connection id this tab had: its messages stay its own.
     this.ended = false;
     this.leaving = false;
     this.unread = 0;
     this.timers = new Set();
     this.transcript = new Transcript();
+    this.outbox = new Outbox(this.transcript, session.name);
     this.people = new People();
     this.countdown = new Countdown(Date.parse(session.expires_at));
     this.connection = new Connection(roomId, session, {
-      hello: (frame, reconnected) => this.onHello(frame, reconnected),
+      hello: (frame, recovered) => this.onHello(frame, recovered),
       frame: (frame) => this.onFrame(frame),
       dropped: () => this.onDropped(),
       status: setStatus,
@@ -45,7 +50,7 @@ export class Room {
     $("share-link").value = shareLink(this.roomId);
     $("close-room").hidden = s.role !== "owner";
     $("message-input").disabled = false;
-    $("send").disabled = true;
+    $("send").disabled = false;  // Typed while offline, a message waits and goes on reconnecting.
     this.countdown.render();
     show("chat");
     if (s.fresh) {
@@ -76,21 +81,31 @@ export class Room {
 
   // --- what the connection reports ---
 
-  onHello(frame, reconnected) {
+  // recovered: null on entering; after a reconnect, whether every missed message follows.
+  onHello(frame, recovered) {
     this.me = frame.connection_id;
+    this.mine.add(this.me);
     if (frame.timestamp) this.countdown.skewMs = Date.parse(frame.timestamp) - Date.now();
     this.people.reset();
-    setStatus(null);
     $("chat-view").classList.remove("offline");
-    $("send").disabled = false;
-    if (reconnected) this.transcript.system("Reconnected.", "presence");
+    if (recovered === null) {
+      setStatus(null);
+    } else if (recovered) {
+      flashStatus("info", "Reconnected", RECONNECTED_NOTE_MS);
+    } else {
+      this.outbox.lostEchoes();
+      this.transcript.system("Some messages may be missing here.", "presence");
+      setStatus("warn", "Reconnected — some messages may be missing", "OK", () => setStatus(null));
+    }
+    // The server posts a client_id once: whatever the last socket took but never acknowledged
+    // goes again, and at most one copy reaches the room.
+    for (const message of this.outbox.unacknowledged()) this.connection.send(message);
     this.seedOnline();
   }
 
   onDropped() {
     this.me = null;
     $("chat-view").classList.add("offline");
-    $("send").disabled = true;
   }
 
   async seedOnline() {
@@ -122,11 +137,17 @@ export class Room {
     }
     if (frame.type === "message") return this.message(frame);
     if (frame.type === "presence") return this.presence(frame);
-    if (frame.type === "error") return this.transcript.system(frame.detail || "The server refused that message.", "error");
+    if (frame.type === "ack") return this.outbox.acknowledged(frame.client_id, frame.offset, this.connection.offset);
+    if (frame.type === "error") {
+      const detail = frame.detail || "The server refused that message.";
+      if (!this.outbox.refused(frame.client_id, detail)) this.transcript.system(detail, "error");
+    }
   }
 
   message(frame) {
-    const mine = this.transcript.message(frame, this.me);
+    const mine = this.mine.has(frame.connection_id);
+    if (mine) this.outbox.echo(frame);
+    this.transcript.message(frame, mine);
     if (document.hidden && !mine) {
       this.unread += 1;
       document.title = `(${this.unread}) ${$("room-name").textContent} · EphemeralChat`;
@@ -152,6 +173,7 @@ export class Room {
     this.ended = true;
     store.drop(this.roomId);
     this.clearTimers();
+    this.outbox.abandon("the room has ended");
     this.transcript.system(reason, "ending");
     $("chat-view").classList.add("ended", "offline");
     setStatus("ended", reason, "Start a new room", () => { location.hash = ""; });
@@ -165,10 +187,12 @@ export class Room {
 
   // --- actions ---
 
-  // True when the text went out.
+  // True when the text was taken: sent now, or as soon as the socket is back.
   send(text) {
-    if (!text.trim() || !this.me) return false;
-    return this.connection.send({ type: "message", text });
+    if (!text.trim() || this.ended) return false;
+    const message = this.outbox.add(text);
+    if (this.me) this.connection.send(message);
+    return true;
   }
 
   async close() {

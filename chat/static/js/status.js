@@ -1,9 +1,12 @@
-// The bar under the room's header: connecting, reconnecting, room full, room ended.
+// The bar under the room's header: connecting, reconnecting, reconnected, room full, room ended.
 
 import { $ } from "./dom.js";
 
+let shown = 0;  // Counts what the bar showed, so a timer hides only what it was set for.
+
 // kind: "info", "warn", "error", "ended", or null to hide the bar.
 export function setStatus(kind, text, actionLabel, action) {
+  shown += 1;
   const bar = $("status");
   const button = $("status-action");
   if (!kind) {
@@ -23,4 +26,11 @@ export function setStatus(kind, text, actionLabel, action) {
 // New words for the bar as it is (a countdown), keeping its kind and button.
 export function setStatusText(text) {
   $("status-text").textContent = text;
+}
+
+// A note that goes by itself after `ms`, unless the bar has moved on meanwhile.
+export function flashStatus(kind, text, ms) {
+  setStatus(kind, text);
+  const mine = shown;
+  setTimeout(() => { if (shown === mine) setStatus(null); }, ms);
 }
