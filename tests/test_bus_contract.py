@@ -629,12 +629,13 @@ async def test_without_history_offsets_are_still_assigned_and_published(kind: st
 
 async def test_a_post_to_a_room_that_is_gone_is_lost_and_not_published(backend: Backend) -> None:
     bus = backend.bus
-    room = new_room()
-    await bus.create_room(room)
+    room, expired = new_room(), new_room(life=-1)
+    for each in (room, expired):
+        await bus.create_room(each)
     async with bus.subscribe(room.room_id) as frames, bus.subscribe("no-such-room") as nowhere:
         assert await post_all(bus, room.room_id, chat("before")) == [1]
         await bus.delete_room(room.room_id)
-        for room_id in (room.room_id, "no-such-room"):
+        for room_id in (room.room_id, "no-such-room", expired.room_id):
             told = Told()
             await bus.post(room_id, chat("after"), told)
             await told.wait()

@@ -183,47 +183,66 @@ return {hits, redis.call('PTTL', KEYS[1])}
 """
 
 # POST and HISTORY touch only the keys of one room (no prelude): they stay on one shard.
-# pos is a hash: epoch, offset (the newest), bytes (of the frames kept in log). log is a
-# stream whose entry ids are "<offset>-0", each with one field, f: the frame. The epoch is
-# created with pos, from a random candidate the caller passes (Lua has no good random),
-# so a Redis that lost the room's history gives it a new one on first need.
+# pos is a hash: epoch; offset (the newest); bytes (of every frame stored in this epoch);
+# floor (a lower bound of the bytes stored before the oldest frame kept). log is a stream
+# of the frames kept, each in one field, f, under the id "<offset>-<bytes stored before
+# it>": the bytes kept are pos's bytes less the oldest entry's sequence number, so while
+# bytes - floor is within the limit nothing needs reading. The epoch is created with pos,
+# from a random candidate the caller passes (Lua has no good random), so a Redis that lost
+# the room's history gives it a new one on first need.
 
 # One chat message, numbered, stored, trimmed and published in one step, so offsets are
 # in delivery order on every instance. KEYS: meta, pos, log, dedupe, dedupe order.
 # ARGV: channel, message (a JSON object without offset), epoch candidate, history size,
 # history bytes, dedupe key ('' for none), dedupe window.
 # Returns the offset (a duplicate's: the first one's); 0 when the room is gone.
+# Each Redis call from Lua costs about a microsecond, most of the script's time, so a
+# message takes four (HMGET, HSET, XADD, PUBLISH; three with history off). pos is made
+# only for a room that exists and goes with it (same expiry, same DELETE_ROOM), so while
+# pos is there the room is: meta is read only when pos is new.
 POST = """
-local expires = redis.call('HGET', KEYS[1], 'expires_ms')
-if not expires then return 0 end
+local pos = redis.call('HMGET', KEYS[2], 'epoch', 'offset', 'bytes', 'floor')
+local expires = false
+local function room_expires()
+  expires = expires or redis.call('HGET', KEYS[1], 'expires_ms')
+  return expires
+end
+if not pos[1] then
+  if not room_expires() then return 0 end
+  redis.call('HSET', KEYS[2], 'epoch', ARGV[3])
+  redis.call('PEXPIREAT', KEYS[2], expires)
+end
 local dedupe = ARGV[6]
 if dedupe ~= '' then
   local first = redis.call('HGET', KEYS[4], dedupe)
   if first then return tonumber(first) end
 end
-if redis.call('HSETNX', KEYS[2], 'epoch', ARGV[3]) == 1 then redis.call('PEXPIREAT', KEYS[2], expires) end
-local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
+local size, most = tonumber(ARGV[4]), tonumber(ARGV[5])
+local offset = tonumber(pos[2] or '0') + 1
 local rest = string.sub(ARGV[2], 2)
 local frame = '{"offset":' .. offset .. (rest == '}' and '' or ',') .. rest
-local size, most = tonumber(ARGV[4]), tonumber(ARGV[5])
-if size > 0 then
-  redis.call('XADD', KEYS[3], offset .. '-0', 'f', frame)
-  local kept = redis.call('HINCRBY', KEYS[2], 'bytes', #frame)
-  local count = redis.call('XLEN', KEYS[3])
-  if count == 1 then redis.call('PEXPIREAT', KEYS[3], expires) end
-  local dropped = 0
-  while count > size or kept > most do
+if size == 0 then
+  redis.call('HSET', KEYS[2], 'offset', offset)
+else
+  local before = tonumber(pos[3] or '0')
+  local total = before + #frame
+  redis.call('HSET', KEYS[2], 'offset', offset, 'bytes', total)
+  redis.call('XADD', KEYS[3], 'MAXLEN', size, offset .. '-' .. before, 'f', frame)
+  if before == 0 then redis.call('PEXPIREAT', KEYS[3], room_expires()) end
+  if total - tonumber(pos[4] or '0') > most then
     local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
-    redis.call('XDEL', KEYS[3], oldest[1])
-    kept, count, dropped = kept - #oldest[2][2], count - 1, dropped + #oldest[2][2]
+    while oldest and total - tonumber(string.match(oldest[1], '%d+$')) > most do
+      redis.call('XDEL', KEYS[3], oldest[1])
+      oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+    end
+    redis.call('HSET', KEYS[2], 'floor', oldest and string.match(oldest[1], '%d+$') or total)
   end
-  if dropped > 0 then redis.call('HINCRBY', KEYS[2], 'bytes', -dropped) end
 end
 if dedupe ~= '' then
   redis.call('HSET', KEYS[4], dedupe, offset)
   local remembered = redis.call('RPUSH', KEYS[5], dedupe)
   if remembered == 1 then
-    redis.call('PEXPIREAT', KEYS[4], expires)
+    redis.call('PEXPIREAT', KEYS[4], room_expires())
     redis.call('PEXPIREAT', KEYS[5], expires)
   elseif remembered > tonumber(ARGV[7]) then
     redis.call('HDEL', KEYS[4], redis.call('LPOP', KEYS[5]))
