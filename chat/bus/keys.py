@@ -12,10 +12,10 @@ from __future__ import annotations
 ROOM = "room:{"
 # After the room's id; the hash tag closes with the first "}" that follows ROOM.
 META, USERS, CHANNEL = "}:meta", "}:users", "}:channel"
-# The room's positions (epoch, newest offset, bytes kept), its stored messages (a stream),
-# the senders' dedupe keys (hash key -> offset) with their order of arrival (a list), and
-# the final system message of a room that ended, kept a short while for latecomers.
-POS, LOG, DEDUPE, DEDUPE_ORDER, ENDED = "}:pos", "}:log", "}:dedupe", "}:dedupe-order", "}:ended"
+# The room's position (epoch, newest offset, bytes stored), its stored messages (a
+# stream), the senders' dedupe keys (a sorted set, scored by offset), and the final
+# system message of a room that ended, kept a short while for latecomers.
+POS, LOG, DEDUPE, ENDED = "}:pos", "}:log", "}:dedupe", "}:ended"
 CONN = "conn:"
 # Set of the ids of instances that hold members (so a reaper need not SCAN).
 INSTANCES = "instances"
@@ -52,17 +52,13 @@ def room_dedupe(room_id: str) -> str:
     return _room_key(room_id, DEDUPE)
 
 
-def room_dedupe_order(room_id: str) -> str:
-    return _room_key(room_id, DEDUPE_ORDER)
-
-
 def room_ended(room_id: str) -> str:
     return _room_key(room_id, ENDED)
 
 
 def room_history(room_id: str) -> list[str]:
     """The keys a room's messages live in, as POST and HISTORY take them (after meta)."""
-    return [room_pos(room_id), room_log(room_id), room_dedupe(room_id), room_dedupe_order(room_id)]
+    return [room_pos(room_id), room_log(room_id), room_dedupe(room_id)]
 
 
 def room_channel(room_id: str) -> str:
