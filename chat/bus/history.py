@@ -38,11 +38,11 @@ class RoomLog:
 
     def append(self, message: str, dedupe: str | None) -> tuple[int, str | None]:
         """The message's offset and frame to publish; no frame for a duplicate."""
-        if dedupe is not None and (first := self._dedupe.get(dedupe)) is not None:
+        if dedupe and (first := self._dedupe.get(dedupe)) is not None:
             return first, None
         self.offset += 1
         frame = with_offset(message, self.offset)
-        if dedupe is not None:
+        if dedupe:  # An empty key is none, as on Redis.
             self._dedupe[dedupe] = self.offset
             # Forgotten once the window's number of offsets old (Redis: at most 32 later).
             while (oldest := next(iter(self._dedupe.items())))[1] <= self.offset - self._dedupe_window:
