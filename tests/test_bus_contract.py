@@ -580,6 +580,15 @@ async def test_history_is_oldest_first_and_capped_by_count_and_bytes(kind: str) 
         assert (texts(newest.frames), newest.complete) == (["m4", "m5", "m6", "m7", "m8"], False)
         assert newest.frames[0] == '{"offset":4,"type":"message","text":"m4"}'
         assert texts((await bus.history(room.room_id, None, None, 2)).frames) == ["m7", "m8"]
+        # A burst (one call on Redis) that ends on a resend is still capped.
+        burst = [Told() for _ in range(5)]
+        for i, told in enumerate(burst):
+            await bus.post(room.room_id, chat(f"m{min(i, 3) + 9}"), told, dedupe=f"k{min(i, 3)}")
+        for told in burst:
+            await told.wait()
+        assert [told.offsets for told in burst] == [[9], [10], [11], [12], [12]]
+        assert texts((await bus.history(room.room_id, None, None, 50)).frames) == ["m8", "m9", "m10", "m11", "m12"]
+        assert not (await bus.history(room.room_id, 6, empty.position.epoch, 50)).complete
     # Bytes, not characters: three of these frames fit, not six.
     wide = chat("é" * 40)
     cap = 3 * len(f'{{"offset":1,{wide[1:]}'.encode())
@@ -636,12 +645,13 @@ async def test_without_history_offsets_are_still_assigned_and_published(kind: st
 
 async def test_a_post_to_a_room_that_is_gone_is_lost_and_not_published(backend: Backend) -> None:
     bus = backend.bus
-    room = new_room()
-    await bus.create_room(room)
+    room, expired = new_room(), new_room(life=-1)
+    for each in (room, expired):
+        await bus.create_room(each)
     async with bus.subscribe(room.room_id) as frames, bus.subscribe("no-such-room") as nowhere:
         assert await post_all(bus, room.room_id, chat("before")) == [1]
         await bus.delete_room(room.room_id)
-        for room_id in (room.room_id, "no-such-room"):
+        for room_id in (room.room_id, "no-such-room", expired.room_id):
             told = Told()
             await bus.post(room_id, chat("after"), told)
             await told.wait()
@@ -767,17 +777,18 @@ async def test_a_resent_post_is_stored_and_delivered_once(backend: Backend) -> N
     assert [offset_of(f) for f in kept.frames] == [1, 2]
 
 
-async def test_dedupe_keys_are_kept_for_the_rooms_last_posts(kind: str) -> None:
-    """A room remembers the dedupe keys of its last max(HISTORY_SIZE, 100) posts: a resend
-    within them is caught, one older than that is a new message."""
+async def test_dedupe_keys_are_kept_for_the_rooms_last_offsets(kind: str) -> None:
+    """A room remembers a dedupe key while its post is among the last max(HISTORY_SIZE, 100)
+    offsets (Redis forgets in steps of 32, so maybe a little longer): a resend within them
+    is caught, one well older than that is a new message."""
     async with bus_of(kind, history_size=0) as bus:
         room = new_room()
         await bus.create_room(room)
-        for i in range(101):
+        for i in range(140):
             told = Told()
             await bus.post(room.room_id, chat(f"m{i}"), told, dedupe=f"Ann:{i}")
             await told.wait()
-        for key, offset in (("Ann:1", 2), ("Ann:100", 101), ("Ann:0", 102)):
+        for key, offset in (("Ann:45", 46), ("Ann:139", 140), ("Ann:0", 141)):
             told = Told()
             await bus.post(room.room_id, chat("again"), told, dedupe=key)
             await told.wait()
@@ -817,6 +828,46 @@ async def test_memory_forgets_why_rooms_ended_after_a_minute_and_keeps_few(
         assert await bus.ended(rooms[-1].room_id) == f"ended {rooms[-1].room_id}"
         await trio.sleep(ENDED_SECONDS)
         assert await bus.ended(rooms[-1].room_id) is None
+
+
+async def test_a_burst_of_posts_keeps_every_rooms_order_and_receipts(backend: Backend) -> None:
+    """Posts queued back to back (RedisBus sends a run of posts to one room as one call):
+    a plain frame keeps its place between them, resends within the burst are caught, each
+    room numbers its own, and a room that is gone loses only its own posts."""
+    bus = backend.bus
+    one, two, gone = new_room(), new_room(), new_room()
+    for room in (one, two):
+        await bus.create_room(room)
+    sent: list[tuple[str, Told]] = []  # (text, receipt)
+    async with bus.subscribe(one.room_id) as first, bus.subscribe(two.room_id) as second:
+        for i in range(120):
+            room, name = ((one, "one"), (one, "one"), (two, "two"), (gone, "gone"))[i % 4]
+            resend = i % 8 == 1  # Room one's post before, again.
+            text = f"{name}{i - 1 if resend else i}"
+            sent.append((text, receipt := Told()))
+            await bus.post(room.room_id, chat(text), receipt, dedupe=f"Ann:{text}")
+            if i == 60:
+                await bus.publish(one.room_id, "plain")
+        for _, receipt in sent:
+            await receipt.wait()
+        with trio.fail_after(10):
+            got_one = [await first.receive() for _ in range(60 - 15 + 1)]
+            got_two = [await second.receive() for _ in range(30)]
+    assert got_one[got_one.index("plain") - 1 : got_one.index("plain") + 2] == [
+        '{"offset":23,"type":"message","text":"one60"}',
+        "plain",
+        '{"offset":24,"type":"message","text":"one61"}',
+    ]
+    numbered = [f for f in got_one if f != "plain"]
+    assert [offset_of(f) for f in numbered] == list(range(1, 46))
+    assert [offset_of(f) for f in got_two] == list(range(1, 31))
+    assert texts(numbered) == [f"one{i}" for i in range(120) if i % 4 == 0 or i % 8 == 5]
+    offsets = {json.loads(f)["text"]: offset_of(f) for f in numbered + got_two}
+    for text, receipt in sent:
+        if text.startswith("gone"):
+            assert (receipt.offsets, receipt.losses) == ([], 1)
+        else:
+            assert (receipt.offsets, receipt.losses) == ([offsets[text]], 0), text
 
 
 # Seats held for lost sockets: drop, claim, depart_dropped.

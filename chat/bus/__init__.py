@@ -17,7 +17,7 @@ import trio
 
 # Frames a room's subscription holds before the bus waits for its reader (nothing is dropped).
 SUBSCRIPTION_FRAMES = 1024
-# Dedupe keys a room remembers at least (more when its history is longer).
+# Offsets back that a room remembers dedupe keys at least (more when its history is longer).
 DEDUPE_MIN = 100
 # How long the final frame of a room that ended is kept for members who arrive too late.
 ENDED_SECONDS = 60.0
@@ -209,9 +209,9 @@ class Bus(Protocol):
         stores ``with_offset(message, offset)`` in the room's history and publishes it, so
         offsets are in delivery order on every instance; posts and publishes of one instance
         keep the order they were called in. A second post with the same ``dedupe`` key (the
-        sender's identity and the client's message id; opaque here) within the room's last
-        max(history size, DEDUPE_MIN) deduplicated posts is neither stored nor published:
-        its receipt gets the first one's offset. A room that is gone takes nothing: lost().
+        sender's identity and the client's message id; opaque here) while the first is
+        among the room's last max(history size, DEDUPE_MIN) offsets is neither stored nor
+        published: its receipt gets the first one's offset. A room that is gone takes nothing: lost().
         Raises ``BusUnavailable`` like ``publish`` when the post cannot be taken.
         """
 

@@ -36,7 +36,7 @@ from redis.asyncio.connection import AbstractConnection
 from ..arrivals import while_more_arrive
 from . import ROOM_END, SUBSCRIPTION_FRAMES, BusUnavailable, Receipt, keys
 from .link import LOST, UNAVAILABLE, RedisLink
-from .posts import RedisPosts
+from .posts import POSTS_PER_CALL, RedisPosts
 
 log = logging.getLogger(__name__)
 
@@ -273,25 +273,28 @@ class RoomChannels:
             self._handoff = loop.create_future()
             self._sender_ready.set()
             batch = await self._handoff
+            runs = _runs(batch)
             commands = [
-                self._posts.command(o.room_id, o.frame, o.dedupe)
-                if o.post
-                else ("PUBLISH", keys.room_channel(o.room_id), o.frame)
-                for o in batch
+                self._posts.command(run[0].room_id, [(o.frame, o.dedupe) for o in run])
+                if run[0].post
+                else ("PUBLISH", keys.room_channel(run[0].room_id), run[0].frame)
+                for run in runs
             ]
             self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
             await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
             refused = False
-            for outgoing in batch:
+            for run in runs:
                 try:
                     reply = await connection.read_response()
                 except rx.ResponseError as error:
                     # Refused (NOSCRIPT after a SCRIPT FLUSH, a full Redis...): read whole,
-                    # so the connection is still in step; that one command's sender hears.
-                    log.error("redis refused a frame for room %s: %s", outgoing.room_id, error)
+                    # so the connection is still in step; that command's senders hear.
+                    log.error("redis refused %d frames for room %s: %s", len(run), run[0].room_id, error)
                     reply, refused = None, True
-                self._answered += 1
-                _settle(outgoing, reply)
+                for i, outgoing in enumerate(run):
+                    self._answered += 1
+                    # A post's reply is the list of its run's offsets (empty: the room is gone).
+                    _settle(outgoing, reply[i] if isinstance(reply, list) and i < len(reply) else reply)
             if refused:
                 await self._load_scripts(connection)
             self._answer_deadline.deadline = math.inf
@@ -311,6 +314,24 @@ class RoomChannels:
             except trio.WouldBlock:
                 break
         return batch
+
+
+def _runs(batch: list[Outgoing]) -> list[list[Outgoing]]:
+    """The batch as commands: each frame alone, consecutive posts to one room together."""
+    runs: list[list[Outgoing]] = []
+    for outgoing in batch:
+        last = runs[-1] if runs else None
+        if (
+            outgoing.post
+            and last is not None
+            and last[0].post
+            and last[0].room_id == outgoing.room_id
+            and len(last) < POSTS_PER_CALL
+        ):
+            last.append(outgoing)
+        else:
+            runs.append([outgoing])
+    return runs
 
 
 def _settle(outgoing: Outgoing, reply: Any) -> None:

@@ -14,7 +14,8 @@ from . import DEDUPE_MIN, History, Position, with_offset
 
 
 def dedupe_window(history_size: int) -> int:
-    """Dedupe keys a room remembers: a resend is caught at least as far back as history goes."""
+    """How many offsets back a room remembers dedupe keys: a resend is caught at least as
+    far back as history goes."""
     return max(history_size, DEDUPE_MIN)
 
 
@@ -37,14 +38,15 @@ class RoomLog:
 
     def append(self, message: str, dedupe: str | None) -> tuple[int, str | None]:
         """The message's offset and frame to publish; no frame for a duplicate."""
-        if dedupe is not None and (first := self._dedupe.get(dedupe)) is not None:
+        if dedupe and (first := self._dedupe.get(dedupe)) is not None:
             return first, None
         self.offset += 1
         frame = with_offset(message, self.offset)
-        if dedupe is not None:
+        if dedupe:  # An empty key is none, as on Redis.
             self._dedupe[dedupe] = self.offset
-            if len(self._dedupe) > self._dedupe_window:
-                del self._dedupe[next(iter(self._dedupe))]
+            # Forgotten once the window's number of offsets old (Redis: at most 32 later).
+            while (oldest := next(iter(self._dedupe.items())))[1] <= self.offset - self._dedupe_window:
+                del self._dedupe[oldest[0]]
         if self._size:
             size = len(frame.encode())
             self._kept.append((self.offset, frame, size))

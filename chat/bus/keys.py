@@ -12,11 +12,11 @@ from __future__ import annotations
 ROOM = "room:{"
 # After the room's id; the hash tag closes with the first "}" that follows ROOM.
 META, USERS, CHANNEL = "}:meta", "}:users", "}:channel"
-# The room's positions (epoch, newest offset, bytes kept), its stored messages (a stream),
-# the senders' dedupe keys (hash key -> offset) with their order of arrival (a list), and
-# the final system message of a room that ended, kept a short while for latecomers.
-POS, LOG, DEDUPE, DEDUPE_ORDER, ENDED = "}:pos", "}:log", "}:dedupe", "}:dedupe-order", "}:ended"
-# Seats whose socket was lost, held for a resume: connection id -> sender.
+# The room's position (epoch, newest offset, bytes stored), its stored messages (a
+# stream), the senders' dedupe keys (a sorted set, scored by offset), and the final
+# system message of a room that ended, kept a short while for latecomers.
+POS, LOG, DEDUPE, ENDED = "}:pos", "}:log", "}:dedupe", "}:ended"
+# Seats whose socket was lost, held for a resume: connection id -> "<sender> <hold id>".
 DROPPED = "}:dropped"
 CONN = "conn:"
 # Set of the ids of instances that hold members (so a reaper need not SCAN).
@@ -54,10 +54,6 @@ def room_dedupe(room_id: str) -> str:
     return _room_key(room_id, DEDUPE)
 
 
-def room_dedupe_order(room_id: str) -> str:
-    return _room_key(room_id, DEDUPE_ORDER)
-
-
 def room_ended(room_id: str) -> str:
     return _room_key(room_id, ENDED)
 
@@ -68,7 +64,7 @@ def room_dropped(room_id: str) -> str:
 
 def room_history(room_id: str) -> list[str]:
     """The keys a room's messages live in, as POST and HISTORY take them (after meta)."""
-    return [room_pos(room_id), room_log(room_id), room_dedupe(room_id), room_dedupe_order(room_id)]
+    return [room_pos(room_id), room_log(room_id), room_dedupe(room_id)]
 
 
 def room_channel(room_id: str) -> str:

@@ -120,7 +120,7 @@ class MemoryBus:
 
     async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         removed = self._rooms.pop(room_id, None) is not None
-        if removed and final_frame is not None:
+        if removed and final_frame:  # An empty one is none, as on Redis.
             self._remember_end(room_id, final_frame)
         # The heap keeps the closed room's entry (the sweeper skips it); rebuilding once
         # stale entries outnumber live rooms keeps memory bounded at O(1) amortised cost.

@@ -1,15 +1,20 @@
-"""Chat messages on Redis: the POST script call that numbers, stores and publishes one."""
+"""Chat messages on Redis: the POST script call that numbers, stores and publishes a run of them."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 from . import keys, scripts
 from .history import dedupe_window, new_epoch
 
+# Messages one POST call takes at most: a run to one room shares the script's fixed cost,
+# and a bounded run keeps each script short (Redis serves nobody else meanwhile).
+POSTS_PER_CALL = 64
+
 
 class RedisPosts:
-    """The settings of a room's history, and the EVALSHA that posts one message under them.
+    """The settings of a room's history, and the EVALSHA that posts messages under them.
 
     The publisher pipelines these calls with its PUBLISHes (see ``channels``), on a
     connection where it loaded ``script`` first.
@@ -23,18 +28,15 @@ class RedisPosts:
         self.history_bytes = history_bytes
         self._dedupe_window = dedupe_window(history_size)
 
-    def command(self, room_id: str, message: str, dedupe: str | None) -> tuple[str | int, ...]:
-        return (
-            "EVALSHA",
-            self.sha,
-            5,
-            keys.room_meta(room_id),
-            *keys.room_history(room_id),
+    def command(self, room_id: str, messages: Sequence[tuple[str, str | None]]) -> tuple[str | int, ...]:
+        """One call for ``messages`` (each a message and its dedupe key), in order, to one room."""
+        args: list[str | int] = [
             keys.room_channel(room_id),
-            message,
             new_epoch(),
             self.history_size,
             self.history_bytes,
-            dedupe or "",
             self._dedupe_window,
-        )
+        ]
+        for message, dedupe in messages:
+            args += (message, dedupe or "")
+        return ("EVALSHA", self.sha, 4, keys.room_meta(room_id), *keys.room_history(room_id), *args)

@@ -338,7 +338,7 @@ class RedisBus:
     async def history(self, room_id: str, since: int | None, epoch: str | None, limit: int) -> History:
         reply = await self._link.call(
             self._history,
-            keys=[keys.room_meta(room_id), keys.room_pos(room_id), keys.room_log(room_id)],
+            keys=[keys.room_meta(room_id), *keys.room_history(room_id)],
             args=[new_epoch(), "" if since is None else since, epoch or "", max(0, limit)],
         )
         if not reply:

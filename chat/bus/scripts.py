@@ -124,19 +124,19 @@ local held = redis.call('HGET', KEYS[4], ARGV[5])
 if not held or string.sub(held, -(#ARGV[7] + 1)) ~= ' ' .. ARGV[7] then return false end
 """ + _DEPART
 
-# KEYS: meta, users, the room's history keys (keys.room_history), ended, dropped.
+# KEYS: meta, users, the room's history keys (keys.room_history: pos, log, dedupe), ended, dropped.
 # ARGV[5..]: final frame ('' for none), how long to keep it (ms).
 # Returns 1 only for the call that removed the room, which alone leaves the final frame.
 DELETE_ROOM = _PRELUDE + """
 local removed = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[6])
-if removed == 1 and ARGV[5] ~= '' then redis.call('SET', KEYS[7], ARGV[5], 'PX', ARGV[6]) end
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+if removed == 1 and ARGV[5] ~= '' then redis.call('SET', KEYS[6], ARGV[5], 'PX', ARGV[6]) end
 for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local instance = redis.call('HGET', CONN .. cid, 'instance')
   redis.call('DEL', CONN .. cid)
   if instance then forget(instance, cid) end
 end
-redis.call('DEL', KEYS[2], KEYS[8])
+redis.call('DEL', KEYS[2], KEYS[7])
 return removed
 """
 
@@ -233,65 +233,102 @@ return {hits, redis.call('PTTL', KEYS[1])}
 """
 
 # POST and HISTORY touch only the keys of one room (no prelude): they stay on one shard.
-# pos is a hash: epoch, offset (the newest), bytes (of the frames kept in log). log is a
-# stream whose entry ids are "<offset>-0", each with one field, f: the frame. The epoch is
-# created with pos, from a random candidate the caller passes (Lua has no good random),
-# so a Redis that lost the room's history gives it a new one on first need.
+# KEYS of both: meta, pos, log, dedupe.
+# pos is a hash: epoch; offset (the newest); bytes (of every frame stored in this epoch);
+# floor (a lower bound of the bytes stored before the oldest frame kept); expires (the
+# room's, copied from meta). log is a stream of the frames kept, each in one field, f,
+# under the id "<offset>-<bytes stored before it>": the bytes kept are pos's bytes less the
+# oldest entry's sequence number, so while bytes - floor is within the limit nothing needs
+# reading. dedupe is a sorted set of the senders' dedupe keys scored by their offsets.
+# Each Redis call from Lua costs about a microsecond, most of a script's time: hence these
+# shapes, and one POST for a run of messages to one room.
 
-# One chat message, numbered, stored, trimmed and published in one step, so offsets are
-# in delivery order on every instance. KEYS: meta, pos, log, dedupe, dedupe order.
-# ARGV: channel, message (a JSON object without offset), epoch candidate, history size,
-# history bytes, dedupe key ('' for none), dedupe window.
-# Returns the offset (a duplicate's: the first one's); 0 when the room is gone.
-POST = """
-local expires = redis.call('HGET', KEYS[1], 'expires_ms')
-if not expires then return 0 end
-local dedupe = ARGV[6]
-if dedupe ~= '' then
-  local first = redis.call('HGET', KEYS[4], dedupe)
-  if first then return tonumber(first) end
+# A room's position, made on first need for a room that exists (the epoch from a random
+# candidate the caller passes: Lua has no good random), so a Redis that lost the room's
+# history gives it a new epoch. pos lives and dies with meta (same expiry, same
+# DELETE_ROOM): while pos is there, the room is. The dedupe set is made with it, holding a
+# placeholder ('' scored 0) so that it never empties and never loses its expiry.
+_POSITION = """
+local function position(candidate)
+  local pos = redis.call('HMGET', KEYS[2], 'epoch', 'offset', 'bytes', 'floor', 'expires')
+  if pos[1] then return pos end
+  local expires = redis.call('HGET', KEYS[1], 'expires_ms')
+  if not expires then return nil end
+  redis.call('HSET', KEYS[2], 'epoch', candidate, 'expires', expires)
+  redis.call('PEXPIREAT', KEYS[2], expires)
+  redis.call('ZADD', KEYS[4], 0, '')
+  redis.call('PEXPIREAT', KEYS[4], expires)
+  return {candidate, false, false, false, expires}
 end
-if redis.call('HSETNX', KEYS[2], 'epoch', ARGV[3]) == 1 then redis.call('PEXPIREAT', KEYS[2], expires) end
-local offset = redis.call('HINCRBY', KEYS[2], 'offset', 1)
-local rest = string.sub(ARGV[2], 2)
-local frame = '{"offset":' .. offset .. (rest == '}' and '' or ',') .. rest
-local size, most = tonumber(ARGV[4]), tonumber(ARGV[5])
-if size > 0 then
-  redis.call('XADD', KEYS[3], offset .. '-0', 'f', frame)
-  local kept = redis.call('HINCRBY', KEYS[2], 'bytes', #frame)
-  local count = redis.call('XLEN', KEYS[3])
-  if count == 1 then redis.call('PEXPIREAT', KEYS[3], expires) end
-  local dropped = 0
-  while count > size or kept > most do
-    local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
-    redis.call('XDEL', KEYS[3], oldest[1])
-    kept, count, dropped = kept - #oldest[2][2], count - 1, dropped + #oldest[2][2]
-  end
-  if dropped > 0 then redis.call('HINCRBY', KEYS[2], 'bytes', -dropped) end
-end
-if dedupe ~= '' then
-  redis.call('HSET', KEYS[4], dedupe, offset)
-  local remembered = redis.call('RPUSH', KEYS[5], dedupe)
-  if remembered == 1 then
-    redis.call('PEXPIREAT', KEYS[4], expires)
-    redis.call('PEXPIREAT', KEYS[5], expires)
-  elseif remembered > tonumber(ARGV[7]) then
-    redis.call('HDEL', KEYS[4], redis.call('LPOP', KEYS[5]))
-  end
-end
-redis.call('PUBLISH', ARGV[1], frame)
-return offset
 """
 
-# The room's position and stored messages, read together. KEYS: meta, pos, log.
+# A run of chat messages to one room, each numbered, stored, trimmed and published, as one
+# step, so offsets are in delivery order on every instance. ARGV: channel, epoch candidate,
+# history size, history bytes, dedupe window, then for each message: the message (a JSON
+# object without offset) and its dedupe key ('' for none).
+# Returns each message's offset (a duplicate's: the first one's); {} when the room is gone.
+# A message costs XADD and PUBLISH (with a dedupe key ZSCORE and ZADD too); the run, two
+# more. Dedupe keys are dropped once max(history size, 100) offsets old, every 32 offsets.
+POST = _POSITION + """
+local pos = position(ARGV[2])
+if not pos then return {} end
+local size, most, window = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local was = tonumber(pos[2] or '0')
+local stored = tonumber(pos[3] or '0')
+local offset, total, out, untrimmed = was, stored, {}, false
+for i = 6, #ARGV, 2 do
+  local dedupe = ARGV[i + 1]
+  local seen = dedupe ~= '' and redis.call('ZSCORE', KEYS[4], dedupe)
+  if seen then
+    table.insert(out, tonumber(seen))
+  else
+    offset = offset + 1
+    local rest = string.sub(ARGV[i], 2)
+    local frame = '{"offset":' .. offset .. (rest == '}' and '' or ',') .. rest
+    if size > 0 then
+      -- Trimmed once a run, by its last message: exact trimming costs an XADD double.
+      untrimmed = i + 1 < #ARGV
+      if untrimmed then
+        redis.call('XADD', KEYS[3], offset .. '-' .. total, 'f', frame)
+      else
+        redis.call('XADD', KEYS[3], 'MAXLEN', size, offset .. '-' .. total, 'f', frame)
+      end
+      total = total + #frame
+    end
+    if dedupe ~= '' then redis.call('ZADD', KEYS[4], offset, dedupe) end
+    redis.call('PUBLISH', ARGV[1], frame)
+    table.insert(out, offset)
+  end
+end
+if offset == was then return out end
+if size == 0 then
+  redis.call('HSET', KEYS[2], 'offset', offset)
+else
+  redis.call('HSET', KEYS[2], 'offset', offset, 'bytes', total)
+  if untrimmed then redis.call('XTRIM', KEYS[3], 'MAXLEN', size) end  -- The run ended on a resend.
+  if stored == 0 then redis.call('PEXPIREAT', KEYS[3], pos[5]) end
+  if total - tonumber(pos[4] or '0') > most then
+    local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+    while oldest and total - tonumber(string.match(oldest[1], '%d+$')) > most do
+      redis.call('XDEL', KEYS[3], oldest[1])
+      oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+    end
+    redis.call('HSET', KEYS[2], 'floor', oldest and string.match(oldest[1], '%d+$') or total)
+  end
+end
+if math.floor(offset / 32) > math.floor(was / 32) then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '(0', offset - window)
+end
+return out
+"""
+
+# The room's position and stored messages, read together.
 # ARGV: epoch candidate, since ('' for the newest), the client's epoch, limit.
 # Returns {} when the room is gone, else {epoch, offset, complete 1/0, frames...}:
 # see Bus.history for which frames and when complete.
-HISTORY = """
-local expires = redis.call('HGET', KEYS[1], 'expires_ms')
-if not expires then return {} end
-if redis.call('HSETNX', KEYS[2], 'epoch', ARGV[1]) == 1 then redis.call('PEXPIREAT', KEYS[2], expires) end
-local pos = redis.call('HMGET', KEYS[2], 'epoch', 'offset')
+HISTORY = _POSITION + """
+local pos = position(ARGV[1])
+if not pos then return {} end
 local offset, limit = tonumber(pos[2] or '0'), tonumber(ARGV[4])
 local out = {pos[1], offset, 0}
 if ARGV[2] == '' then
