@@ -8,6 +8,7 @@ missed, and a message resent with its client_id is posted once.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -17,6 +18,10 @@ from chat import protocol
 from .support import Client, Server, connect, create_room, cut, join_room, running_app, settings
 from .test_lifecycle import closed_with, refused
 from .test_scaling import cluster, on
+
+# Rounds of the race between a member's hello and what the room does at that moment.
+SENDING_ROUNDS = 150
+LEAVING_ROUNDS = 100
 
 
 def resume_url(ws_url: str, since: int, epoch: str) -> str:
@@ -192,40 +197,37 @@ async def test_a_member_resumes_on_the_other_instance() -> None:
                     assert [m["text"] for m in got] == [f"gap {i}" for i in range(20)]
                     assert [m["offset"] for m in got] == list(range(last + 1, last + 21))
 
-SENDING_ROUNDS = 150
-LEAVING_ROUNDS = 100
+
+
+async def rounds_at_the_hello(rounds: int, at_the_hello: Callable[[Client, Client, int], Awaitable[None]]) -> None:
+    """Round after round, each in a new room: Bob (the owner) on instance A, Ann enters on B;
+    the moment her hello arrives, ``at_the_hello(bob, ann, round)`` acts and checks."""
+    async with cluster() as c:
+        a, b = c.instances
+        async with a.server.client() as http:
+            for round_ in range(rounds):
+                room = await create_room(http, owner_name="Bob")
+                joined = await join_room(http, room["room_id"], "Ann")
+                async with connect(room["ws_url"]) as bob, connect(on(b, joined["ws_url"])) as ann:
+                    await at_the_hello(bob, ann, round_)
 
 
 async def test_a_message_sent_at_the_hello_reaches_the_new_member() -> None:
-    """Round after round: Ann enters on B; the moment her hello arrives, Bob on A speaks."""
-    async with cluster() as c:
-        a, b = c.instances
-        async with a.server.client() as http:
-            for round_ in range(SENDING_ROUNDS):
-                room = await create_room(http, owner_name="Bob")
-                joined = await join_room(http, room["room_id"], "Ann")
-                async with connect(room["ws_url"]) as bob:
-                    async with connect(on(b, joined["ws_url"])) as ann:
-                        await bob.say(f"round {round_}")
-                        heard = await ann.receive_until(type="message")
-                        assert heard["text"] == f"round {round_}", round_
+    async def bob_speaks(bob: Client, ann: Client, round_: int) -> None:
+        await bob.say(f"round {round_}")
+        assert (await ann.receive_until(type="message"))["text"] == f"round {round_}", round_
+
+    await rounds_at_the_hello(SENDING_ROUNDS, bob_speaks)
 
 
 async def test_the_owner_leaving_at_the_hello_reaches_the_new_member_with_its_reason() -> None:
-    """Round after round: Ann enters on B; the moment her hello arrives, Bob (the owner) on A
-    goes offline, and Ann hears why the room ends before it closes."""
-    async with cluster() as c:
-        a, b = c.instances
-        async with a.server.client() as http:
-            for round_ in range(LEAVING_ROUNDS):
-                room = await create_room(http, owner_name="Bob")
-                joined = await join_room(http, room["room_id"], "Ann")
-                async with connect(room["ws_url"]) as bob:
-                    async with connect(on(b, joined["ws_url"])) as ann:
-                        await bob.ws.aclose()
-                        ending = await ann.receive_until(type="system")
-                        assert ending["message"] == protocol.OWNER_OFFLINE, (round_, ending)
-                        assert await closed_with(ann) == (1000, "Room closed"), round_
+    async def bob_leaves(bob: Client, ann: Client, round_: int) -> None:
+        await bob.ws.aclose()
+        ending = await ann.receive_until(type="system")
+        assert ending["message"] == protocol.OWNER_OFFLINE, (round_, ending)
+        assert await closed_with(ann) == (1000, "Room closed"), round_
+
+    await rounds_at_the_hello(LEAVING_ROUNDS, bob_leaves)
 
 
 # A drop is not a departure: a socket lost without a goodbye keeps its seat for a resume.
