@@ -20,7 +20,7 @@ from chat.rooms import Entry, Rooms
 from chat.ws.receipts import ReadReceipts, TypingThrottle
 
 from .fakes import RecordingSocket, recording_member, room_record, running_hub
-from .support import Client, Server, connect, create_room, join_room, settings
+from .support import Client, Server, connect, create_room, join_room, running_app, settings
 from .test_rooms import new_room
 from .test_scaling import cluster, on
 
@@ -231,3 +231,15 @@ async def test_typing_and_reads_cross_instances_and_never_come_back() -> None:
                     users = (await http.get(f"/rooms/{rid}")).json()["online_users"]
                     assert {u["display_name"]: u["read_offset"] for u in users} == {"Bob": 1, "Ann": None}
         await c.no_keys_left(rid)
+
+
+async def test_typing_and_read_frames_count_against_the_message_rate() -> None:
+    async with running_app(settings(messages_per_second=0.001, message_burst=2)) as server:
+        async with server.client() as http:
+            room = await create_room(http, owner_name="Bob")
+            async with connect(room["ws_url"]) as bob:
+                await bob.ws.send_message('{"type":"typing"}')
+                await bob.ws.send_message('{"type":"read","offset":0}')
+                await bob.say("one too many")
+                refused = await next_frame_but_presence(bob)
+                assert refused["type"] == "error" and refused["detail"].startswith("Slow down")
