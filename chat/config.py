@@ -20,6 +20,10 @@ LOG_FORMATS = ("text", "json")
 DEFAULT_HISTORY_SIZE = 50
 MAX_HISTORY_SIZE = 1_000
 DEFAULT_HISTORY_BYTES = 262_144
+# Part of the protocol, not tunable: a member's typing frames reach the others at most once
+# per TYPING_INTERVAL_SECONDS, its read receipts at most once per READ_RECEIPT_INTERVAL_SECONDS.
+TYPING_INTERVAL_SECONDS = 2.0
+READ_RECEIPT_INTERVAL_SECONDS = 1.0
 
 
 class ConfigError(ValueError):

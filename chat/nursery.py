@@ -74,12 +74,18 @@ class LiveRoom:
                     task_status.started()
                     async for frame in frames:
                         await while_more_arrive(frames, FAN_OUT_FRAMES)
-                        batch, ended = _backlog(frame, frames)
-                        if batch:
-                            self.fan_out(batch)
-                        if ended:
-                            self.end(protocol.CLOSE_NORMAL, "Room closed")
-                            return
+                        waiting: str | None = frame
+                        while waiting is not None:
+                            batch, ended, relayed = _backlog(waiting, frames)
+                            if batch:
+                                self.fan_out(batch)
+                            if ended:
+                                self.end(protocol.CLOSE_NORMAL, "Room closed")
+                                return
+                            waiting = None
+                            if relayed is not None:
+                                self.relay(relayed)
+                                waiting = _next_waiting(frames)
             if self.scope.cancelled_caught and trio.current_time() >= self.scope.deadline:
                 self.end(protocol.CLOSE_NORMAL, "Room expired", protocol.system(self.room_id, protocol.EXPIRED))
                 with trio.CancelScope(shield=True), trio.move_on_after(self.hub.cleanup_seconds):
@@ -120,6 +126,20 @@ class LiveRoom:
             )
             member.close_too_slow()
 
+    def relay(self, frame: str) -> None:
+        """A member's typing or read frame: to every other member (reads only to those that
+        take read receipts), never back to its sender."""
+        sender, is_read = protocol.relayed_from(frame) or ("", False)
+        data = wire.text_frame(frame)
+        slow = [
+            m
+            for cid, m in self.members.items()
+            if cid != sender and (m.read_receipts or not is_read) and not m.deliver(data)
+        ]
+        for member in slow:
+            self.hub.metrics.slow_consumer()
+            member.close_too_slow()
+
     def remove(self, member: Member) -> None:
         """Take a member out of the fan-out; the room ends with its last local member."""
         self.members.pop(member.connection_id, None)
@@ -138,8 +158,10 @@ class LiveRoom:
         self.scope.cancel()
 
 
-def _backlog(first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[bytes], bool]:
-    """``first`` and whatever else is already waiting, framed; and whether the room ended.
+def _backlog(first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[bytes], bool, str | None]:
+    """``first`` and whatever else is already waiting, framed, up to the first frame a member
+    relayed (typing, read: not for everyone, so it goes on its own); whether the room ended;
+    and that relayed frame, if one stopped the batch.
 
     Under load frames arrive faster than one fan-out each: joining the waiting ones makes
     one socket write per member carry them all, instead of one write per frame.
@@ -148,16 +170,25 @@ def _backlog(first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[b
     size = 0
     frame = first
     while frame != ROOM_END:
+        if frame.startswith(protocol.RELAYED):
+            return batch, False, frame
         framed = wire.text_frame(frame)
         batch.append(framed)
         size += len(framed)
         if len(batch) >= FAN_OUT_FRAMES or size >= FAN_OUT_BYTES:
-            return batch, False
+            return batch, False, None
         try:
             frame = frames.receive_nowait()
         except trio.WouldBlock:
-            return batch, False
-    return batch, True
+            return batch, False, None
+    return batch, True, None
+
+
+def _next_waiting(frames: trio.MemoryReceiveChannel[str]) -> str | None:
+    try:
+        return frames.receive_nowait()
+    except trio.WouldBlock:
+        return None
 
 
 class SocketCount:

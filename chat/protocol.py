@@ -102,6 +102,40 @@ def presence(room_id: str, event: str, connection_id: str, display_name: str, on
     )
 
 
+# A member's typing and read frames start with these, the sender's connection id next: a
+# LiveRoom reads who sent one (``relayed_from``) without decoding it, to skip that member.
+TYPING_PREFIX = '{"type":"typing","connection_id":"'
+READ_PREFIX = '{"type":"read","connection_id":"'
+RELAYED = (TYPING_PREFIX, READ_PREFIX)
+
+
+def typing(room_id: str, connection_id: str, display_name: str) -> str:
+    """To the room's other members: ``display_name`` is composing a message."""
+    return encode(
+        {
+            "type": "typing",
+            "connection_id": connection_id,
+            "display_name": display_name,
+            "room_id": room_id,
+            "timestamp": clock.iso(clock.now()),
+        }
+    )
+
+
+def read_receipt(connection_id: str, display_name: str, offset: int) -> str:
+    """To the room's other members: ``display_name`` has seen every message up to ``offset``."""
+    return encode({"type": "read", "connection_id": connection_id, "display_name": display_name, "offset": offset})
+
+
+def relayed_from(frame: str) -> tuple[str, bool] | None:
+    """Who sent a typing or read frame, and whether it is a read; None for any other frame."""
+    if not frame.startswith(RELAYED):
+        return None
+    is_read = frame.startswith(READ_PREFIX)
+    start = len(READ_PREFIX if is_read else TYPING_PREFIX)
+    return frame[start : frame.find('"', start)], is_read
+
+
 def error(detail: str, client_id: str | None = None) -> str:
     payload: dict[str, Any] = {"type": "error", "detail": detail}
     if client_id is not None:
@@ -111,6 +145,8 @@ def error(detail: str, client_id: str | None = None) -> str:
 
 
 CLIENT_ID_MAX_CHARS = 64
+# Largest offset a read frame may name: offsets are counters, never this long.
+OFFSET_MAX = 10**18
 
 
 class BadFrame(ValueError):
@@ -129,9 +165,24 @@ class Said:
     client_id: str | None = None  # Set: acknowledged, and posted once however often resent.
 
 
-def read_message(frame: str | bytes, max_chars: int) -> Said:
-    """The chat message a client frame carries: ``{"type":"message","text":...}`` (with an
-    optional ``client_id``) or plain text."""
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """The member is composing a message."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReadUpTo:
+    """The member has seen every message up to ``offset``."""
+
+    offset: int
+
+
+TYPING = Typing()
+
+
+def read_frame(frame: str | bytes, max_chars: int) -> Said | Typing | ReadUpTo:
+    """What a client frame says: a chat message, as ``{"type":"message","text":...}`` (with an
+    optional ``client_id``) or plain text; ``{"type":"typing"}``; or ``{"type":"read","offset":N}``."""
     if isinstance(frame, bytes):
         raise BadFrame("Binary frames are not supported; send text or JSON")
     text, client_id = frame, None
@@ -141,14 +192,23 @@ def read_message(frame: str | bytes, max_chars: int) -> Said:
         except orjson.JSONDecodeError:
             data = None  # Looks like JSON but is not: deliver it as the plain text it is.
         if isinstance(data, dict):
+            kind = data.get("type", "message")
+            if kind == "typing":
+                return TYPING
+            if kind == "read":
+                offset = data.get("offset")
+                if not (isinstance(offset, int) and not isinstance(offset, bool) and 0 <= offset <= OFFSET_MAX):
+                    raise BadFrame("'offset' must be a whole number of at least 0 (the newest message you have seen)")
+                return ReadUpTo(offset)
             client_id = data.get("client_id")
             if client_id is not None and not (
                 isinstance(client_id, str) and 0 < len(client_id) <= CLIENT_ID_MAX_CHARS
             ):
                 raise BadFrame(f"'client_id' must be a string of 1 to {CLIENT_ID_MAX_CHARS} characters")
-            kind = data.get("type", "message")
             if kind != "message":
-                raise BadFrame(f"Unknown message type {str(kind)[:40]!r}; use 'message'", client_id)
+                raise BadFrame(
+                    f"Unknown message type {str(kind)[:40]!r}; use 'message', 'typing' or 'read'", client_id
+                )
             candidate = data.get("text")
             if not isinstance(candidate, str):
                 raise BadFrame("'text' must be a string", client_id)
@@ -158,3 +218,11 @@ def read_message(frame: str | bytes, max_chars: int) -> Said:
     if len(text) > max_chars:
         raise BadFrame(f"Message is longer than {max_chars} characters", client_id)
     return Said(text, client_id)
+
+
+def read_message(frame: str | bytes, max_chars: int) -> Said:
+    """The chat message a client frame carries (see ``read_frame``); BadFrame for any other."""
+    said = read_frame(frame, max_chars)
+    if not isinstance(said, Said):
+        raise BadFrame("Expected a chat message")
+    return said

@@ -11,6 +11,9 @@ Words, one meaning each (the live side's own are in chat.nursery):
 - admit: a socket's member takes a seat (atomic against ``max_users``, on every instance).
 - arrive: the room hears an admitted member came online (``user_online``).
 - say: a member's chat message goes to the room.
+- typing / read: a member is composing, or has seen the messages up to an offset; the
+  other members hear it (never the member itself), and nothing of it is stored but the
+  last-read offset.
 - depart: the member's seat is freed, the room hears it went offline (``user_offline``),
   and the owner rule runs.
 - end: the room is over for everyone, on every instance: deleted, its final system
@@ -201,10 +204,13 @@ class Rooms:
             raise RoomFull()
         return room, self._token(room, display_name, "member")
 
-    async def details(self, room_id: str, password: str | None) -> tuple[RoomRecord, list[MemberRecord]]:
+    async def details(
+        self, room_id: str, password: str | None
+    ) -> tuple[RoomRecord, list[MemberRecord], dict[str, int]]:
+        """The room, its online members, and their last-read offsets (by connection id)."""
         room = await self.find(room_id)
         await self._check_password(room, password)
-        return room, await self.bus.members(room_id)
+        return room, await self.bus.members(room_id), await self.bus.read_offsets(room_id)
 
     async def messages(
         self, room_id: str, password: str | None, since: int | None, epoch: str | None, limit: int | None
@@ -275,6 +281,18 @@ class Rooms:
         message = protocol.chat_message(room.room_id, member.connection_id, member.display_name, said.text)
         dedupe = f"{entry.sender}\x00{said.client_id}" if said.client_id is not None else None
         await self.bus.post(room.room_id, message, receipt, dedupe)
+
+    async def typing(self, entry: Entry) -> None:
+        """Tell the room's other members this one is composing (the caller throttles)."""
+        room, member = entry.room, entry.member
+        await self.bus.publish(room.room_id, protocol.typing(room.room_id, member.connection_id, member.display_name))
+
+    async def read(self, entry: Entry, offset: int) -> None:
+        """Keep the member's last-read offset, and tell the others when it moved forward."""
+        room, member = entry.room, entry.member
+        kept = await self.bus.mark_read(room.room_id, member.connection_id, offset)
+        if kept is not None:
+            await self.bus.publish(room.room_id, protocol.read_receipt(member.connection_id, member.display_name, kept))
 
     async def history(
         self, room_id: str, since: int | None = None, epoch: str | None = None, limit: int | None = None

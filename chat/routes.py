@@ -99,7 +99,8 @@ async def join_room(room_id: str) -> Response:
     await app.rooms.allow("join", client_address(), app.settings.joins_per_minute)
     joining = await body(JoinRoom)
     room, token = await app.rooms.join(room_id, joining.display_name, joining.password or None)
-    return json_response({"ws_url": ws_url(room.room_id, token), "expires_at": clock.iso(room.expires_at)})
+    url = ws_url(room.room_id, token) + ("" if joining.read_receipts else "&read_receipts=false")
+    return json_response({"ws_url": url, "expires_at": clock.iso(room.expires_at)})
 
 
 @rooms.get("/rooms/<room_id>")
@@ -112,8 +113,8 @@ async def join_room(room_id: str) -> Response:
 async def room_details(room_id: str) -> Response:
     """The room and who is online in it; password rooms need `?password=`."""
     asked = query(DetailsQuery)
-    room, members = await current().rooms.details(room_id, asked.password)
-    return json_response(_details(room, members))
+    room, members, read_offsets = await current().rooms.details(room_id, asked.password)
+    return json_response(_details(room, members, read_offsets))
 
 
 @rooms.get("/rooms/<room_id>/messages")
@@ -200,10 +201,13 @@ async def unexpected(error: Exception) -> Response:
     return error_response("Internal server error", 500)
 
 
-def _details(room: RoomRecord, members: list[MemberRecord]) -> dict[str, Any]:
+def _details(room: RoomRecord, members: list[MemberRecord], read_offsets: dict[str, int]) -> dict[str, Any]:
     online = [
         OnlineUser(
-            connection_id=m.connection_id, display_name=m.display_name, connected_at=clock.iso(m.connected_at)
+            connection_id=m.connection_id,
+            display_name=m.display_name,
+            connected_at=clock.iso(m.connected_at),
+            read_offset=read_offsets.get(m.connection_id),
         ).model_dump()
         for m in sorted(members, key=lambda m: m.connected_at)
     ]

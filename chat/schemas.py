@@ -51,6 +51,11 @@ class CreateRoom(Request):
 class JoinRoom(Request):
     display_name: Name
     password: Password | None = None
+    read_receipts: StrictBool = Field(
+        default=True,
+        description="False: this member neither sends nor sees read receipts "
+        "(the ws_url returned then carries `read_receipts=false`)",
+    )
 
 
 class LeaveRoom(Request):
@@ -94,6 +99,9 @@ class OnlineUser(BaseModel):
     connection_id: str
     display_name: str
     connected_at: str
+    read_offset: int | None = Field(
+        default=None, description="The newest message offset this member has seen (null: none reported)"
+    )
 
 
 class RoomDetails(BaseModel):

@@ -19,6 +19,9 @@ EXIT_OK, EXIT_ERROR = 0, 1
 # Attempts in a row without getting back in; a connection that reaches its hello starts over.
 RECONNECT_ATTEMPTS = 8
 MAX_BACKOFF_SECONDS = 16
+# Read receipts go out at most this often (the newest offset shown when the wait is over),
+# so a busy room does not spend the user's message rate on them.
+READ_EVERY_SECONDS = 1.0
 
 # The server's own words (its public protocol); a system frame with one of these ends the room.
 CONNECTED = "Connected to room"
@@ -51,6 +54,8 @@ class Chat:
         self.delivery = Delivery()
         self.skew_seconds = 0.0
         self.quitting = False
+        # Set when a message is printed: the room hears how far this user has read.
+        self.shown = trio.Event()
 
     async def details(self) -> dict[str, Any]:
         params = {"password": self.session.password} if self.session.password else None
@@ -124,9 +129,23 @@ class Chat:
             result[0] = EXIT_OK
             cancel.cancel()
 
+        async def reads() -> None:
+            told = 0
+            try:
+                while True:
+                    await self.shown.wait()
+                    self.shown = trio.Event()
+                    if self.delivery.offset > told:
+                        told = self.delivery.offset
+                        await ws.send_message(orjson.dumps({"type": "read", "offset": told}).decode())
+                    await trio.sleep(READ_EVERY_SECONDS)
+            except ConnectionClosed:
+                return  # The frames task hears why and decides.
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(frames, nursery.cancel_scope)
             nursery.start_soon(typing, nursery.cancel_scope)
+            nursery.start_soon(reads)
         if isinstance(result[0], ClientError):
             raise result[0]
         return result[0]
@@ -165,6 +184,7 @@ class Chat:
             if self.delivery.fresh(frame):  # Never the same message twice, whatever the server resends.
                 mine = frame.get("connection_id") in self.mine
                 self.console.message(str(frame.get("display_name")), str(frame.get("text")), at, mine)
+                self.shown.set()
         elif kind == "ack":
             self.delivery.acknowledged(frame.get("client_id"))
         elif kind == "presence":
@@ -175,6 +195,8 @@ class Chat:
         elif kind == "system":
             self.console.system(str(frame.get("message")), at)
             return frame.get("message") in ENDINGS
+        # Typing and read frames are not printed: a line-based terminal has no place for a
+        # passing status that would not bury the conversation or the line being typed.
         elif kind == "error":
             text = self.delivery.refused(frame.get("client_id")) if "client_id" in frame else None
             not_sent = "" if text is None else f" (not sent: {shorten(text)})"

@@ -480,3 +480,38 @@ def test_api_docs_render_with_nothing_from_other_hosts(people: People, chat_serv
     expect(page.locator(".swagger-ui .opblock-summary-path", has_text="/rooms/{room_id}/join")).to_be_visible()
     assert not elsewhere, f"/docs asked other hosts for {elsewhere}"
     screenshot(page, "api-docs.png")
+
+
+def test_typing_shows_and_goes_and_seen_by_follows_the_newest_message(
+    people: People, chat_server: ServerProcess
+) -> None:
+    ada = people.page()
+    ada.clock.install()  # Time runs as usual; fast_forward skips the wait for the typing line to go.
+    link = create_room(ada, chat_server, "Ada")
+    grace = people.page()
+    join_room(grace, link, "Grace")
+    expect(ada.locator(".sys.presence", has_text="Grace joined")).to_be_visible()
+
+    grace.fill("#message-input", "Hel")  # Composing: Ada sees it, Grace does not see herself.
+    expect(ada.locator("#typing")).to_have_text("Grace is typing…")
+    expect(grace.locator("#typing")).to_have_text("")
+    ada.clock.fast_forward(6000)  # About 5 s after her last typing frame, it goes.
+    expect(ada.locator("#typing")).to_have_text("")
+
+    ada.fill("#message-input", "Are you th")
+    expect(grace.locator("#typing")).to_have_text("Ada is typing…")
+    say(ada, "Are you there?")  # Her message arrives: she is no longer typing it.
+    expect(grace.locator(".msg .bubble")).to_have_text(["Are you there?"])
+    expect(grace.locator("#typing")).to_have_text("")
+
+    # Grace's page is visible, so she has seen it: Ada reads so under her newest message.
+    expect(ada.locator("#seen-by")).to_have_text("Seen by Grace")
+    expect(grace.locator("#seen-by")).to_be_hidden()  # Nobody else has seen Grace's newest yet.
+    screenshot(ada, "chat-seen-by.png")
+    say(grace, "Yes!")
+    expect(ada.locator(".msg .bubble")).to_have_text(["Are you there?", "Yes!"])
+    expect(grace.locator("#seen-by")).to_have_text("Seen by Ada")
+    # A newcomer learns from the room's details who has seen what.
+    linus = people.page()
+    join_room(linus, link, "Linus")
+    expect(linus.locator("#seen-by")).to_have_text(re.compile(r"Seen by Ada(, Grace)?$"))

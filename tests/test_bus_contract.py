@@ -389,9 +389,11 @@ async def test_redis_keys_live_no_longer_than_the_room() -> None:
         told = Told()
         await bus.post(room.room_id, chat("deduplicated"), told, dedupe="Bob:1")
         await told.wait()
+        assert await bus.mark_read(room.room_id, owner.connection_id, 1) == 1
         backend = Backend(bus, server)
         found = await backend.our_keys(room.room_id, owner.connection_id, bus.instance_id)
         room_keys = {keys.room_meta(room.room_id), keys.room_users(room.room_id), *keys.room_history(room.room_id)}
+        room_keys.add(keys.room_read(room.room_id))
         assert room_keys | {keys.conn(owner.connection_id)} <= set(found)
         fields = await server.command("HGETALL", keys.conn(owner.connection_id))
         assert fields["instance"] == bus.instance_id and fields["display_name"] == "Bob"
@@ -416,6 +418,7 @@ async def test_redis_leaves_no_key_once_rooms_end() -> None:
             await bus.post(room.room_id, chat("hello"), told, dedupe="Ann:1")
             await told.wait()
             assert told.offsets == [1]
+            assert await bus.mark_read(room.room_id, names[-2], 1) == 1  # Read offsets too.
         await bus.delete_room(closed.room_id)
         for who in await bus.members(departed.room_id):
             await bus.depart(departed.room_id, who.connection_id)
@@ -946,3 +949,28 @@ async def test_redis_a_seat_claimed_on_another_instance_leaves_with_that_instanc
         assert await survivor.depart(room.room_id, ann.connection_id) == Departure(0, False)
         await survivor.delete_room(room.room_id)
         assert await backend.our_keys(room.room_id, ann.connection_id) == []
+
+
+async def test_read_offsets_only_move_forward_and_end_with_the_room(backend: Backend) -> None:
+    bus = backend.bus
+    room = new_room()
+    await bus.create_room(room)
+    rid, ann, bob = room.room_id, member("Ann"), member("Bob")
+    for who in (ann, bob):
+        await bus.admit(rid, who)
+    assert await bus.mark_read(rid, ann.connection_id, 1) is None  # No message yet to have read.
+    await post_all(bus, rid, chat("a"), chat("b"), chat("c"))
+    assert await bus.mark_read(rid, ann.connection_id, 2) == 2
+    assert await bus.mark_read(rid, ann.connection_id, 1) is None
+    assert await bus.mark_read(rid, ann.connection_id, 2) is None
+    assert await bus.mark_read(rid, ann.connection_id, 10**18) == 3  # No further than the newest.
+    assert await bus.mark_read(rid, bob.connection_id, 1) == 1
+    # Kept for the room's life, also once the member left.
+    await bus.depart(rid, bob.connection_id)
+    assert await bus.read_offsets(rid) == {ann.connection_id: 3, bob.connection_id: 1}
+    assert await bus.mark_read("no-such-room", ann.connection_id, 1) is None
+    await bus.delete_room(rid)
+    assert await bus.read_offsets(rid) == {}
+    assert await bus.mark_read(rid, ann.connection_id, 3) is None
+    if backend.redis is not None:
+        assert await backend.our_keys(rid, ann.connection_id, bob.connection_id) == []

@@ -17,7 +17,7 @@ import trio
 from ephemeralchat_client.delivery import Delivery
 
 from . import netcut
-from .support import Server
+from .support import Server, connect, create_room
 
 CLIENT = os.path.join(os.path.dirname(sys.executable), "ephemeralchat-client")
 # `python -m ephemeralchat_client` with the server's package unimportable: the client talks to
@@ -312,3 +312,20 @@ def test_the_client_resumes_from_the_newest_offset_and_shows_none_twice() -> Non
     assert delivery.entered({"epoch": "e2", "offset": 9, "recovered": False}) is False
     assert not delivery.fresh({"offset": 9}) and delivery.fresh({"offset": 10})
     assert delivery.url(url) == url + "&since=10&epoch=e2"
+
+
+async def test_the_client_tells_the_room_what_it_has_read_and_prints_no_typing(server: Server) -> None:
+    async with server.client() as http:
+        room = await create_room(http, owner_name="Bob")
+        async with connect(room["ws_url"]) as bob:
+            async with client(server, f"--join={room['room_id']}", "--name", "Grace") as grace:
+                await grace.expect(r"\* Connected as Grace")
+                await bob.receive_until(event="user_online", display_name="Grace")
+                await bob.ws.send_message('{"type":"typing"}')
+                await bob.say("Seen this?")
+                await grace.expect(rf"^{STAMP} Bob: Seen this\?$")
+                read = await bob.receive_until(type="read")
+                assert (read["display_name"], read["offset"]) == ("Grace", 1)
+                await grace.type("/quit")
+                assert await grace.exit_code() == 0, grace.transcript()
+            assert not any("typing" in line.lower() for line in grace.lines), grace.transcript()

@@ -192,6 +192,14 @@ class Bus(Protocol):
 
     async def members(self, room_id: str) -> list[MemberRecord]: ...
 
+    async def mark_read(self, room_id: str, connection_id: str, offset: int) -> int | None:
+        """Move the member's last-read offset up to ``offset`` (no further than the room's
+        newest message), kept for the room's life and deleted with it; never backwards.
+        The offset now kept, when this moved it; None when it did not or the room is gone."""
+
+    async def read_offsets(self, room_id: str) -> dict[str, int]:
+        """Each member's last-read offset (connection id -> offset), for those that sent one."""
+
     async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
         """Deliver an encoded frame to every subscriber of the room, in order per publisher.
 

@@ -18,6 +18,8 @@ META, USERS, CHANNEL = "}:meta", "}:users", "}:channel"
 POS, LOG, DEDUPE, ENDED = "}:pos", "}:log", "}:dedupe", "}:ended"
 # Seats whose socket was lost, held for a resume: connection id -> "<sender> <hold id>".
 DROPPED = "}:dropped"
+# Members' last-read offsets: connection id -> offset.
+READ = "}:read"
 CONN = "conn:"
 # Set of the ids of instances that hold members (so a reaper need not SCAN).
 INSTANCES = "instances"
@@ -60,6 +62,10 @@ def room_ended(room_id: str) -> str:
 
 def room_dropped(room_id: str) -> str:
     return _room_key(room_id, DROPPED)
+
+
+def room_read(room_id: str) -> str:
+    return _room_key(room_id, READ)
 
 
 def room_history(room_id: str) -> list[str]:

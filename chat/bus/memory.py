@@ -41,6 +41,8 @@ class _Room:
     members: dict[str, MemberRecord] = field(default_factory=dict)
     # Seats whose socket was lost, held for their sender: connection id -> (sender, hold id).
     dropped: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Last-read offsets: connection id -> offset.
+    read: dict[str, int] = field(default_factory=dict)
 
 
 class MemoryBus:
@@ -188,6 +190,20 @@ class MemoryBus:
     async def members(self, room_id: str) -> list[MemberRecord]:
         room = self._live(room_id)
         return list(room.members.values()) if room else []
+
+    async def mark_read(self, room_id: str, connection_id: str, offset: int) -> int | None:
+        room = self._live(room_id)
+        if room is None:
+            return None
+        offset = min(offset, room.log.offset)
+        if offset <= room.read.get(connection_id, 0):
+            return None
+        room.read[connection_id] = offset
+        return offset
+
+    async def read_offsets(self, room_id: str) -> dict[str, int]:
+        room = self._live(room_id)
+        return dict(room.read) if room else {}
 
     async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
         # Nothing can fail between taking a frame and handing it over: ``undelivered`` is never due.

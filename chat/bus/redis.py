@@ -131,6 +131,7 @@ class RedisBus:
         self._restore_room = client.register_script(scripts.RESTORE)
         self._count = client.register_script(scripts.COUNT)
         self._history = client.register_script(scripts.HISTORY)
+        self._mark_read = client.register_script(scripts.MARK_READ)
 
     @property
     def ready(self) -> bool:
@@ -184,7 +185,7 @@ class RedisBus:
         expired = _ms(clock.now()) >= _expires_ms(self._room_meta.get(room_id))
         self._forget_room(room_id)
         room_keys = [keys.room_meta(room_id), keys.room_users(room_id), *keys.room_history(room_id)]
-        room_keys += [keys.room_ended(room_id), keys.room_dropped(room_id)]
+        room_keys += [keys.room_ended(room_id), keys.room_dropped(room_id), keys.room_read(room_id)]
         try:
             removed = await self._link.call(
                 self._delete, keys=room_keys, args=[*scripts.PREFIXES, final_frame or "", _ms(ENDED_SECONDS)]
@@ -326,6 +327,18 @@ class RedisBus:
             MemberRecord(cid, name, float(connected_at), is_owner == "1")
             for cid, name, connected_at, is_owner in _rows(flat, 4)
         ]
+
+    async def mark_read(self, room_id: str, connection_id: str, offset: int) -> int | None:
+        kept = await self._link.call(
+            self._mark_read,
+            keys=[keys.room_meta(room_id), keys.room_pos(room_id), keys.room_read(room_id)],
+            args=[connection_id, offset],
+        )
+        return None if kept is None else int(kept)
+
+    async def read_offsets(self, room_id: str) -> dict[str, int]:
+        offsets: dict[str, str] = await self._link.call(self._link.client.hgetall, keys.room_read(room_id))
+        return {cid: int(offset) for cid, offset in offsets.items()}
 
     async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
         await self._channels.publish(room_id, frame, undelivered)

@@ -129,7 +129,7 @@ if not held or string.sub(held, -(#ARGV[7] + 1)) ~= ' ' .. ARGV[7] then return f
 # Returns 1 only for the call that removed the room, which alone leaves the final frame.
 DELETE_ROOM = _PRELUDE + """
 local removed = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[5])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[8])
 if removed == 1 and ARGV[5] ~= '' then redis.call('SET', KEYS[6], ARGV[5], 'PX', ARGV[6]) end
 for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local instance = redis.call('HGET', CONN .. cid, 'instance')
@@ -138,6 +138,19 @@ for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 redis.call('DEL', KEYS[2], KEYS[7])
 return removed
+"""
+
+# A member's last-read offset, moved forward only and never past the room's newest message.
+# KEYS: meta, pos, read. ARGV: cid, offset. Returns the offset kept, or false when it did not
+# move (or the room is gone). read lives and dies with meta, like pos.
+MARK_READ = """
+local expires = redis.call('HGET', KEYS[1], 'expires_ms')
+if not expires then return false end
+local offset = math.min(tonumber(ARGV[2]), tonumber(redis.call('HGET', KEYS[2], 'offset') or '0'))
+if offset <= tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0') then return false end
+redis.call('HSET', KEYS[3], ARGV[1], offset)
+redis.call('PEXPIREAT', KEYS[3], expires)
+return offset
 """
 
 # KEYS: meta, users. Returns a flat list: cid, display_name, connected_at, is_owner, ...

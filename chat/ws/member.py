@@ -55,6 +55,7 @@ class Member:
         "close_code",
         "close_reason",
         "closing",
+        "read_receipts",
         "reading",
         "record",
         "stalled",
@@ -63,6 +64,8 @@ class Member:
 
     def __init__(self, record: MemberRecord, outbox_frames: int, *, held: bool = False) -> None:
         self.record = record
+        # False: the member neither sends nor is sent read receipts.
+        self.read_receipts = True
         self._capacity = outbox_frames
         # The room's frames kept back until ``release`` (None once released, or never held).
         self._held: list[bytes] | None = [] if held else None

@@ -8,12 +8,13 @@ LiveRoom (chat.nursery).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from .. import protocol
 from ..bus import BusUnavailable, offset_of
-from ..config import Settings
+from ..config import READ_RECEIPT_INTERVAL_SECONDS, TYPING_INTERVAL_SECONDS, Settings
 from ..limits import MessageRate, Verdict
 from ..metrics import Metrics, refusal_reason
 from ..nursery import Hub, LiveRoom
@@ -21,6 +22,7 @@ from ..origins import Origins
 from ..rooms import Entry, RoomError, RoomNotFound, Rooms
 from . import wire
 from .member import Member
+from .receipts import ReadReceipts, TypingThrottle
 from .socket import AsgiSocket, Disconnected, InvalidName
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ NOT_SENT = "A message of yours may not have reached the room (the chat backend f
 # Longest ``since`` taken: offsets are counters, and a number this long is no offset of ours.
 SINCE_MAX_DIGITS = 18
 EPOCH_MAX_CHARS = 64
+# ``read_receipts=`` values that turn read receipts off for the socket's member.
+RECEIPTS_OFF = frozenset({"false", "0", "no", "off"})
 
 
 class InvalidResume(ValueError):
@@ -72,6 +76,11 @@ def _client_id_of(data: str | bytes, max_chars: int) -> str | None:
         return protocol.read_message(data, max_chars).client_id
     except protocol.BadFrame as error:
         return error.client_id
+
+
+async def _paced(scope: trio.CancelScope, receipts: ReadReceipts) -> None:
+    with scope:
+        await receipts.run()
 
 
 class Session:
@@ -133,8 +142,13 @@ class Session:
     ) -> None:
         me = entry.member
         member = Member(me, self.settings.outbox_frames, held=True)
+        member.read_receipts = (socket.arg("read_receipts") or "").lower() not in RECEIPTS_OFF
+        receipts = ReadReceipts(self._reader_of(entry), READ_RECEIPT_INTERVAL_SECONDS) if member.read_receipts else None
+        pacing = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             member.attach(socket, nursery, socket.write_now)
+            if receipts is not None:
+                nursery.start_soon(_paced, pacing, receipts)
             room: LiveRoom | None = None
             try:
                 # Hello means in: the room is subscribed on this instance before the hello
@@ -144,7 +158,7 @@ class Session:
                 with member.reading:
                     if not entry.resumed:  # A resumed seat never went offline.
                         await self.rooms.arrive(entry, online_count)
-                    await self._read(socket, entry, member)
+                    await self._read(socket, entry, member, receipts)
             except Disconnected:
                 pass
             except BusUnavailable as error:
@@ -155,9 +169,10 @@ class Session:
                 # A socket lost under a member that was not being closed keeps its seat a while.
                 dropped = socket.dropped and not member.closing and not self.hub.draining
                 member.close(protocol.CLOSE_NORMAL, "")
+                pacing.cancel()
                 if room is not None:
                     room.remove(member)
-                await self._depart(entry, dropped)
+                await self._depart(entry, dropped, receipts)
             # The writer flushes the last frames and the close frame. A peer that stopped
             # reading leaves it stuck in a send that cannot be cancelled: drop the connection.
             grace = self.settings.stalled_grace_seconds if member.stalled else self.settings.close_grace_seconds
@@ -188,10 +203,21 @@ class Session:
 
         member.release(first, not_sent_yet)
 
-    async def _read(self, socket: AsgiSocket, entry: Entry, member: Member) -> None:
+    def _reader_of(self, entry: Entry) -> Callable[[int], Awaitable[None]]:
+        async def read(offset: int) -> None:
+            try:
+                await self.rooms.read(entry, offset)
+            except BusUnavailable:
+                pass  # A receipt is no message: the member's next one carries it further.
+
+        return read
+
+    async def _read(self, socket: AsgiSocket, entry: Entry, member: Member, receipts: ReadReceipts | None) -> None:
         metrics = self.metrics
         limit = self.settings.message_max_chars
+        # Every frame counts against the rate, typing and read frames too: none can flood.
         rate = MessageRate(self.settings.messages_per_second, self.settings.message_burst, self.settings.flood_debt)
+        typing = TypingThrottle(TYPING_INTERVAL_SECONDS)
         while True:
             data = await socket.receive()
             verdict = rate.judge()
@@ -205,10 +231,21 @@ class Session:
                 member.tell(protocol.error(slow_down, _client_id_of(data, limit)))
                 continue
             try:
-                said = protocol.read_message(data, limit)
+                said = protocol.read_frame(data, limit)
             except protocol.BadFrame as error:
                 metrics.error("bad_frame")
                 member.tell(protocol.error(str(error), error.client_id))
+                continue
+            if isinstance(said, protocol.Typing):
+                if typing.allows():
+                    try:
+                        await self.rooms.typing(entry)
+                    except BusUnavailable:
+                        pass  # The member is still typing: its next frame tells the room.
+                continue
+            if isinstance(said, protocol.ReadUpTo):
+                if receipts is not None:  # A member without receipts sends none.
+                    receipts.note(said.offset)
                 continue
             try:
                 await self.rooms.say(entry, said, Delivery(member, said.client_id, metrics))
@@ -218,10 +255,12 @@ class Session:
                 # Never lose a message silently: the sender learns it did not go out.
                 member.tell(protocol.error(str(error), said.client_id))
 
-    async def _depart(self, entry: Entry, dropped: bool) -> None:
+    async def _depart(self, entry: Entry, dropped: bool, receipts: ReadReceipts | None) -> None:
         # Runs while the handler may be cancelled (shutdown): shield it, but bound it.
         with trio.CancelScope(shield=True), trio.move_on_after(self.settings.close_grace_seconds):
             try:
+                if receipts is not None:
+                    await receipts.flush()  # The last read of a member is never lost.
                 if dropped:
                     await self.rooms.drop(entry)
                 else:

@@ -22,7 +22,11 @@ export function bindChatControls(current) {
       autosize();
     }
   };
-  input.addEventListener("input", autosize);
+  input.addEventListener("input", () => {
+    autosize();
+    const room = current();
+    if (room) room.composing(input.value);
+  });
   input.addEventListener("keydown", (event) => {
     // isComposing: Enter that confirms an IME candidate must not send a half-typed message.
     if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
@@ -63,6 +67,7 @@ export function bindChatControls(current) {
     if (!document.hidden && room) {
       room.unread = 0;
       document.title = `${$("room-name").textContent} · EphemeralChat`;
+      room.markRead();  // What arrived while hidden is seen now.
     }
   });
   window.addEventListener("online", () => {

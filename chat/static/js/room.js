@@ -2,8 +2,13 @@
 // and the status bar, and carries out the member's actions (send, close, leave).
 
 const RECONNECTED_NOTE_MS = 4000;
+// A typing frame goes out at most this often while the member composes (the server's pace).
+const TYPING_EVERY_MS = 2000;
+// Read frames go out at most this often (the newest offset when the wait is over).
+const READ_EVERY_MS = 1000;
 
 import { api, detailsPath, roomPath } from "./api.js";
+import { Awareness } from "./awareness.js";
 import { Connection } from "./connection.js";
 import { Countdown } from "./countdown.js";
 import { $, show } from "./dom.js";
@@ -28,6 +33,11 @@ export class Room {
     this.transcript = new Transcript();
     this.outbox = new Outbox(this.transcript, session.name);
     this.people = new People();
+    this.awareness = new Awareness();
+    this.typingSentAt = 0;
+    this.readSent = 0;  // The newest offset told to the room as read.
+    this.readSentAt = 0;
+    this.readTimer = null;
     this.countdown = new Countdown(Date.parse(session.expires_at));
     this.connection = new Connection(roomId, session, {
       hello: (frame, recovered) => this.onHello(frame, recovered),
@@ -45,6 +55,7 @@ export class Room {
     $("chat-view").classList.add("offline");
     this.transcript.clear();
     this.people.clear();
+    this.awareness.clear();
     $("room-name").textContent = s.roomName || "Chat room";
     $("room-meta").textContent = s.role === "owner" ? "You are the owner" : `You are ${s.name}`;
     $("share-link").value = shareLink(this.roomId);
@@ -85,6 +96,8 @@ export class Room {
   onHello(frame, recovered) {
     this.me = frame.connection_id;
     this.mine.add(this.me);
+    this.awareness.me = this.me;
+    this.readSent = 0;  // A new socket: the server keeps the offset, but tell it again.
     if (frame.timestamp) this.countdown.skewMs = Date.parse(frame.timestamp) - Date.now();
     this.people.reset();
     $("chat-view").classList.remove("offline");
@@ -121,6 +134,7 @@ export class Room {
       $("max-users").textContent = String(details.max_users);
       this.countdown.expiresAt = Date.parse(details.expires_at);
       this.people.seed(details.online_users, this.me);
+      this.awareness.seed(details.online_users, this.me);
     } catch (error) {
       if (error.status === 404) this.end(GONE);
     }
@@ -137,6 +151,10 @@ export class Room {
     }
     if (frame.type === "message") return this.message(frame);
     if (frame.type === "presence") return this.presence(frame);
+    if (frame.type === "typing") return this.awareness.typed(frame.connection_id, String(frame.display_name || "Anonymous"));
+    if (frame.type === "read") {
+      return this.awareness.readUpTo(frame.connection_id, String(frame.display_name || "Anonymous"), frame.offset);
+    }
     if (frame.type === "ack") return this.outbox.acknowledged(frame.client_id, frame.offset, this.connection.offset);
     if (frame.type === "error") {
       const detail = frame.detail || "The server refused that message.";
@@ -148,10 +166,12 @@ export class Room {
     const mine = this.mine.has(frame.connection_id);
     if (mine) this.outbox.echo(frame);
     this.transcript.message(frame, mine);
+    this.awareness.message(frame.connection_id, frame.offset);
     if (document.hidden && !mine) {
       this.unread += 1;
       document.title = `(${this.unread}) ${$("room-name").textContent} · EphemeralChat`;
     }
+    this.markRead();
   }
 
   presence(frame) {
@@ -162,6 +182,7 @@ export class Room {
       if (id !== this.me) this.transcript.system(`${name} joined`, "presence");
     } else if (frame.event === "user_offline") {
       this.people.left(id);
+      this.awareness.left(id);
       this.transcript.system(`${name} left`, "presence");
     }
     this.people.update(Number(frame.online_count), this.me);
@@ -182,10 +203,36 @@ export class Room {
     $("close-room").hidden = true;
     this.countdown.end(ended ? "ended" : "--:--");
     this.people.clear();
+    this.awareness.clear();
     this.connection.stop("Room ended");
   }
 
   // --- actions ---
+
+  // The member is writing: the others see "… is typing", at most one frame per TYPING_EVERY_MS.
+  composing(text) {
+    if (!text.trim() || !this.me || this.ended) return;
+    const now = Date.now();
+    if (now - this.typingSentAt < TYPING_EVERY_MS) return;
+    if (this.connection.send({ type: "typing" })) this.typingSentAt = now;
+  }
+
+  // Tells the room the member has seen the newest message: only while the page is visible,
+  // at most once per READ_EVERY_MS (then the newest), and only what is new.
+  markRead() {
+    if (document.hidden || !this.me || this.ended || this.readTimer !== null) return;
+    const wait = READ_EVERY_MS - (Date.now() - this.readSentAt);
+    if (wait > 0) {
+      this.readTimer = this.later(() => { this.readTimer = null; this.markRead(); }, wait);
+      return;
+    }
+    const offset = this.connection.offset;
+    if (offset <= this.readSent) return;
+    if (this.connection.send({ type: "read", offset })) {
+      this.readSent = offset;
+      this.readSentAt = Date.now();
+    }
+  }
 
   // True when the text was taken: sent now, or as soon as the socket is back.
   send(text) {
