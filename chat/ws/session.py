@@ -132,7 +132,8 @@ class Session:
         self, socket: AsgiSocket, entry: Entry, online_count: int, since: int | None, epoch: str | None
     ) -> None:
         me = entry.member
-        member = Member(me, self.settings.outbox_frames, held=True)
+        settings = self.settings
+        member = Member(me, settings.outbox_frames, settings.outbox_bytes, self.hub.outboxes, held=True)
         async with trio.open_nursery() as nursery:
             member.attach(socket, nursery, socket.write_now)
             room: LiveRoom | None = None
