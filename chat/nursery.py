@@ -31,7 +31,7 @@ from .arrivals import while_more_arrive
 from .bus import ROOM_END, Bus, BusUnavailable, RoomRecord
 from .metrics import Metrics
 from .ws import wire
-from .ws.member import Member, QueuedBytes
+from .ws.member import UNBOUNDED, Member, QueuedBytes
 from .ws.pings import ping_members
 
 log = logging.getLogger(__name__)
@@ -116,7 +116,8 @@ class LiveRoom:
         hub.metrics.fanned_out(len(frames) * (len(self.members) - len(slow)), time.perf_counter() - started)
         for member in slow:
             self.close_too_slow(member, "its outbox is full")
-        if hub.outboxes.over:
+        outboxes = hub.outboxes
+        if outboxes.queued > outboxes.limit:
             hub.shed()
 
     def close_too_slow(self, member: Member, why: str) -> None:
@@ -197,7 +198,7 @@ class Hub:
         *,
         cleanup_seconds: float = 5.0,
         ping_seconds: float | None = None,
-        outbox_total_bytes: int | None = None,
+        outbox_total_bytes: int = UNBOUNDED,
     ) -> None:
         self.bus = bus
         self.metrics = metrics
@@ -250,7 +251,7 @@ class Hub:
         ]
         behind.sort(key=_queued_bytes, reverse=True)
         for _, room, member in behind:
-            if not self.outboxes.over:
+            if self.outboxes.queued <= self.outboxes.limit:
                 return
             room.close_too_slow(member, "the instance holds OUTBOX_TOTAL_BYTES")
 

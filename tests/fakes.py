@@ -12,7 +12,7 @@ from chat.bus import MemberRecord, RoomRecord
 from chat.bus.memory import MemoryBus
 from chat.metrics import Metrics
 from chat.nursery import Hub
-from chat.ws.member import Member, QueuedBytes
+from chat.ws.member import UNBOUNDED, Member, QueuedBytes
 
 
 class RecordingSocket:
@@ -90,7 +90,7 @@ def member_on(
     queued: QueuedBytes,
     *,
     outbox_frames: int = 256,
-    outbox_bytes: int | None = None,
+    outbox_bytes: int = UNBOUNDED,
 ) -> Member:
     """A member writing to ``socket``, counting its queued bytes into ``queued``."""
     member = Member(MemberRecord(f"c-{name}", name, clock.now(), False), outbox_frames, outbox_bytes, queued)
@@ -105,7 +105,7 @@ def room_record(room_id: str = "r1", life: float = 600) -> RoomRecord:
 
 @asynccontextmanager
 async def running_hub(
-    bus: MemoryBus | None = None, *, outbox_total_bytes: int | None = None
+    bus: MemoryBus | None = None, *, outbox_total_bytes: int = UNBOUNDED
 ) -> AsyncIterator[tuple[MemoryBus, Hub, trio.Nursery]]:
     """A MemoryBus and a Hub running on it; the nursery is for members' writers."""
     bus = bus or MemoryBus()

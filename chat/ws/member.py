@@ -19,6 +19,7 @@ for many members is one object, counted once for each of them: the counts are an
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Protocol
 
@@ -31,6 +32,8 @@ from . import wire
 SLOW_CONSUMER = "Too slow: this connection fell behind the room's messages"
 # Most frames one write carries: bounds the size of a single send while a backlog drains.
 WRITE_BATCH = 64
+# No limit in bytes (a member's, or the instance's): only the frame count bounds the outbox.
+UNBOUNDED = sys.maxsize
 
 
 class Socket(Protocol):
@@ -48,13 +51,9 @@ class QueuedBytes:
 
     __slots__ = ("limit", "queued")
 
-    def __init__(self, limit: int | None = None) -> None:
+    def __init__(self, limit: int = UNBOUNDED) -> None:
         self.queued = 0
         self.limit = limit
-
-    @property
-    def over(self) -> bool:
-        return self.limit is not None and self.queued > self.limit
 
 
 class Member:
@@ -88,7 +87,7 @@ class Member:
         self,
         record: MemberRecord,
         outbox_frames: int,
-        outbox_bytes: int | None = None,
+        outbox_bytes: int = UNBOUNDED,
         queued: QueuedBytes | None = None,
         *,
         held: bool = False,
@@ -145,7 +144,7 @@ class Member:
         if self.closing:
             return True  # Closing: nothing more goes out after the last frames.
         if self._held is not None:
-            if len(self._held) >= self._capacity or self._too_many(len(frame)):
+            if len(self._held) >= self._capacity or self._bytes + len(frame) > self._max_bytes:
                 return False
             self._held.append(frame)
             self._bytes += len(frame)  # Not the instance's: held only while the member enters.
@@ -156,7 +155,7 @@ class Member:
                 return True
             frame = frame[sent:]
         size = len(frame)
-        if self._too_many(size):
+        if self._bytes + size > self._max_bytes:
             return False
         try:
             self._open_outbox().send_nowait(frame)
@@ -166,9 +165,6 @@ class Member:
         self._bytes += size
         self._all.queued += size
         return True
-
-    def _too_many(self, size: int) -> bool:
-        return self._max_bytes is not None and self._bytes + size > self._max_bytes
 
     def release(self, first: list[bytes], keep: Callable[[bytes], bool] | None = None) -> None:
         """Send ``first``, then the frames held back meanwhile (those ``keep`` accepts, if
