@@ -115,17 +115,22 @@ class LiveRoom:
         hub = self.hub
         hub.metrics.fanned_out(len(frames) * (len(self.members) - len(slow)), time.perf_counter() - started)
         for member in slow:
-            self.close_too_slow(member, "its outbox is full")
+            self.close_too_slow(member, "OUTBOX_FRAMES or OUTBOX_BYTES")
         outboxes = hub.outboxes
         if outboxes.queued > outboxes.limit:
             hub.shed()
 
-    def close_too_slow(self, member: Member, why: str) -> None:
+    def close_too_slow(self, member: Member, limit: str) -> None:
+        """Close a member that cannot keep up; ``limit`` names the setting it reached."""
         self.hub.metrics.slow_consumer()
         log.info(
-            "slow consumer disconnected: %s",
-            why,
-            extra={"room_id": self.room_id, "connection_id": member.connection_id},
+            "slow consumer disconnected",
+            extra={
+                "room_id": self.room_id,
+                "connection_id": member.connection_id,
+                "limit": limit,
+                "queued_bytes": member.queued_bytes,
+            },
         )
         member.close_too_slow()
 
@@ -253,7 +258,7 @@ class Hub:
         for _, room, member in behind:
             if self.outboxes.queued <= self.outboxes.limit:
                 return
-            room.close_too_slow(member, "the instance holds OUTBOX_TOTAL_BYTES")
+            room.close_too_slow(member, "OUTBOX_TOTAL_BYTES")
 
     def serving(self) -> SocketCount:
         """Counts an open WebSocket, so a drain can wait for the last one to finish."""
