@@ -24,6 +24,9 @@ DEFAULT_HISTORY_BYTES = 262_144
 # per TYPING_INTERVAL_SECONDS, its read receipts at most once per READ_RECEIPT_INTERVAL_SECONDS.
 TYPING_INTERVAL_SECONDS = 2.0
 READ_RECEIPT_INTERVAL_SECONDS = 1.0
+# Least OUTBOX_BYTES: one queued write's worth of frames (chat.nursery.FAN_OUT_BYTES), so a
+# member a single write behind is not closed for it.
+MIN_OUTBOX_BYTES = 65_536
 
 
 class ConfigError(ValueError):
@@ -75,8 +78,12 @@ class Settings:
     # WebSockets; empty means this server's own origin only. "*" allows any.
     allowed_origins: str = ""
 
-    # Frames a connection may have queued before it counts as a slow consumer.
+    # Frames, and bytes, a connection may have queued before it counts as a slow consumer.
     outbox_frames: int = 256
+    outbox_bytes: int = 1_048_576
+    # Bytes queued for all connections of one instance; past it, the connections furthest
+    # behind are closed as slow consumers.
+    outbox_total_bytes: int = 268_435_456
     # How long a closing socket gets to flush its last frames before it is dropped.
     close_grace_seconds: float = 5.0
     # How long a connection dropped as too slow may sit unread before it is cut: if its
@@ -134,6 +141,11 @@ class Settings:
                 raise ConfigError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}")
         if values.get("history_size", 0) > MAX_HISTORY_SIZE:
             raise ConfigError(f"HISTORY_SIZE must be at most {MAX_HISTORY_SIZE} (0 turns history off)")
+        outbox_bytes = values.get("outbox_bytes", cls.outbox_bytes)
+        if outbox_bytes < MIN_OUTBOX_BYTES:
+            raise ConfigError(f"OUTBOX_BYTES must be at least {MIN_OUTBOX_BYTES} (one write's worth of frames)")
+        if values.get("outbox_total_bytes", cls.outbox_total_bytes) < outbox_bytes:
+            raise ConfigError(f"OUTBOX_TOTAL_BYTES must be at least OUTBOX_BYTES ({outbox_bytes})")
         if not values.get("secret_key"):
             values["secret_key"] = secrets.token_urlsafe(32)
             values["generated_secret"] = True

@@ -55,7 +55,11 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     app.bus = bus
     app.metrics = Metrics()
     app.hub = Hub(
-        app.bus, app.metrics, cleanup_seconds=settings.close_grace_seconds, ping_seconds=settings.ws_ping_seconds
+        app.bus,
+        app.metrics,
+        cleanup_seconds=settings.close_grace_seconds,
+        ping_seconds=settings.ws_ping_seconds,
+        outbox_total_bytes=settings.outbox_total_bytes,
     )
     app.rooms = Rooms(app.bus, settings)
     app.metrics.watch(app.hub, app.bus)

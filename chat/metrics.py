@@ -82,6 +82,9 @@ class LiveSide(Protocol):
     @property
     def socket_count(self) -> int: ...
 
+    @property
+    def queued_bytes(self) -> int: ...
+
 
 class Reconnecting(Protocol):
     """What :meth:`Metrics.watch` reads of the bus."""
@@ -122,6 +125,12 @@ class Metrics:
         self._connections = Gauge(
             "connections", "Open WebSocket connections on this instance", namespace=NAMESPACE, registry=registry
         )
+        self._outbox_bytes = Gauge(
+            "outbox_bytes",
+            "Bytes queued for this instance's sockets and not yet written (at most OUTBOX_TOTAL_BYTES)",
+            namespace=NAMESPACE,
+            registry=registry,
+        )
         self._received = Counter(
             "messages_received",
             "Chat messages taken from this instance's sockets",
@@ -144,7 +153,8 @@ class Metrics:
         ).observe
         self._slow_consumers = Counter(
             "slow_consumer_disconnects",
-            "Connections closed because their outbox was full",
+            "Connections closed as too slow: their outbox was full (frames or bytes), or the fullest of an instance"
+            " past OUTBOX_TOTAL_BYTES",
             namespace=NAMESPACE,
             registry=registry,
         ).inc
@@ -160,10 +170,11 @@ class Metrics:
         self._errors = _children(errors, "kind", ERROR_KINDS)
 
     def watch(self, hub: LiveSide, bus: Reconnecting) -> None:
-        """Read the live-rooms and connections gauges from ``hub``, and the reconnections
-        from ``bus``, at scrape time."""
+        """Read the live-rooms, connections and queued-bytes gauges from ``hub``, and the
+        reconnections from ``bus``, at scrape time."""
         self._live_rooms.set_function(lambda: len(hub.rooms))
         self._connections.set_function(lambda: hub.socket_count)
+        self._outbox_bytes.set_function(lambda: hub.queued_bytes)
         self.registry.register(_Reconnects(lambda: bus.reconnects))
 
     def describe(self, version: str, backend: str) -> None:
@@ -180,7 +191,7 @@ class Metrics:
         self._time_fanout(seconds)
 
     def slow_consumer(self) -> None:
-        """A member was closed because its outbox was full."""
+        """A member was closed as too slow (its outbox full, or the instance's)."""
         self._slow_consumers()
 
     def refused(self, reason: str) -> None:

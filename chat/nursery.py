@@ -14,6 +14,8 @@ Words, one meaning each (the room domain's own are in chat.rooms):
   go of it and its nursery is cancelled. ``LiveRoom.end`` is the only way a LiveRoom stops.
 - close: a member's socket is closed with a code and reason (``Member.close``), after the
   frames already queued for it; ``Member.close_too_slow`` closes one that cannot keep up.
+- shed: the instance's queued bytes passed OUTBOX_TOTAL_BYTES; the members furthest behind
+  are closed as too slow until the rest fit (``Hub.shed``).
 - drain: the instance is shutting down; every LiveRoom ends with 1001.
 """
 
@@ -29,7 +31,7 @@ from .arrivals import while_more_arrive
 from .bus import ROOM_END, Bus, BusUnavailable, RoomRecord
 from .metrics import Metrics
 from .ws import wire
-from .ws.member import Member
+from .ws.member import UNBOUNDED, Member, QueuedBytes
 from .ws.pings import ping_members
 
 log = logging.getLogger(__name__)
@@ -116,15 +118,27 @@ class LiveRoom:
         started = time.perf_counter()
         data = frames[0] if len(frames) == 1 else b"".join(frames)
         slow = [m for m in self.members.values() if not m.deliver(data)]
-        metrics = self.hub.metrics
-        metrics.fanned_out(len(frames) * (len(self.members) - len(slow)), time.perf_counter() - started)
+        hub = self.hub
+        hub.metrics.fanned_out(len(frames) * (len(self.members) - len(slow)), time.perf_counter() - started)
         for member in slow:
-            metrics.slow_consumer()
-            log.info(
-                "slow consumer disconnected",
-                extra={"room_id": self.room_id, "connection_id": member.connection_id},
-            )
-            member.close_too_slow()
+            self.close_too_slow(member, "OUTBOX_FRAMES or OUTBOX_BYTES")
+        outboxes = hub.outboxes
+        if outboxes.queued > outboxes.limit:
+            hub.shed()
+
+    def close_too_slow(self, member: Member, limit: str) -> None:
+        """Close a member that cannot keep up; ``limit`` names the setting it reached."""
+        self.hub.metrics.slow_consumer()
+        log.info(
+            "slow consumer disconnected",
+            extra={
+                "room_id": self.room_id,
+                "connection_id": member.connection_id,
+                "limit": limit,
+                "queued_bytes": member.queued_bytes,
+            },
+        )
+        member.close_too_slow()
 
     def relay(self, frame: str) -> None:
         """A member's typing or read frame: to every other member (reads only to those that
@@ -191,6 +205,10 @@ def _next_waiting(frames: trio.MemoryReceiveChannel[str]) -> str | None:
         return None
 
 
+def _queued_bytes(entry: tuple[int, LiveRoom, Member]) -> int:
+    return entry[0]
+
+
 class SocketCount:
     """``with hub.serving():`` -- a class, not a generator: one is held per open socket."""
 
@@ -210,10 +228,18 @@ class Hub:
     """Every live room on this instance, each in a nursery the Hub owns."""
 
     def __init__(
-        self, bus: Bus, metrics: Metrics, *, cleanup_seconds: float = 5.0, ping_seconds: float | None = None
+        self,
+        bus: Bus,
+        metrics: Metrics,
+        *,
+        cleanup_seconds: float = 5.0,
+        ping_seconds: float | None = None,
+        outbox_total_bytes: int = UNBOUNDED,
     ) -> None:
         self.bus = bus
         self.metrics = metrics
+        # What every member's outbox holds, kept under OUTBOX_TOTAL_BYTES by ``shed``.
+        self.outboxes = QueuedBytes(outbox_total_bytes)
         self.cleanup_seconds = cleanup_seconds
         self.ping_seconds = ping_seconds
         self.rooms: dict[str, LiveRoom] = {}
@@ -237,6 +263,33 @@ class Hub:
     @property
     def socket_count(self) -> int:
         return self._sockets
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes queued for this instance's sockets and not yet written."""
+        return self.outboxes.queued
+
+    def shed(self) -> None:
+        """Past OUTBOX_TOTAL_BYTES: close the members with the largest queues until the
+        rest fit.
+
+        The largest goes first, not the member whose frame crossed the line: that one may be a
+        reader a moment behind, while the largest is the furthest from catching up and frees
+        the most. Finding it walks every member, but only past the cap, never on a frame's way.
+        A member already closing is passed over: what it still counts is a write in flight,
+        which only its end frees.
+        """
+        behind = [
+            (member.queued_bytes, room, member)
+            for room in self.rooms.values()
+            for member in room.members.values()
+            if member.queued_bytes and not member.closing
+        ]
+        behind.sort(key=_queued_bytes, reverse=True)
+        for _, room, member in behind:
+            if self.outboxes.queued <= self.outboxes.limit:
+                return
+            room.close_too_slow(member, "OUTBOX_TOTAL_BYTES")
 
     def serving(self) -> SocketCount:
         """Counts an open WebSocket, so a drain can wait for the last one to finish."""

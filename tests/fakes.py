@@ -12,7 +12,7 @@ from chat.bus import MemberRecord, RoomRecord
 from chat.bus.memory import MemoryBus
 from chat.metrics import Metrics
 from chat.nursery import Hub
-from chat.ws.member import Member
+from chat.ws.member import UNBOUNDED, Member, QueuedBytes
 
 
 class RecordingSocket:
@@ -39,6 +39,31 @@ class RecordingSocket:
         return [text for data in self.writes for text in frames_in(data)]
 
 
+class StalledSocket(RecordingSocket):
+    """A member's socket whose peer stops reading once ``stall()`` is called (at once, with
+    ``stalled=True``): nothing is taken straight any more, and a send waits, as Hypercorn's
+    does on a full socket, until ``resume()``."""
+
+    def __init__(self, *, stalled: bool = True) -> None:
+        super().__init__()
+        self.reading = trio.Event()
+        if not stalled:
+            self.reading.set()
+
+    def stall(self) -> None:
+        self.reading = trio.Event()
+
+    def resume(self) -> None:
+        self.reading.set()
+
+    def write_now(self, data: bytes) -> int:
+        return super().write_now(data) if self.reading.is_set() else 0
+
+    async def send_frames(self, frames: list[bytes]) -> None:
+        await self.reading.wait()
+        await super().send_frames(frames)
+
+
 def frames_in(data: bytes) -> list[str]:
     """The texts of back-to-back server frames."""
     texts = []
@@ -58,18 +83,35 @@ def recording_member(name: str, nursery: trio.Nursery, *, owner: bool = False) -
     return member, socket
 
 
+def member_on(
+    socket: RecordingSocket,
+    name: str,
+    nursery: trio.Nursery,
+    queued: QueuedBytes,
+    *,
+    outbox_frames: int = 256,
+    outbox_bytes: int = UNBOUNDED,
+) -> Member:
+    """A member writing to ``socket``, counting its queued bytes into ``queued``."""
+    member = Member(MemberRecord(f"c-{name}", name, clock.now(), False), outbox_frames, outbox_bytes, queued)
+    member.attach(socket, nursery, socket.write_now)
+    return member
+
+
 def room_record(room_id: str = "r1", life: float = 600) -> RoomRecord:
     now = clock.now()
     return RoomRecord(room_id, None, "ann", None, 20, now, now + life)
 
 
 @asynccontextmanager
-async def running_hub(bus: MemoryBus | None = None) -> AsyncIterator[tuple[MemoryBus, Hub, trio.Nursery]]:
+async def running_hub(
+    bus: MemoryBus | None = None, *, outbox_total_bytes: int = UNBOUNDED
+) -> AsyncIterator[tuple[MemoryBus, Hub, trio.Nursery]]:
     """A MemoryBus and a Hub running on it; the nursery is for members' writers."""
     bus = bus or MemoryBus()
     async with trio.open_nursery() as nursery:
         await nursery.start(bus.run)
-        hub = Hub(bus, Metrics())
+        hub = Hub(bus, Metrics(), outbox_total_bytes=outbox_total_bytes)
         await nursery.start(hub.run)
         yield bus, hub, nursery
         nursery.cancel_scope.cancel()

@@ -36,6 +36,13 @@ def test_history_is_on_by_default_and_can_be_turned_off() -> None:
     assert (off.history_size, off.history_bytes) == (0, 1000)
 
 
+def test_slow_consumers_are_bounded_in_bytes_by_default() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.outbox_bytes, defaults.outbox_total_bytes) == (1_048_576, 268_435_456)
+    env = {"OUTBOX_BYTES": "65536", "OUTBOX_TOTAL_BYTES": "65536"}
+    assert (Settings.from_env(env).outbox_bytes, Settings.from_env(env).outbox_total_bytes) == (65_536, 65_536)
+
+
 @pytest.mark.parametrize(
     "env, message",
     [
@@ -48,6 +55,10 @@ def test_history_is_on_by_default_and_can_be_turned_off() -> None:
         ({"HISTORY_SIZE": "1001"}, "HISTORY_SIZE must be at most 1000"),
         ({"HISTORY_SIZE": "-1"}, "HISTORY_SIZE must be"),
         ({"HISTORY_BYTES": "lots"}, "HISTORY_BYTES must be a number"),
+        ({"OUTBOX_BYTES": "-1"}, "OUTBOX_BYTES must be"),
+        ({"OUTBOX_BYTES": "1000"}, "OUTBOX_BYTES must be at least 65536"),
+        ({"OUTBOX_TOTAL_BYTES": "1mb"}, "OUTBOX_TOTAL_BYTES must be a number"),
+        ({"OUTBOX_BYTES": "2000000", "OUTBOX_TOTAL_BYTES": "1000000"}, "OUTBOX_TOTAL_BYTES must be at least OUTBOX_BY"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], message: str) -> None:

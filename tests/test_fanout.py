@@ -173,7 +173,8 @@ async def test_a_member_that_falls_behind_and_catches_up_gets_everything_in_orde
     """Frames go straight to the socket while it keeps up, through the outbox while it does
     not, and straight again once it has caught up: never out of order, never twice, and
     nothing of the lag left running."""
-    config = settings(message_max_chars=20_000, outbox_frames=1_000)
+    # Outboxes roomy enough for the whole lag: this member falls behind, it does not stall.
+    config = settings(message_max_chars=20_000, outbox_frames=1_000, outbox_bytes=8 * 1024 * 1024)
     async with running_app(config) as server, server.client() as http:
         room = await create_room(http, owner_name="sender")
         late_url = (await join_room(http, room["room_id"], "late"))["ws_url"]

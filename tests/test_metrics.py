@@ -28,10 +28,15 @@ def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: s
 class FakeHub:
     rooms: dict[str, object] = field(default_factory=dict)
     sockets: int = 0
+    queued: int = 0
 
     @property
     def socket_count(self) -> int:
         return self.sockets
+
+    @property
+    def queued_bytes(self) -> int:
+        return self.queued
 
 
 @dataclass
@@ -52,6 +57,7 @@ def test_every_series_exists_before_any_event() -> None:
     for name in (
         "ephemeralchat_live_rooms",
         "ephemeralchat_connections",
+        "ephemeralchat_outbox_bytes",
         "ephemeralchat_messages_received_total",
         "ephemeralchat_frames_delivered_total",
         "ephemeralchat_fanout_seconds_count",
@@ -70,16 +76,20 @@ def test_gauges_follow_the_hub_and_the_bus_at_scrape_time() -> None:
     metrics, hub, bus = watched()
     hub.rooms.update(a=object(), b=object())
     hub.sockets = 5
+    hub.queued = 70_000
     bus.reconnects = 3
     samples = scrape(metrics)
     assert value(samples, "ephemeralchat_live_rooms") == 2
     assert value(samples, "ephemeralchat_connections") == 5
+    assert value(samples, "ephemeralchat_outbox_bytes") == 70_000
     assert value(samples, "ephemeralchat_bus_reconnects_total") == 3
     hub.rooms.clear()
     hub.sockets = 0
+    hub.queued = 0
     samples = scrape(metrics)
     assert value(samples, "ephemeralchat_live_rooms") == 0
     assert value(samples, "ephemeralchat_connections") == 0
+    assert value(samples, "ephemeralchat_outbox_bytes") == 0
 
 
 def test_each_app_counts_on_its_own() -> None:

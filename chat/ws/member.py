@@ -7,12 +7,19 @@ published once the room is subscribed can be missed or overtake the hello.
 A member that keeps up gets every frame written straight to its socket, with no task switch.
 Only while its socket cannot take frames as fast as they come does it get a bounded outbox and
 a writer task that drains it, taking whatever has queued up as one write: a socket that stops
-reading can stall only its own writer, never the room. A member whose outbox fills up is
-closed (1008, with a reason), its backlog freed at once.
+reading can stall only its own writer, never the room. A member whose outbox fills up, in
+frames or in bytes, is closed (1008, with a reason), its backlog freed at once.
+
+Bytes are counted from the moment a frame is queued until the write that carries it returns
+(or its writer ends): the batch a writer holds while stuck in a send is memory too. Each
+member counts its own against OUTBOX_BYTES, and every member of the instance adds to one
+``QueuedBytes``, which the Hub keeps under OUTBOX_TOTAL_BYTES (chat.nursery). A frame queued
+for many members is one object, counted once for each of them: the counts are an upper bound.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Protocol
 
@@ -25,6 +32,8 @@ from . import wire
 SLOW_CONSUMER = "Too slow: this connection fell behind the room's messages"
 # Most frames one write carries: bounds the size of a single send while a backlog drains.
 WRITE_BATCH = 64
+# No limit in bytes (a member's, or the instance's): only the frame count bounds the outbox.
+UNBOUNDED = sys.maxsize
 
 
 class Socket(Protocol):
@@ -37,15 +46,28 @@ class Socket(Protocol):
 WriteNow = Callable[[bytes], int]
 
 
+class QueuedBytes:
+    """Bytes queued for every member of one instance, and the most it should hold."""
+
+    __slots__ = ("limit", "queued")
+
+    def __init__(self, limit: int = UNBOUNDED) -> None:
+        self.queued = 0
+        self.limit = limit
+
+
 class Member:
     """One local WebSocket in a room (see the module's docstring); while it is closing it
     has an outbox and writer too, to flush its last frames and the close frame."""
 
     # Slots: one of these per connection, and 10,000 connections per instance.
     __slots__ = (
+        "_all",
+        "_bytes",
         "_capacity",
         "_frames",
         "_held",
+        "_max_bytes",
         "_nursery",
         "_outbox",
         "_queued",
@@ -62,11 +84,24 @@ class Member:
         "written",
     )
 
-    def __init__(self, record: MemberRecord, outbox_frames: int, *, held: bool = False) -> None:
+    def __init__(
+        self,
+        record: MemberRecord,
+        outbox_frames: int,
+        outbox_bytes: int = UNBOUNDED,
+        queued: QueuedBytes | None = None,
+        *,
+        held: bool = False,
+    ) -> None:
         self.record = record
         # False: the member neither sends nor is sent read receipts.
         self.read_receipts = True
         self._capacity = outbox_frames
+        self._max_bytes = outbox_bytes
+        # The instance's count, which this member's queued bytes add to.
+        self._all = queued if queued is not None else QueuedBytes()
+        # Bytes held back, or queued and not yet written (see the module's docstring).
+        self._bytes = 0
         # The room's frames kept back until ``release`` (None once released, or never held).
         self._held: list[bytes] | None = [] if held else None
         # Cancelled by close(): stops the handler reading from a member that must go.
@@ -93,13 +128,17 @@ class Member:
     def connection_id(self) -> str:
         return self.record.connection_id
 
+    @property
+    def queued_bytes(self) -> int:
+        return self._bytes
+
     def attach(self, socket: Socket, nursery: trio.Nursery, write_now: WriteNow | None) -> None:
         """Where frames go: the socket, a nursery for its writer, and the synchronous write
         the socket offers (if any)."""
         self._socket, self._nursery, self._write_now = socket, nursery, write_now
 
     def deliver(self, frame: bytes) -> bool:
-        """Hand a frame on without waiting; False when the outbox is full.
+        """Hand a frame on without waiting; False when the outbox is full (in frames or bytes).
 
         With nothing queued ahead of it, the frame is first offered straight to the socket:
         a reader that keeps up takes it there and then, with no task switch. Only what the
@@ -108,26 +147,33 @@ class Member:
         if self.closing:
             return True  # Closing: nothing more goes out after the last frames.
         if self._held is not None:
-            if len(self._held) >= self._capacity:
+            if len(self._held) >= self._capacity or self._bytes + len(frame) > self._max_bytes:
                 return False
             self._held.append(frame)
+            self._bytes += len(frame)  # Not the instance's: held only while the member enters.
             return True
         if self._write_now is not None and not self._queued and not self._writing:
             sent = self._write_now(frame)
             if sent == len(frame):
                 return True
             frame = frame[sent:]
+        size = len(frame)
+        if self._bytes + size > self._max_bytes:
+            return False
         try:
             self._open_outbox().send_nowait(frame)
         except trio.WouldBlock:
             return False
         self._queued += 1
+        self._bytes += size
+        self._all.queued += size
         return True
 
     def release(self, first: list[bytes], keep: Callable[[bytes], bool] | None = None) -> None:
         """Send ``first``, then the frames held back meanwhile (those ``keep`` accepts, if
         given), then everything live. One synchronous step: no frame can slip in between."""
         held, self._held = self._held, None
+        self._bytes = 0  # Only held frames were counted; what is delivered now counts anew.
         for frame in first:
             self.deliver(frame)
         for data in held or ():
@@ -169,11 +215,17 @@ class Member:
         self.stalled = True
         while self._frames is not None:
             try:
-                self._frames.receive_nowait()
+                frame = self._frames.receive_nowait()
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
             self._queued -= 1
+            self._written(len(frame))
         self.close(protocol.CLOSE_POLICY, SLOW_CONSUMER)
+
+    def _written(self, size: int) -> None:
+        """``size`` queued bytes are gone: written, dropped, or their writer ended."""
+        self._bytes -= size
+        self._all.queued -= size
 
     def _open_outbox(self) -> trio.MemorySendChannel[bytes]:
         if self._outbox is None:
@@ -183,25 +235,33 @@ class Member:
         return self._outbox
 
     async def _write(self, socket: Socket, frames: trio.MemoryReceiveChannel[bytes]) -> None:
-        async with frames:
-            async for frame in frames:
-                batch = [frame]
-                while len(batch) < WRITE_BATCH:
-                    try:
-                        batch.append(frames.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                self._queued -= len(batch)
-                self._writing = True
-                await socket.send_frames(batch)
-                self._writing = False
-                if not self._queued and not self.closing:
-                    # Caught up: back to writing straight to the socket, and the outbox
-                    # and this task go, so an idle member holds neither. A later lag
-                    # opens new ones.
-                    assert self._outbox is not None
-                    self._outbox.close()
-                    self._outbox = self._frames = None
-                    return
-        await socket.close(self.close_code, self.close_reason)
-        self.written.set()
+        try:
+            async with frames:
+                async for frame in frames:
+                    batch = [frame]
+                    size = len(frame)
+                    while len(batch) < WRITE_BATCH:
+                        try:
+                            frame = frames.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        batch.append(frame)
+                        size += len(frame)
+                    self._queued -= len(batch)
+                    self._writing = True
+                    await socket.send_frames(batch)
+                    self._writing = False
+                    self._written(size)
+                    if not self._queued and not self.closing:
+                        # Caught up: back to writing straight to the socket, and the outbox
+                        # and this task go, so an idle member holds neither. A later lag
+                        # opens new ones.
+                        assert self._outbox is not None
+                        self._outbox.close()
+                        self._outbox = self._frames = None
+                        return
+            await socket.close(self.close_code, self.close_reason)
+            self.written.set()
+        finally:
+            # Cancelled in a send, or the socket failed: what it still counts goes with it.
+            self._written(self._bytes)

@@ -141,7 +141,8 @@ class Session:
         self, socket: AsgiSocket, entry: Entry, online_count: int, since: int | None, epoch: str | None
     ) -> None:
         me = entry.member
-        member = Member(me, self.settings.outbox_frames, held=True)
+        settings = self.settings
+        member = Member(me, settings.outbox_frames, settings.outbox_bytes, self.hub.outboxes, held=True)
         member.read_receipts = (socket.arg("read_receipts") or "").lower() not in RECEIPTS_OFF
         receipts = ReadReceipts(self._reader_of(entry), READ_RECEIPT_INTERVAL_SECONDS) if member.read_receipts else None
         pacing = trio.CancelScope()
