@@ -26,7 +26,7 @@ import trio
 
 from . import clock, protocol
 from .arrivals import while_more_arrive
-from .bus import ROOM_END, Bus, BusUnavailable, RoomRecord
+from .bus import ROOM_END, Bus, BusUnavailable, RoomRecord, offset_of
 from .metrics import Metrics
 from .ws import wire
 from .ws.member import Member
@@ -46,6 +46,9 @@ class LiveRoom:
         self.members: dict[str, Member] = {}
         self.scope = trio.CancelScope(deadline=clock.deadline_at(record.expires_at))
         self.subscribed = trio.Event()
+        # The offset of the newest message fanned out: an entering member's history may
+        # reach further, while the messages in between are still on their way here.
+        self.newest = 0
         # Set once the room stops taking members: it ended, expired or emptied.
         self.ended = False
 
@@ -74,7 +77,9 @@ class LiveRoom:
                     task_status.started()
                     async for frame in frames:
                         await while_more_arrive(frames, FAN_OUT_FRAMES)
-                        batch, ended = _backlog(frame, frames)
+                        batch, ended, newest = _backlog(frame, frames)
+                        if newest is not None:
+                            self.newest = newest
                         if batch:
                             self.fan_out(batch)
                         if ended:
@@ -138,26 +143,29 @@ class LiveRoom:
         self.scope.cancel()
 
 
-def _backlog(first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[bytes], bool]:
-    """``first`` and whatever else is already waiting, framed; and whether the room ended.
+def _backlog(first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[bytes], bool, int | None]:
+    """``first`` and whatever else is already waiting, framed; whether the room ended; and
+    the offset of the newest message among them, if any.
 
     Under load frames arrive faster than one fan-out each: joining the waiting ones makes
     one socket write per member carry them all, instead of one write per frame.
     """
     batch: list[bytes] = []
     size = 0
+    newest = None
     frame = first
     while frame != ROOM_END:
         framed = wire.text_frame(frame)
         batch.append(framed)
         size += len(framed)
+        newest = offset_of(frame) or newest
         if len(batch) >= FAN_OUT_FRAMES or size >= FAN_OUT_BYTES:
-            return batch, False
+            return batch, False, newest
         try:
             frame = frames.receive_nowait()
         except trio.WouldBlock:
-            return batch, False
-    return batch, True
+            return batch, False, newest
+    return batch, True, newest
 
 
 class SocketCount:
