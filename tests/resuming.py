@@ -134,7 +134,9 @@ class ResumingClient:
         session = Session(self.url())
         self.sessions.append(session)
         try:
-            async with open_websocket_url(session.url) as ws:
+            async with open_websocket_url(
+                session.url, connect_timeout=HELLO_SECONDS, disconnect_timeout=CLOSE_SECONDS
+            ) as ws:
                 try:
                     with trio.fail_after(HELLO_SECONDS):
                         hello = orjson.loads(await ws.get_message())
@@ -173,16 +175,7 @@ class ResumingClient:
     def _take(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         if kind == "message":
-            offset = frame["offset"]
-            if self._fresh:
-                self._fresh = False
-            elif offset <= self.last:
-                self.duplicates.append((len(self.sessions), self.last, frame))
-                return
-            elif offset != self.last + 1:
-                self.gaps.append((self.last, offset))
-            self.last = offset
-            self.messages.append(frame)
+            self._message(frame)
         elif kind == "ack":
             self.acks.setdefault(frame["client_id"], []).append(frame["offset"])
             self.pending.pop(frame["client_id"], None)
@@ -193,6 +186,17 @@ class ResumingClient:
         else:
             return  # Presence: not part of the stream.
         self.progress.changed()
+
+    def _message(self, frame: dict[str, Any]) -> None:
+        offset = frame["offset"]
+        if not self._fresh and offset <= self.last:
+            self.duplicates.append((len(self.sessions), self.last, frame))
+            return  # Already seen: dropped.
+        if not self._fresh and offset != self.last + 1:
+            self.gaps.append((self.last, offset))
+        self._fresh = False
+        self.last = offset
+        self.messages.append(frame)
 
     async def say(self, text: str) -> None:
         """Send a message, acknowledged: pending until the ack, resent after reconnects."""

@@ -18,9 +18,12 @@ import httpx
 import pytest
 import trio
 
+from chat import protocol
+
 from .redis_server import open_redis_server, wait_until
 from .resuming import DROPS, Drop, Progress, ResumingClient
 from .support import create_room, join_room
+from .test_nginx import deployment
 from .test_scaling import Cluster, _all_ready, cluster
 
 # Every message of a schedule stays in history and in the resend window, so a client away
@@ -126,17 +129,22 @@ async def converse(
     clients: list[ResumingClient],
     each: int,
     during: Callable[[], Awaitable[None]] | None = None,
+    *,
+    between: Callable[[], Awaitable[None]] | None = None,
     within: float = SCHEDULE_SECONDS,
 ) -> None:
-    """Every client enters, then all send ``each`` messages while ``during`` runs; returns
-    once every client has every message and every ack, with the sockets closed."""
+    """Every client enters (one at a time, ``between`` run after each), then all send
+    ``each`` messages while ``during`` runs; returns once every client has every message
+    and every ack, with the sockets closed."""
     progress = clients[0].progress
     total = len(clients) * each
     with trio.fail_after(within + 10):
         async with trio.open_nursery() as nursery:
             for c in clients:
                 nursery.start_soon(c.keep_connected)
-            await progress.until(lambda: all(c.connected for c in clients), within=10)
+                await progress.until(lambda c=c: c.connected, within=10)
+                if between is not None:
+                    await between()
             for c in clients:
                 nursery.start_soon(c.say_all, [f"{c.name} {i}" for i in range(each)], WINDOW)
             if during is not None:
@@ -291,7 +299,12 @@ async def chat_through_an_empty_restart() -> Restart:
                 """Every text the server delivered, kept or dropped as already seen."""
                 return {m["text"] for m in client.messages} | {frame["text"] for _, _, frame in client.duplicates}
 
-            await progress.until(lambda: all(restart.said_after <= heard(c) for c in clients), within=10)
+            try:
+                await progress.until(lambda: all(restart.said_after <= heard(c) for c in clients), within=10)
+            except trio.TooSlowError:
+                raise AssertionError(
+                    [(c.name, heard(c), c.pending, c.errors, c.acks, c.sessions[-1]) for c in clients]
+                ) from None
             for client in clients:
                 await client.stop()
     return restart
@@ -319,3 +332,43 @@ async def test_a_member_connected_through_an_empty_restart_can_tell_new_messages
     restart = await chat_through_an_empty_restart()
     bob = restart.bob
     assert bob.duplicates == [] and restart.said_after <= set(bob.texts())
+
+
+DRAIN_MESSAGES_EACH = 40
+
+
+async def test_members_of_a_draining_instance_resume_through_nginx_with_nothing_lost() -> None:
+    async with (
+        deployment(env={"HISTORY_SIZE": HISTORY}) as (nginx, servers),
+        httpx.AsyncClient(base_url=nginx.url, timeout=10) as http,
+    ):
+        room = await create_room(http, owner_name="Olga", max_users=10)
+        progress = Progress()
+        clients = await members(http, room["room_id"], ["ann", "bob", "cid", "dee"], progress)
+        total = len(clients) * DRAIN_MESSAGES_EACH
+        in_flight: list[int] = []
+
+        async def drain_first_instance() -> None:
+            await progress.until(lambda: acknowledged(clients) >= total // 3, within=SCHEDULE_SECONDS)
+            in_flight.append(sum(len(client.pending) for client in clients))
+            servers[0].proc.send_signal(signal.SIGTERM)
+            with trio.fail_after(15):
+                await servers[0].proc.wait()
+
+        async def spread() -> None:
+            # A request between two sockets: least_conn then spreads them over both instances.
+            assert (await http.get(f"/rooms/{room['room_id']}")).status_code == 200
+
+        await converse(clients, DRAIN_MESSAGES_EACH, drain_first_instance, between=spread)
+    drained = [client for client in clients if any(s.close and s.close[0] == 1001 for s in client.sessions)]
+    assert drained and len(drained) < len(clients), [client.sessions for client in clients]
+    for client in drained:
+        assert protocol.SHUTTING_DOWN in client.notices, client.notices
+        assert client.sessions[-1].hello["recovered"] is True, client.sessions
+    check_delivery(clients, DRAIN_MESSAGES_EACH)
+    print(
+        f"SIGTERM drain behind nginx after {total // 3} of {total} messages: {len(drained)} of {len(clients)} "
+        f"members drained, {in_flight[0]} unacknowledged at the signal; (resent, already posted) {resent(clients)}; "
+        f"sessions ended {closes(clients)}"
+    )
+    assert servers[0].proc.returncode == 0
