@@ -28,7 +28,7 @@ import trio
 
 from . import clock, protocol
 from .arrivals import while_more_arrive
-from .bus import ROOM_END, Bus, BusUnavailable, RoomRecord
+from .bus import ROOM_END, Bus, BusUnavailable, RoomRecord, offset_of
 from .metrics import Metrics
 from .ws import wire
 from .ws.member import UNBOUNDED, Member, QueuedBytes
@@ -48,6 +48,9 @@ class LiveRoom:
         self.members: dict[str, Member] = {}
         self.scope = trio.CancelScope(deadline=clock.deadline_at(record.expires_at))
         self.subscribed = trio.Event()
+        # The offset of the newest message fanned out: an entering member's history may
+        # reach further, while the messages in between are still on their way here.
+        self.newest = 0
         # Set once the room stops taking members: it ended, expired or emptied.
         self.ended = False
 
@@ -78,7 +81,9 @@ class LiveRoom:
                         await while_more_arrive(frames, FAN_OUT_FRAMES)
                         waiting: str | None = frame
                         while waiting is not None:
-                            batch, ended, relayed = _backlog(waiting, frames)
+                            batch, ended, relayed, newest = _backlog(waiting, frames)
+                            if newest is not None:
+                                self.newest = newest
                             if batch:
                                 self.fan_out(batch)
                             if ended:
@@ -172,30 +177,35 @@ class LiveRoom:
         self.scope.cancel()
 
 
-def _backlog(first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[bytes], bool, str | None]:
+def _backlog(
+    first: str, frames: trio.MemoryReceiveChannel[str]
+) -> tuple[list[bytes], bool, str | None, int | None]:
     """``first`` and whatever else is already waiting, framed, up to the first frame a member
     relayed (typing, read: not for everyone, so it goes on its own); whether the room ended;
-    and that relayed frame, if one stopped the batch.
+    that relayed frame, if one stopped the batch; and the offset of the newest message among
+    them, if any.
 
     Under load frames arrive faster than one fan-out each: joining the waiting ones makes
     one socket write per member carry them all, instead of one write per frame.
     """
     batch: list[bytes] = []
     size = 0
+    newest = None
     frame = first
     while frame != ROOM_END:
         if frame.startswith(protocol.RELAYED):
-            return batch, False, frame
+            return batch, False, frame, newest
         framed = wire.text_frame(frame)
         batch.append(framed)
         size += len(framed)
+        newest = offset_of(frame) or newest
         if len(batch) >= FAN_OUT_FRAMES or size >= FAN_OUT_BYTES:
-            return batch, False, None
+            return batch, False, None, newest
         try:
             frame = frames.receive_nowait()
         except trio.WouldBlock:
-            return batch, False, None
-    return batch, True, None
+            return batch, False, None, newest
+    return batch, True, None, newest
 
 
 def _next_waiting(frames: trio.MemoryReceiveChannel[str]) -> str | None:

@@ -11,10 +11,12 @@ import orjson
 import trio
 import trio.testing
 
-from chat import protocol
-from chat.bus import ROOM_END
+from chat import clock, protocol
+from chat.bus import ROOM_END, MemberRecord, offset_of
 from chat.nursery import LiveRoom
 from chat.rooms import Rooms
+from chat.ws import wire
+from chat.ws.member import Member
 
 from .fakes import RecordingSocket, recording_member, room_of_recording_members, room_record, running_hub
 from .support import settings
@@ -48,6 +50,30 @@ async def test_the_first_member_starts_the_room_subscribed() -> None:
         await trio.testing.wait_all_tasks_blocked()
         assert socket.texts() == ["first frame"]
         assert hub.rooms == {record.room_id: room} and len(room_tasks()) == 1
+
+
+async def test_messages_still_on_their_way_reach_an_entering_member_once() -> None:
+    """Bob's history is read while messages published before it are still on their way to
+    his room (in its subscription, not fanned out yet): he gets each once, from history."""
+    async with running_hub() as (bus, hub, nursery):
+        record = room_record()
+        await bus.create_room(record)
+        await hub.add(record, recording_member("ann", nursery)[0])
+        bob = Member(MemberRecord("c-bob", "bob", clock.now(), False), outbox_frames=8, held=True)
+        socket = RecordingSocket()
+        bob.attach(socket, nursery, socket.write_now)
+        room = await hub.add(record, bob)
+        for text in ("one", "two"):
+            await bus.post(record.room_id, protocol.chat_message(record.room_id, "c-ann", "ann", text))
+        # No checkpoint since the posts: the room has not fanned them out yet.
+        history = await bus.history(record.room_id, None, None, 50)
+        assert [offset_of(frame) for frame in history.frames] == [1, 2] and room.newest == 0
+        first = [wire.text_frame(protocol.replayed(frame)) for frame in history.frames]
+        bob.release(first, after=history.position.offset, arrived=room.newest)
+        await bus.post(record.room_id, protocol.chat_message(record.room_id, "c-ann", "ann", "three"))
+        await trio.testing.wait_all_tasks_blocked()
+        got = [(f["offset"], f["text"], "replayed" in f) for f in map(orjson.loads, socket.texts())]
+        assert got == [(1, "one", True), (2, "two", True), (3, "three", False)]
 
 
 async def test_later_members_join_the_same_room() -> None:

@@ -166,11 +166,14 @@ def port_of(instance: ServerProcess) -> int:
 
 
 @asynccontextmanager
-async def deployment(instances: int = 2) -> AsyncIterator[tuple[Nginx, list[ServerProcess]]]:
-    """Redis, ``instances`` ephemeralchat processes on it, and nginx in front of them."""
+async def deployment(
+    instances: int = 2, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[Nginx, list[ServerProcess]]]:
+    """Redis, ``instances`` ephemeralchat processes on it (each with ``env`` on top), and
+    nginx in front of them."""
     async with AsyncExitStack() as stack:
         redis = await stack.enter_async_context(open_redis_server())
-        env = INSTANCE_ENV | {"REDIS_URL": redis.url}
+        env = INSTANCE_ENV | {"REDIS_URL": redis.url} | (env or {})
         servers = [await stack.enter_async_context(server_process(env)) for _ in range(instances)]
         nginx = await stack.enter_async_context(running_nginx([port_of(s) for s in servers]))
         yield nginx, servers

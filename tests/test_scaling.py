@@ -43,12 +43,20 @@ class Cluster:
 
 
 @asynccontextmanager
-async def cluster(count: int = 2, redis: RedisServer | None = None) -> AsyncIterator[Cluster]:
+async def cluster(
+    count: int = 2, redis: RedisServer | None = None, env: dict[str, str] | None = None
+) -> AsyncIterator[Cluster]:
+    """``count`` instances on one Redis (a shared or private one), each with ``env`` on top."""
     async with AsyncExitStack() as stack:
         if redis is None:
             redis = await stack.enter_async_context(open_redis_server())
         # Some tests create hundreds of rooms from one address: lift that limit here.
-        env = {"REDIS_URL": redis.url, "PRESENCE_TIMEOUT_SECONDS": str(PRESENCE_TIMEOUT), "ROOMS_PER_MINUTE": "100000"}
+        env = {
+            "REDIS_URL": redis.url,
+            "PRESENCE_TIMEOUT_SECONDS": str(PRESENCE_TIMEOUT),
+            "ROOMS_PER_MINUTE": "100000",
+            **(env or {}),
+        }
         instances = [await stack.enter_async_context(server_process(env)) for _ in range(count)]
         yield Cluster(redis, instances)
 

@@ -2,7 +2,10 @@
 
 A member joins its room's fan-out held: what the room sends is kept back until its session
 releases it with the frames that must come first (the hello, then history), so nothing
-published once the room is subscribed can be missed or overtake the hello.
+published once the room is subscribed can be missed or overtake the hello. Messages the
+history already gave it may still be on their way through the room's subscription when it
+is released (published before the history was read, not yet fanned out): those are dropped
+too, up to the last message the history had.
 
 A member that keeps up gets every frame written straight to its socket, with no task switch.
 Only while its socket cannot take frames as fast as they come does it get a bounded outbox and
@@ -26,7 +29,7 @@ from typing import Protocol
 import trio
 
 from .. import protocol
-from ..bus import MemberRecord
+from ..bus import MemberRecord, offset_of
 from . import wire
 
 SLOW_CONSUMER = "Too slow: this connection fell behind the room's messages"
@@ -62,6 +65,7 @@ class Member:
 
     # Slots: one of these per connection, and 10,000 connections per instance.
     __slots__ = (
+        "_after",
         "_all",
         "_bytes",
         "_capacity",
@@ -104,6 +108,8 @@ class Member:
         self._bytes = 0
         # The room's frames kept back until ``release`` (None once released, or never held).
         self._held: list[bytes] | None = [] if held else None
+        # Messages at or below this offset were sent as history: dropped if they come live.
+        self._after: int | None = None
         # Cancelled by close(): stops the handler reading from a member that must go.
         self.reading = trio.CancelScope()
         self.closing = False
@@ -146,6 +152,10 @@ class Member:
         """
         if self.closing:
             return True  # Closing: nothing more goes out after the last frames.
+        if self._after is not None and self._held is None:
+            frame = self._unsent(frame)
+            if not frame:
+                return True
         if self._held is not None:
             if len(self._held) >= self._capacity or self._bytes + len(frame) > self._max_bytes:
                 return False
@@ -169,20 +179,33 @@ class Member:
         self._all.queued += size
         return True
 
-    def release(self, first: list[bytes], keep: Callable[[bytes], bool] | None = None) -> None:
-        """Send ``first``, then the frames held back meanwhile (those ``keep`` accepts, if
-        given), then everything live. One synchronous step: no frame can slip in between."""
+    def release(self, first: list[bytes], after: int | None = None, arrived: int = 0) -> None:
+        """Send ``first``, then the frames held back meanwhile, then everything live. With
+        ``after`` (the offset ``first`` reaches), the messages up to it are dropped, held or
+        still on their way: until one at or past it comes, unless the room has already
+        fanned out that far (``arrived``). One synchronous step: no frame can slip in between."""
         held, self._held = self._held, None
         self._bytes = 0  # Only held frames were counted; what is delivered now counts anew.
         for frame in first:
             self.deliver(frame)
+        self._after = after
         for data in held or ():
-            if keep is None:
-                self.deliver(data)
-                continue
-            for frame in wire.split(data):
-                if keep(frame):
-                    self.deliver(frame)
+            self.deliver(data)
+        if after is not None and arrived >= after:
+            self._after = None  # Nothing older is still on its way.
+
+    def _unsent(self, data: bytes) -> bytes:
+        """``data`` less the messages at or below ``_after``. A room's messages come in
+        offset order: once the one at ``_after`` or a newer one has come, nothing more needs
+        checking."""
+        kept = []
+        for frame in wire.split(data):
+            offset = offset_of(wire.text_of(frame))
+            if self._after is None or offset is None or offset > self._after:
+                kept.append(frame)
+            if offset is not None and self._after is not None and offset >= self._after:
+                self._after = None
+        return b"".join(kept)
 
     def ping(self) -> None:
         """A WebSocket ping, where the socket takes raw frames. It goes like any frame, behind

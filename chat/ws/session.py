@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import trio
 
 from .. import protocol
-from ..bus import BusUnavailable, offset_of
+from ..bus import BusUnavailable
 from ..config import READ_RECEIPT_INTERVAL_SECONDS, TYPING_INTERVAL_SECONDS, Settings
 from ..limits import MessageRate, Verdict
 from ..metrics import Metrics, refusal_reason
@@ -155,7 +155,7 @@ class Session:
                 # Hello means in: the room is subscribed on this instance before the hello
                 # goes out, and what it sent meanwhile follows the hello and the history.
                 room = await self.hub.add(entry.room, member)
-                await self._catch_up(entry, member, since, epoch)
+                await self._catch_up(entry, room, member, since, epoch)
                 with member.reading:
                     if not entry.resumed:  # A resumed seat never went offline.
                         await self.rooms.arrive(entry, online_count)
@@ -183,10 +183,13 @@ class Session:
             if not member.written.is_set():
                 await socket.abort()
 
-    async def _catch_up(self, entry: Entry, member: Member, since: int | None, epoch: str | None) -> None:
+    async def _catch_up(
+        self, entry: Entry, room: LiveRoom, member: Member, since: int | None, epoch: str | None
+    ) -> None:
         """The hello, then what the member missed: the room's last messages for a newcomer,
-        or everything after ``since`` for a resume; then the frames held back meanwhile,
-        less the messages it already got. Subscribed first, read second: no gap, no duplicate."""
+        or everything after ``since`` for a resume; then the frames held back meanwhile and
+        those still on their way, less the messages up to the history's position.
+        Subscribed first, read second: no gap, no duplicate."""
         if member.closing:
             return  # The room ended while it entered; its reason is already on the way.
         history = await self.rooms.history(entry.room.room_id, since, epoch)
@@ -197,12 +200,7 @@ class Session:
         first = [wire.text_frame(hello)]
         if since is None or history.complete:
             first += [wire.text_frame(protocol.replayed(frame)) for frame in history.frames]
-
-        def not_sent_yet(frame: bytes) -> bool:
-            offset = offset_of(wire.text_of(frame))
-            return offset is None or offset > position.offset
-
-        member.release(first, not_sent_yet)
+        member.release(first, after=position.offset, arrived=room.newest)
 
     def _reader_of(self, entry: Entry) -> Callable[[int], Awaitable[None]]:
         async def read(offset: int) -> None:
