@@ -28,7 +28,8 @@ import trio
 
 from . import clock, protocol
 from .arrivals import while_more_arrive
-from .bus import ROOM_END, Bus, BusUnavailable, RoomRecord, offset_of
+from .bus import NO_POSITION, ROOM_END, ROOM_RESYNC, Bus, BusUnavailable, RoomRecord, offset_of
+from .config import MAX_HISTORY_SIZE
 from .metrics import Metrics
 from .ws import wire
 from .ws.member import UNBOUNDED, Member, QueuedBytes
@@ -39,6 +40,12 @@ log = logging.getLogger(__name__)
 # Most frames, and bytes, one fan-out joins: an outbox entry stays one write's worth.
 FAN_OUT_FRAMES = 64
 FAN_OUT_BYTES = 64 * 1024
+# Most messages a resync reads back from the room's history (more than any room keeps).
+RESYNC_MESSAGES = MAX_HISTORY_SIZE
+# How long a resync waits for the backend's new session to be up before it gives up.
+RESYNC_WAIT_SECONDS = 10.0
+# Frames that stop a batch: the room's end or resync, and frames a member relayed.
+STOPS = ("\x00", *protocol.RELAYED)
 
 
 class LiveRoom:
@@ -48,9 +55,14 @@ class LiveRoom:
         self.members: dict[str, Member] = {}
         self.scope = trio.CancelScope(deadline=clock.deadline_at(record.expires_at))
         self.subscribed = trio.Event()
-        # The offset of the newest message fanned out: an entering member's history may
-        # reach further, while the messages in between are still on their way here.
+        # The room's epoch, and the offset of the newest message fanned out (or published
+        # before the room was subscribed here): an entering member's history may reach
+        # further, while the messages in between are still on their way here.
+        self.epoch = ""
         self.newest = 0
+        # After a resync: messages up to this offset already went out from history, and
+        # their live copies may still come; dropped until a newer one arrives.
+        self._skip_upto: int | None = None
         # Set once the room stops taking members: it ended, expired or emptied.
         self.ended = False
 
@@ -66,12 +78,8 @@ class LiveRoom:
                     # A close that landed between a member's admission and this
                     # subscription would otherwise never reach this instance. Checked before
                     # the first hello: an end after that arrives on the channel.
-                    if await self._gone():
-                        final = await self._final_words()
-                        if final is None:
-                            self.end(protocol.CLOSE_POLICY, "Room not found")
-                        else:  # It ended while they entered: they hear why, as everyone did.
-                            self.end(protocol.CLOSE_NORMAL, "Room closed", final)
+                    if not await self._locate():
+                        await self._end_as_found()
                         self.subscribed.set()
                         task_status.started()
                         return
@@ -81,18 +89,21 @@ class LiveRoom:
                         await while_more_arrive(frames, FAN_OUT_FRAMES)
                         waiting: str | None = frame
                         while waiting is not None:
-                            batch, ended, relayed, newest = _backlog(waiting, frames)
-                            if newest is not None:
-                                self.newest = newest
+                            batch, stop = self._backlog(waiting, frames)
                             if batch:
                                 self.fan_out(batch)
-                            if ended:
+                            if stop is None:
+                                break
+                            if stop == ROOM_END:
                                 self.end(protocol.CLOSE_NORMAL, "Room closed")
                                 return
-                            waiting = None
-                            if relayed is not None:
-                                self.relay(relayed)
-                                waiting = _next_waiting(frames)
+                            if stop == ROOM_RESYNC:
+                                if not await self._resync():
+                                    await self._end_as_found()
+                                    return
+                            else:
+                                self.relay(stop)
+                            waiting = _next_waiting(frames)
             if self.scope.cancelled_caught and trio.current_time() >= self.scope.deadline:
                 self.end(protocol.CLOSE_NORMAL, "Room expired", protocol.system(self.room_id, protocol.EXPIRED))
                 with trio.CancelScope(shield=True), trio.move_on_after(self.hub.cleanup_seconds):
@@ -106,17 +117,97 @@ class LiveRoom:
                 self.end(protocol.CLOSE_INTERNAL, "Room failed; reconnect")
             self.subscribed.set()
 
-    async def _gone(self) -> bool:
+    async def _locate(self) -> bool:
+        """Where the room's messages stand now that it is subscribed; False if it is gone."""
         try:
-            return await self.hub.bus.get_room(self.room_id) is None
+            history = await self.hub.bus.history(self.room_id, None, None, 0)
         except BusUnavailable:
-            return False  # Cannot tell now; a close still arrives on the channel once back.
+            return True  # Cannot tell now; a close still arrives on the channel once back.
+        self.epoch, self.newest = history.position.epoch, history.position.offset
+        return history.position != NO_POSITION
+
+    async def _end_as_found(self) -> None:
+        """End a room found gone: with its final words if it ended lately, as everyone heard."""
+        final = await self._final_words()
+        if final is None:
+            self.end(protocol.CLOSE_POLICY, "Room not found")
+        else:
+            self.end(protocol.CLOSE_NORMAL, "Room closed", final)
+
+    async def _resync(self) -> bool:
+        """The backend subscribed the room again after losing it: fan out from its history
+        what was said meanwhile. If that history is gone (the backend restarted empty: a new
+        epoch) or has a hole, members first hear where the room stands and that some
+        messages may be missing. False when the room itself is gone."""
+        bus = self.hub.bus
+        # Resubscribed while its session is starting: the history can be read once it is up.
+        # The room's next frames wait meanwhile, so none overtakes what was missed.
+        with trio.move_on_after(RESYNC_WAIT_SECONDS):
+            await bus.until_ready()
+        try:
+            history = await bus.history(self.room_id, self.newest, self.epoch, RESYNC_MESSAGES)
+            position = history.position
+            if position == NO_POSITION:
+                return False
+            missed = history.frames
+            if not history.complete:
+                since = 0 if position.epoch != self.epoch else None
+                missed = (await bus.history(self.room_id, since, position.epoch, RESYNC_MESSAGES)).frames
+                first = offset_of(missed[0]) if missed else None
+                after = first - 1 if first is not None else position.offset
+                self.fan_out([wire.text_frame(protocol.resync(self.room_id, position.epoch, after))])
+                self.epoch, self.newest = position.epoch, after
+        except BusUnavailable:
+            log.warning("could not resync a room: backend unavailable", extra={"room_id": self.room_id})
+            return True  # Lost again: the next session resyncs it.
+        missed = [frame for frame in missed if (offset_of(frame) or 0) > self.newest]
+        if missed:
+            self.fan_out([wire.text_frame(frame) for frame in missed])
+        self.newest = self._skip_upto = max(self.newest, position.offset)
+        return True
 
     async def _final_words(self) -> str | None:
         try:
             return await self.hub.bus.ended(self.room_id)
         except BusUnavailable:
             return None
+
+    def _backlog(self, first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[bytes], str | None]:
+        """``first`` and whatever else is already waiting, framed; and the frame that stopped
+        the batch, if one did: the room's end or resync, or a frame a member relayed (typing,
+        read: not for everyone, so it goes on its own).
+
+        Under load frames arrive faster than one fan-out each: joining the waiting ones makes
+        one socket write per member carry them all, instead of one write per frame.
+        """
+        batch: list[bytes] = []
+        size = 0
+        frame = first
+        while True:
+            if frame.startswith(STOPS):
+                return batch, frame
+            if self._fresh(frame):
+                framed = wire.text_frame(frame)
+                batch.append(framed)
+                size += len(framed)
+                if len(batch) >= FAN_OUT_FRAMES or size >= FAN_OUT_BYTES:
+                    return batch, None
+            try:
+                frame = frames.receive_nowait()
+            except trio.WouldBlock:
+                return batch, None
+
+    def _fresh(self, frame: str) -> bool:
+        """False for a message a resync already sent from history; notes the newest."""
+        offset = offset_of(frame)
+        if offset is None:
+            return True
+        if self._skip_upto is not None:
+            if offset <= self._skip_upto:
+                return False
+            self._skip_upto = None  # Offsets come in order: nothing older follows.
+        self.newest = offset
+        return True
 
     def fan_out(self, frames: list[bytes]) -> None:
         """Hand frames to every member as one piece of bytes: one write per member."""
@@ -177,35 +268,6 @@ class LiveRoom:
         self.scope.cancel()
 
 
-def _backlog(
-    first: str, frames: trio.MemoryReceiveChannel[str]
-) -> tuple[list[bytes], bool, str | None, int | None]:
-    """``first`` and whatever else is already waiting, framed, up to the first frame a member
-    relayed (typing, read: not for everyone, so it goes on its own); whether the room ended;
-    that relayed frame, if one stopped the batch; and the offset of the newest message among
-    them, if any.
-
-    Under load frames arrive faster than one fan-out each: joining the waiting ones makes
-    one socket write per member carry them all, instead of one write per frame.
-    """
-    batch: list[bytes] = []
-    size = 0
-    newest = None
-    frame = first
-    while frame != ROOM_END:
-        if frame.startswith(protocol.RELAYED):
-            return batch, False, frame, newest
-        framed = wire.text_frame(frame)
-        batch.append(framed)
-        size += len(framed)
-        newest = offset_of(frame) or newest
-        if len(batch) >= FAN_OUT_FRAMES or size >= FAN_OUT_BYTES:
-            return batch, False, None, newest
-        try:
-            frame = frames.receive_nowait()
-        except trio.WouldBlock:
-            return batch, False, None, newest
-    return batch, True, None, newest
 
 
 def _next_waiting(frames: trio.MemoryReceiveChannel[str]) -> str | None:

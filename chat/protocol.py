@@ -64,6 +64,15 @@ def hello(room_id: str, connection_id: str, epoch: str, offset: int, recovered: 
     return system(room_id, CONNECTED, **extra)
 
 
+RESYNCED = "Some messages may be missing: the server lost part of this room's history"
+
+
+def resync(room_id: str, epoch: str, offset: int) -> str:
+    """To every member after the server lost part of the room's stream: it is at ``epoch``
+    now, and the messages after ``offset`` follow (``recovered`` false, as in a hello)."""
+    return system(room_id, RESYNCED, epoch=epoch, offset=offset, recovered=False)
+
+
 def replayed(frame: str) -> str:
     """A stored message frame as sent from history: the same, marked ``"replayed": true``."""
     return '{"replayed":true,' + frame[1:]

@@ -193,6 +193,7 @@ class Chat:
             verb = {"user_online": "joined", "user_offline": "left"}.get(str(frame.get("event")), "is here")
             self.console.notice(f"{frame.get('display_name')} {verb} ({frame.get('online_count')} online)", at)
         elif kind == "system":
+            self.delivery.resynced(frame)
             self.console.system(str(frame.get("message")), at)
             return frame.get("message") in ENDINGS
         # Typing and read frames are not printed: a line-based terminal has no place for a

@@ -45,6 +45,13 @@ class Delivery:
         self.epoch = str(hello.get("epoch") or "")
         return recovered if resumed else None
 
+    def resynced(self, frame: dict[str, Any]) -> None:
+        """A system frame with a position (not the hello): the server lost part of the room's
+        stream while this client stayed connected; messages go on after the offset it gives."""
+        if "epoch" in frame and frame.get("recovered") is False:
+            self.epoch = str(frame["epoch"])
+            self.offset = _offset(frame.get("offset")) or 0
+
     def fresh(self, frame: dict[str, Any]) -> bool:
         """True for a message not shown yet; False for one this client already has."""
         offset = _offset(frame.get("offset"))

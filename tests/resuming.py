@@ -183,6 +183,9 @@ class ResumingClient:
             self.errors.append(frame)
         elif kind == "system":
             self.notices.append(frame["message"])
+            if "epoch" in frame:  # The server lost part of the stream: go on from where it says.
+                self.unrecovered += 1
+                self.epoch, self.last, self._fresh = frame["epoch"], frame["offset"], False
         else:
             return  # Presence: not part of the stream.
         self.progress.changed()

@@ -312,6 +312,9 @@ def test_the_client_resumes_from_the_newest_offset_and_shows_none_twice() -> Non
     assert delivery.entered({"epoch": "e2", "offset": 9, "recovered": False}) is False
     assert not delivery.fresh({"offset": 9}) and delivery.fresh({"offset": 10})
     assert delivery.url(url) == url + "&since=10&epoch=e2"
+    # Told while connected that the room's stream was lost: its new offsets are not old ones.
+    delivery.resynced({"type": "system", "message": "…", "epoch": "e3", "offset": 0, "recovered": False})
+    assert delivery.fresh({"offset": 1}) and delivery.url(url) == url + "&since=1&epoch=e3"
 
 
 async def test_the_client_tells_the_room_what_it_has_read_and_prints_no_typing(server: Server) -> None:

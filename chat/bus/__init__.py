@@ -23,6 +23,9 @@ DEDUPE_MIN = 100
 ENDED_SECONDS = 60.0
 # Sent on a room's channel after its final system message: every instance ends the room.
 ROOM_END = "\x00end"
+# Put into a room's subscription when the backend subscribed it again after losing it:
+# what was published meanwhile never came, and the room's history has it (or lost it).
+ROOM_RESYNC = "\x00resync"
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +151,9 @@ class Bus(Protocol):
 
     @property
     def ready(self) -> bool: ...
+
+    async def until_ready(self) -> None:
+        """Return once the backend can be used (at once, if it can)."""
 
     @property
     def reconnects(self) -> int:

@@ -34,7 +34,7 @@ from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection
 
 from ..arrivals import while_more_arrive
-from . import ROOM_END, SUBSCRIPTION_FRAMES, BusUnavailable, Receipt, keys
+from . import ROOM_END, ROOM_RESYNC, SUBSCRIPTION_FRAMES, BusUnavailable, Receipt, keys
 from .link import LOST, UNAVAILABLE, RedisLink
 from .posts import POSTS_PER_CALL, RedisPosts
 
@@ -69,6 +69,8 @@ class RoomChannels:
         # Channels SUBSCRIBEd (and not since UNSUBSCRIBEd) on the current connection.
         self._subscribed: set[str] = set()
         self._confirmations: dict[str, trio.Event] = {}
+        # Rooms subscribed when the connection was lost: told ROOM_RESYNC once subscribed again.
+        self._lost: set[str] = set()
         self._changed = trio.Event()
         self._outgoing, self._queued = trio.open_memory_channel[Outgoing](OUTGOING_FRAMES)
         self._blocked: set[trio.CancelScope] = set()
@@ -150,6 +152,8 @@ class RoomChannels:
             confirmed.set()
         self._confirmations.clear()
         self._subscribed = set()
+        # Their frames published until the next session resubscribes them never come.
+        self._lost = set(self._local)
         # Some of the batch may have gone out before the connection failed; nobody can say
         # which. Frames queued behind it wait for the next session.
         batch, self._in_flight = self._in_flight[self._answered :], []
@@ -180,20 +184,27 @@ class RoomChannels:
             room_id = keys.room_of_channel(reply[1])
             if reply[2] == ROOM_END:
                 self._on_room_end(room_id)
-            for send in list(self._local.get(room_id, ())):
-                try:
-                    try:
-                        send.send_nowait(reply[2])
-                    except trio.WouldBlock:
-                        # That room's subscriber is far behind: the reader waits for it, and
-                        # Redis buffers for us meanwhile.
-                        await self._link.from_aio(send.send, reply[2])
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    pass  # That subscription ended while we waited for it.
+            await self._hand_on(room_id, reply[2])
         elif kind == "subscribe":
             confirmed = self._confirmations.pop(reply[1], None)
             if confirmed is not None:
                 confirmed.set()
+            room_id = keys.room_of_channel(reply[1])
+            if room_id in self._lost:
+                self._lost.discard(room_id)
+                await self._hand_on(room_id, ROOM_RESYNC)
+
+    async def _hand_on(self, room_id: str, frame: str) -> None:
+        for send in list(self._local.get(room_id, ())):
+            try:
+                try:
+                    send.send_nowait(frame)
+                except trio.WouldBlock:
+                    # That room's subscriber is far behind: the reader waits for it, and
+                    # Redis buffers for us meanwhile.
+                    await self._link.from_aio(send.send, frame)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # That subscription ended while we waited for it.
 
     async def _sync(
         self, connection: AbstractConnection, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -73,11 +73,29 @@ class RedisLink:
             protocol=2,
         )
         self.client = Redis(connection_pool=self.pool)
-        self.ready = False
+        self._ready = False
+        self._up = trio.Event()
         # Sessions re-established after a loss (the first one is not counted).
         self.reconnects = 0
         self._session = trio.CancelScope()
         self._on_loss: list[Callable[[], None]] = []
+
+    @property
+    def ready(self) -> bool:
+        """A session is up: commands may be sent."""
+        return self._ready
+
+    @ready.setter
+    def ready(self, ready: bool) -> None:
+        self._ready = ready
+        if ready:
+            self._up.set()
+        elif self._up.is_set():
+            self._up = trio.Event()
+
+    async def until_ready(self) -> None:
+        """Return once a session is up (at once, if one is)."""
+        await self._up.wait()
 
     def on_loss(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` each time a session ends (Redis became unreachable)."""

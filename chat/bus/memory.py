@@ -63,6 +63,9 @@ class MemoryBus:
     def ready(self) -> bool:
         return True
 
+    async def until_ready(self) -> None:
+        return  # Always ready.
+
     @property
     def reconnects(self) -> int:
         return 0  # Nothing to lose a connection to.

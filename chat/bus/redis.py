@@ -137,6 +137,9 @@ class RedisBus:
     def ready(self) -> bool:
         return self._link.ready
 
+    async def until_ready(self) -> None:
+        await self._link.until_ready()
+
     @property
     def reconnects(self) -> int:
         return self._link.reconnects

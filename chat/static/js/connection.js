@@ -83,6 +83,12 @@ export class Connection {
     let frame;
     try { frame = JSON.parse(data); } catch { return; }
     if (frame.type === "system" && frame.message === CONNECTED && frame.connection_id) return this.onHello(frame);
+    if (frame.type === "system" && typeof frame.epoch === "string" && frame.recovered === false) {
+      // The server lost part of the room's stream while this page stayed connected (its
+      // backend restarted empty): messages go on after the offset it gives, in its epoch.
+      this.epoch = frame.epoch;
+      this.offset = Number.isInteger(frame.offset) ? frame.offset : 0;
+    }
     if (frame.type === "message" && Number.isInteger(frame.offset)) {
       // Already passed on (a resume overlapping what arrived): never a duplicate on screen.
       if (frame.offset <= this.offset) return;
