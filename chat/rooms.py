@@ -258,7 +258,7 @@ class Rooms:
         if resuming and (claim := await self.bus.claim(room_id, sender)) is not None:
             return Entry(claim.room, claim.member, sender, resumed=True), claim.online_count
         # The seat and the room's record come back together: one step for a token's holder.
-        result: AdmitResult = await self.bus.admit(room_id, member)
+        result: AdmitResult = await self.bus.admit(room_id, member, sender)
         if result.status is Admission.FULL:
             raise RoomFull()
         if result.room is None:

@@ -977,3 +977,25 @@ async def test_read_offsets_only_move_forward_and_end_with_the_room(backend: Bac
     assert await bus.mark_read(rid, ann.connection_id, 3) is None
     if backend.redis is not None:
         assert await backend.our_keys(rid, ann.connection_id, bob.connection_id) == []
+
+
+async def test_redis_a_seat_left_on_an_instance_that_died_is_its_senders_to_take_back() -> None:
+    async with open_redis_server(private=True) as server, redis_bus(server.url) as survivor:
+        room = new_room()
+        await survivor.create_room(room)
+        ann, other = member("Ann"), member("Olga")
+        async with redis_bus(server.url) as doomed:
+            await doomed.admit(room.room_id, ann, "sender-ann")
+            await doomed.admit(room.room_id, other, "sender-olga")
+            # While its instance lives, the seat is not to be had.
+            assert await survivor.claim(room.room_id, "sender-ann") is None
+        # ``doomed`` stopped without departing anyone, like a killed process; its heartbeat
+        # key lapses with it.
+        await server.command("DEL", keys.instance_alive(doomed.instance_id))
+        claim = await survivor.claim(room.room_id, "sender-ann")
+        assert claim is not None and (claim.member, claim.online_count) == (ann, 2)
+        # The sweep reaps what was left behind, but not the seat taken back.
+        with trio.fail_after(PRESENCE_TIMEOUT * 4):
+            while not (ghosts := [g for g in await survivor.reap() if g.room_id == room.room_id]):
+                pass
+        assert [g.member for g in ghosts] == [other]

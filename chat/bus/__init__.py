@@ -175,9 +175,10 @@ class Bus(Protocol):
     async def ended(self, room_id: str) -> str | None:
         """The final frame of a room that ended in the last ENDED_SECONDS, else None."""
 
-    async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
+    async def admit(self, room_id: str, member: MemberRecord, sender: str = "") -> AdmitResult:
         """Add a member unless the room is full or gone, as one atomic step; an admitted
-        member's result carries the room, so entering a room takes one step."""
+        member's result carries the room, so entering a room takes one step. ``sender`` (see
+        ``claim``) lets its sender take the seat back should this instance die under it."""
 
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
         """Remove a member; None when the room is gone or the member was not in it."""
@@ -189,8 +190,9 @@ class Bus(Protocol):
         seat is gone (room ended, member left)."""
 
     async def claim(self, room_id: str, sender: str) -> Claim | None:
-        """Take over the seat ``sender`` holds dropped (its newest), as one atomic step, for
-        a socket on this instance; None when it holds none or the room is gone."""
+        """Take over the seat ``sender`` holds dropped, or left on an instance that died and
+        is not yet reaped (its newest), as one atomic step, for a socket on this instance;
+        None when it holds none or the room is gone."""
 
     async def depart_dropped(self, room_id: str, connection_id: str, hold: str) -> Departure | None:
         """``depart``, but only while the seat is still held by the hold ``drop`` returned:

@@ -149,7 +149,8 @@ class MemoryBus:
             return None
         return frame
 
-    async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
+    async def admit(self, room_id: str, member: MemberRecord, sender: str = "") -> AdmitResult:
+        # ``sender`` matters where an instance can die under its members; one process cannot.
         room = self._live(room_id)
         if room is None:
             return AdmitResult(Admission.NO_ROOM)

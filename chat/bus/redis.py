@@ -225,7 +225,7 @@ class RedisBus:
             ]
             await self._link.command(self._restore_room, keys=room_keys, args=args)
 
-    async def admit(self, room_id: str, member: MemberRecord) -> AdmitResult:
+    async def admit(self, room_id: str, member: MemberRecord, sender: str = "") -> AdmitResult:
         status, count, *meta = await self._link.call(
             self._admit,
             keys=[
@@ -244,6 +244,7 @@ class RedisBus:
                 _flag(member.is_owner),
                 self.instance_id,
                 self._alive_ms,
+                sender,
             ],
         )
         outcome = (Admission.NO_ROOM, Admission.FULL, Admission.ADMITTED)[int(status)]

@@ -39,7 +39,7 @@ end
 """
 
 # KEYS: meta, users, conn, instance conns, instance alive.
-# ARGV[5..]: cid, room_id, display_name, connected_at, is_owner, instance, alive_ms.
+# ARGV[5..]: cid, room_id, display_name, connected_at, is_owner, instance, alive_ms, sender.
 # Returns {0, 0} no room, {1, count} full, {2, count, meta as a flat list} admitted.
 ADMIT = _PRELUDE + """
 local expires = redis.call('HGET', KEYS[1], 'expires_ms')
@@ -49,7 +49,7 @@ if count >= tonumber(redis.call('HGET', KEYS[1], 'max_users')) then return {1, c
 redis.call('SADD', KEYS[2], ARGV[5])
 redis.call('PEXPIREAT', KEYS[2], expires)
 redis.call('HSET', KEYS[3], 'room_id', ARGV[6], 'display_name', ARGV[7], 'connected_at', ARGV[8],
-           'is_owner', ARGV[9], 'instance', ARGV[10])
+           'is_owner', ARGV[9], 'instance', ARGV[10], 'sender', ARGV[12])
 redis.call('PEXPIREAT', KEYS[3], expires)
 if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[1], 'owners_online', 1) end
 redis.call('SADD', KEYS[4], ARGV[5])
@@ -87,7 +87,8 @@ redis.call('PEXPIREAT', KEYS[3], expires)
 return 1
 """
 
-# The sender's newest held seat, moved to the claiming instance. KEYS: meta, users, dropped,
+# The sender's newest held seat (dropped, or left behind by an instance that died), moved
+# to the claiming instance. KEYS: meta, users, dropped,
 # instance conns, instance alive. ARGV[5..]: sender, instance, alive_ms.
 # Returns {} when none is held, else {cid, display_name, connected_at, is_owner, online
 # count, meta as a flat list}.
@@ -96,12 +97,19 @@ local expires = redis.call('HGET', KEYS[1], 'expires_ms')
 if not expires then return {} end
 local held = redis.call('HGETALL', KEYS[3])
 local cid, newest = nil, nil
+local function consider(candidate)
+  local at = tonumber(redis.call('HGET', CONN .. candidate, 'connected_at') or '0')
+  if newest == nil or at > newest then cid, newest = candidate, at end
+end
 local mine = ARGV[5] .. ' '
 for i = 1, #held, 2 do
-  if string.sub(held[i + 1], 1, #mine) == mine then
-    local at = tonumber(redis.call('HGET', CONN .. held[i], 'connected_at') or '0')
-    if newest == nil or at > newest then cid, newest = held[i], at end
-  end
+  if string.sub(held[i + 1], 1, #mine) == mine then consider(held[i]) end
+end
+-- A seat of an instance that died never got dropped: its socket was lost with it, and the
+-- seat is the sender's to take back until the sweep reaps it.
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local c = redis.call('HMGET', CONN .. member, 'sender', 'instance')
+  if c[1] == ARGV[5] and c[2] and redis.call('EXISTS', ALIVE .. c[2]) == 0 then consider(member) end
 end
 if cid == nil then return {} end
 redis.call('HDEL', KEYS[3], cid)
