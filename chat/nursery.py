@@ -44,6 +44,8 @@ FAN_OUT_BYTES = 64 * 1024
 RESYNC_MESSAGES = MAX_HISTORY_SIZE
 # How long a resync waits for the backend's new session to be up before it gives up.
 RESYNC_WAIT_SECONDS = 10.0
+# What a member whose own outbox is full has reached (for the slow-consumer log line).
+SLOW_LIMITS = "OUTBOX_FRAMES or OUTBOX_BYTES"
 # Frames that stop a batch: the room's end or resync, and frames a member relayed.
 STOPS = ("\x00", *protocol.RELAYED)
 
@@ -217,7 +219,7 @@ class LiveRoom:
         hub = self.hub
         hub.metrics.fanned_out(len(frames) * (len(self.members) - len(slow)), time.perf_counter() - started)
         for member in slow:
-            self.close_too_slow(member, "OUTBOX_FRAMES or OUTBOX_BYTES")
+            self.close_too_slow(member, SLOW_LIMITS)
         outboxes = hub.outboxes
         if outboxes.queued > outboxes.limit:
             hub.shed()
@@ -247,8 +249,7 @@ class LiveRoom:
             if cid != sender and (m.read_receipts or not is_read) and not m.deliver(data)
         ]
         for member in slow:
-            self.hub.metrics.slow_consumer()
-            member.close_too_slow()
+            self.close_too_slow(member, SLOW_LIMITS)
 
     def remove(self, member: Member) -> None:
         """Take a member out of the fan-out; the room ends with its last local member."""

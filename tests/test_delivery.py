@@ -8,9 +8,11 @@ missed, and a message resent with its client_id is posted once.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import orjson
 
 from chat import protocol
@@ -233,69 +235,66 @@ async def test_the_owner_leaving_at_the_hello_reaches_the_new_member_with_its_re
 # A drop is not a departure: a socket lost without a goodbye keeps its seat for a resume.
 
 
-async def test_a_member_that_drops_and_resumes_never_left() -> None:
-    async with running_app(settings(resume_grace_seconds=60)) as server, server.client() as http:
+@asynccontextmanager
+async def bob_and_ann(grace: float) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, Any], Client, Client]]:
+    """Bob's room (his create answer) on a server with ``grace`` s of RESUME_GRACE_SECONDS, and
+    Ann's ws_url from her join; Bob and Ann connected, Bob having seen Ann come online."""
+    async with running_app(settings(resume_grace_seconds=grace)) as server, server.client() as http:
         room = await create_room(http, owner_name="Bob")
         joined = await join_room(http, room["room_id"], "Ann")
         async with connect(room["ws_url"]) as bob, connect(joined["ws_url"]) as ann:
             await bob.receive_until(event="user_online", display_name="Ann")
-            await bob.say("before")
-            await bob.receive_until(type="message")
-            last = (await ann.receive_until(type="message"))["offset"]
-            cut(ann)
-            await bob.say("while away")
-            async with connect(resume_url(joined["ws_url"], last, ann.hello["epoch"])) as back:
-                assert back.connection_id == ann.connection_id and back.hello["recovered"] is True
-                assert (await back.receive())["text"] == "while away"
-                await back.say("back")
-                # Bob's next frames: his own message, then hers; no offline/online in between.
-                assert [(f["type"], f.get("text")) for f in [await bob.receive(), await bob.receive()]] == [
-                    ("message", "while away"),
-                    ("message", "back"),
-                ]
-                details = (await http.get(f"/rooms/{room['room_id']}")).json()
-                assert details["online_users_count"] == 2
-            # A clean close is a departure at once, as before.
-            gone = await bob.receive()
-            assert (gone["event"], gone["connection_id"]) == ("user_offline", ann.connection_id)
+            yield http, {**room, "ann_ws_url": joined["ws_url"]}, bob, ann
+
+
+async def test_a_member_that_drops_and_resumes_never_left() -> None:
+    async with bob_and_ann(grace=60) as (http, room, bob, ann):
+        await bob.say("before")
+        await bob.receive_until(type="message")
+        last = (await ann.receive_until(type="message"))["offset"]
+        cut(ann)
+        await bob.say("while away")
+        async with connect(resume_url(room["ann_ws_url"], last, ann.hello["epoch"])) as back:
+            assert back.connection_id == ann.connection_id and back.hello["recovered"] is True
+            assert (await back.receive())["text"] == "while away"
+            await back.say("back")
+            # Bob's next frames: his own message, then hers; no offline/online in between.
+            assert [(f["type"], f.get("text")) for f in [await bob.receive(), await bob.receive()]] == [
+                ("message", "while away"),
+                ("message", "back"),
+            ]
+            details = (await http.get(f"/rooms/{room['room_id']}")).json()
+            assert details["online_users_count"] == 2
+        # A clean close is a departure at once, as before.
+        gone = await bob.receive()
+        assert (gone["event"], gone["connection_id"]) == ("user_offline", ann.connection_id)
 
 
 async def test_a_dropped_seat_is_freed_once_the_grace_is_over() -> None:
-    async with running_app(settings(resume_grace_seconds=0.2)) as server, server.client() as http:
-        room = await create_room(http, owner_name="Bob")
-        joined = await join_room(http, room["room_id"], "Ann")
-        async with connect(room["ws_url"]) as bob, connect(joined["ws_url"]) as ann:
-            await bob.receive_until(event="user_online", display_name="Ann")
-            cut(ann)
-            gone = await bob.receive()
-            assert (gone["event"], gone["connection_id"]) == ("user_offline", ann.connection_id)
-            assert gone["online_count"] == 1
+    async with bob_and_ann(grace=0.2) as (_, _, bob, ann):
+        cut(ann)
+        gone = await bob.receive()
+        assert (gone["event"], gone["connection_id"]) == ("user_offline", ann.connection_id)
+        assert gone["online_count"] == 1
 
 
 async def test_the_owner_dropping_ends_the_room_only_if_it_does_not_come_back() -> None:
-    async with running_app(settings(resume_grace_seconds=0.5)) as server, server.client() as http:
-        room = await create_room(http, owner_name="Bob")
-        joined = await join_room(http, room["room_id"], "Ann")
-        async with connect(room["ws_url"]) as bob, connect(joined["ws_url"]) as ann:
-            cut(bob)
-            async with connect(resume_url(room["ws_url"], 0, bob.hello["epoch"])) as back:
-                assert back.connection_id == bob.connection_id
-                await back.say("still mine")
-                assert (await ann.receive_until(type="message"))["text"] == "still mine"
-                cut(back)
-                ending = await ann.receive_until(type="system")
-                assert ending["message"] == protocol.OWNER_OFFLINE
-                assert await closed_with(ann) == (1000, "Room closed")
+    async with bob_and_ann(grace=0.5) as (_, room, bob, ann):
+        cut(bob)
+        async with connect(resume_url(room["ws_url"], 0, bob.hello["epoch"])) as back:
+            assert back.connection_id == bob.connection_id
+            await back.say("still mine")
+            assert (await ann.receive_until(type="message"))["text"] == "still mine"
+            cut(back)
+            ending = await ann.receive_until(type="system")
+            assert ending["message"] == protocol.OWNER_OFFLINE
+            assert await closed_with(ann) == (1000, "Room closed")
 
 
 async def test_without_a_grace_a_drop_departs_at_once() -> None:
-    async with running_app(settings(resume_grace_seconds=0)) as server, server.client() as http:
-        room = await create_room(http, owner_name="Bob")
-        joined = await join_room(http, room["room_id"], "Ann")
-        async with connect(room["ws_url"]) as bob, connect(joined["ws_url"]) as ann:
-            await bob.receive_until(event="user_online", display_name="Ann")
-            cut(ann)
-            assert (await bob.receive())["event"] == "user_offline"
-            async with connect(resume_url(joined["ws_url"], 0, ann.hello["epoch"])) as back:
-                assert back.connection_id != ann.connection_id
-                assert (await bob.receive())["event"] == "user_online"
+    async with bob_and_ann(grace=0) as (_, room, bob, ann):
+        cut(ann)
+        assert (await bob.receive())["event"] == "user_offline"
+        async with connect(resume_url(room["ann_ws_url"], 0, ann.hello["epoch"])) as back:
+            assert back.connection_id != ann.connection_id
+            assert (await bob.receive())["event"] == "user_online"
