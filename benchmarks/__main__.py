@@ -13,6 +13,8 @@ from .pool import WorkerError
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace], None]] = {
     "fanout": messaging.fanout,
+    # Many small rooms (the capacity model's traffic): fanout's measurement under its own name.
+    "rooms": messaging.fanout,
     "ramp": messaging.ramp,
     "slow": messaging.slow,
     "conns": capacity.conns,
@@ -33,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--label", default="", help="tag copied into every result line (e.g. the target's name)")
     p.add_argument("--extra", default="", help="JSON object merged into every result line")
     p.add_argument("--pids", default="", help="comma-separated server pids for RSS and CPU readings")
+    p.add_argument("--redis-pids", default="", help="comma-separated redis-server pids for their CPU readings")
     p.add_argument("--redis-url", default="", help="the server's Redis, for the client count of `idle`")
     p.add_argument("--parallel", type=int, default=8, help="joins+connects in flight per worker")
     p.add_argument("--expiry", type=int, default=900, help="expiry_seconds of the rooms a scenario creates")
@@ -66,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     args.urls = [u.strip().rstrip("/") for u in args.urls.split(",") if u.strip()]
     args.pids = [int(p) for p in args.pids.split(",") if p.strip()]
+    args.redis_pids = [int(p) for p in args.redis_pids.split(",") if p.strip()]
     if args.scenario != "slow":
         args.pad = 0
     if args.scenario == "slow":

@@ -23,8 +23,9 @@ def conns(args: argparse.Namespace) -> None:
     rss_before = probes.total_rss_kib(args.pids)
     rooms = api.create_rooms(args.urls, rooms_needed, seats(per_room), args.expiry)
     with WorkerPool(args.workers) as pool:
-        joined = pool.connect(api.layout(rooms, args.urls, per_room, 0), args.parallel)
-        time.sleep(SETTLE_SECONDS)
+        with probes.CpuUse(args.pids) as servers, probes.CpuUse(args.redis_pids) as backends:
+            joined = pool.connect(api.layout(rooms, args.urls, per_room, 0), args.parallel)
+            time.sleep(SETTLE_SECONDS)
         rss_after = probes.total_rss_kib(args.pids)
         opened = sum(joined["connected"].values())
         grown = rss_after - rss_before if rss_after is not None and rss_before is not None else None
@@ -42,6 +43,11 @@ def conns(args: argparse.Namespace) -> None:
                 "rss_before_kib": rss_before,
                 "rss_after_kib": rss_after,
                 "kib_per_conn": round(grown / opened, 1) if grown is not None and opened else None,
+                # Join + WebSocket + hello, and what settling them cost: the capacity model's opens.
+                "server_cpu_ms_per_open": round(servers.total * 1000 / opened, 3) if servers.total and opened else None,
+                "redis_cpu_ms_per_1000_opens": round(backends.total * 1e6 / opened, 2)
+                if backends.total is not None and backends.each and opened
+                else None,
             },
         )
 

@@ -24,20 +24,38 @@ def fanout(args: argparse.Namespace) -> None:
     with WorkerPool(args.workers) as pool:
         joined = pool.connect(api.layout(rooms, args.urls, args.members, args.senders), args.parallel)
         pool.run(phase=0, secs=args.warmup, rate=args.rate, drain=WARMUP_DRAIN_SECONDS, lockstep=args.lockstep)
-        replies = pool.run(phase=1, secs=args.secs, rate=args.rate, drain=args.drain, lockstep=args.lockstep)
+        with probes.CpuUse(args.pids) as servers, probes.CpuUse(args.redis_pids) as backends:
+            replies = pool.run(phase=1, secs=args.secs, rate=args.rate, drain=args.drain, lockstep=args.lockstep)
+        result = delivery(replies, joined["connected"], args.secs)
         emit(
             args,
             {
-                "scenario": "fanout",
+                "scenario": args.scenario,
                 "rooms": args.rooms,
                 "members": args.members,
                 "senders": args.senders,
                 "rate": args.rate,
                 "secs": args.secs,
                 "connect_failures": joined["failed"],
-                **delivery(replies, joined["connected"], args.secs),
+                **result,
+                **cpu_costs(servers, backends, result),
             },
         )
+
+
+def cpu_costs(servers: probes.CpuUse, backends: probes.CpuUse, result: dict[str, Any]) -> dict[str, Any]:
+    """The unit costs the capacity model takes (docs/scaling.md): CPU per 1,000 deliveries and messages."""
+
+    def per_thousand(seconds: float | None, count: int) -> float | None:
+        return round(seconds * 1e6 / count, 2) if seconds is not None and count else None
+
+    return {
+        "server_cpu_seconds": servers.total,
+        "server_cpu_ms_per_1000_deliveries": per_thousand(servers.total, result["received"]),
+        # One reading per Redis process (a cluster's masters): how evenly the rooms spread.
+        "redis_cpu_seconds": backends.each,
+        "redis_cpu_ms_per_1000_messages": per_thousand(backends.total, result["sent"]),
+    }
 
 
 def ramp(args: argparse.Namespace) -> None:

@@ -56,6 +56,31 @@ class CpuWindow:
         return round(100.0 * used / CLOCK_TICKS / elapsed, 2)
 
 
+class CpuUse:
+    """CPU seconds each pid used inside the ``with`` block (None where a pid could not be read)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.each: list[float | None] = []
+
+    def __enter__(self) -> CpuUse:
+        self._before = [cpu_ticks(pid) for pid in self.pids]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        after = [cpu_ticks(pid) for pid in self.pids]
+        self.each = [
+            None if a is None or b is None else round((b - a) / CLOCK_TICKS, 3)
+            for a, b in zip(self._before, after, strict=True)
+        ]
+
+    @property
+    def total(self) -> float | None:
+        if not self.each or None in self.each:
+            return None
+        return round(sum(v for v in self.each if v is not None), 3)
+
+
 class RssSampler:
     """Samples the servers' total RSS in a thread while the parent waits on its workers."""
 

@@ -17,7 +17,7 @@ def emit(args: argparse.Namespace, result: dict[str, Any]) -> None:
         "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         **result,
     }
-    if result["scenario"] in ("fanout", "ramp", "slow"):
+    if result["scenario"] in ("fanout", "rooms", "ramp", "slow"):
         line["schedule"] = "lockstep" if args.lockstep else "spread"
     if args.extra:
         line.update(json.loads(args.extra))
