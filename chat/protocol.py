@@ -55,12 +55,28 @@ def system(room_id: str, message: str, **extra: Any) -> str:
     )
 
 
-def hello(room_id: str, connection_id: str, epoch: str, offset: int, recovered: bool | None) -> str:
-    """The first frame of every socket: in the room, at ``epoch``/``offset``; ``recovered``
-    only when the client asked to resume."""
-    extra: dict[str, Any] = {"connection_id": connection_id, "epoch": epoch, "offset": offset}
+def hello(
+    room_id: str,
+    connection_id: str,
+    display_name: str,
+    epoch: str,
+    offset: int,
+    recovered: bool | None,
+    e2e: bool = False,
+) -> str:
+    """The first frame of every socket: in the room as ``display_name`` (as stamped on the
+    member's messages), at ``epoch``/``offset``; ``recovered`` only when the client asked to
+    resume; ``e2e`` only in an end-to-end encrypted room."""
+    extra: dict[str, Any] = {
+        "connection_id": connection_id,
+        "display_name": display_name,
+        "epoch": epoch,
+        "offset": offset,
+    }
     if recovered is not None:
         extra["recovered"] = recovered
+    if e2e:
+        extra["e2e"] = True
     return system(room_id, CONNECTED, **extra)
 
 
@@ -158,6 +174,9 @@ CLIENT_ID_MAX_CHARS = 64
 OFFSET_MAX = 10**18
 
 
+NOT_SEALED = "This room is not end-to-end encrypted: send 'text'"
+
+
 class BadFrame(ValueError):
     """A frame from a client that cannot become a chat message; the text says why."""
 
@@ -189,6 +208,14 @@ class ReadUpTo:
 TYPING = Typing()
 
 
+def read_client_id(data: dict[str, Any]) -> str | None:
+    """A message's optional ``client_id``; BadFrame when it is not a short string."""
+    client_id = data.get("client_id")
+    if client_id is not None and not (isinstance(client_id, str) and 0 < len(client_id) <= CLIENT_ID_MAX_CHARS):
+        raise BadFrame(f"'client_id' must be a string of 1 to {CLIENT_ID_MAX_CHARS} characters")
+    return client_id
+
+
 def read_frame(frame: str | bytes, max_chars: int) -> Said | Typing | ReadUpTo:
     """What a client frame says: a chat message, as ``{"type":"message","text":...}`` (with an
     optional ``client_id``) or plain text; ``{"type":"typing"}``; or ``{"type":"read","offset":N}``."""
@@ -209,16 +236,14 @@ def read_frame(frame: str | bytes, max_chars: int) -> Said | Typing | ReadUpTo:
                 if not (isinstance(offset, int) and not isinstance(offset, bool) and 0 <= offset <= OFFSET_MAX):
                     raise BadFrame("'offset' must be a whole number of at least 0 (the newest message you have seen)")
                 return ReadUpTo(offset)
-            client_id = data.get("client_id")
-            if client_id is not None and not (
-                isinstance(client_id, str) and 0 < len(client_id) <= CLIENT_ID_MAX_CHARS
-            ):
-                raise BadFrame(f"'client_id' must be a string of 1 to {CLIENT_ID_MAX_CHARS} characters")
+            client_id = read_client_id(data)
             if kind != "message":
                 raise BadFrame(
                     f"Unknown message type {str(kind)[:40]!r}; use 'message', 'typing' or 'read'", client_id
                 )
             candidate = data.get("text")
+            if candidate is None and "ciphertext" in data:
+                raise BadFrame(NOT_SEALED, client_id)
             if not isinstance(candidate, str):
                 raise BadFrame("'text' must be a string", client_id)
             text = candidate

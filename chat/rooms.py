@@ -50,6 +50,7 @@ from .bus import (
 from .config import Settings
 from .credentials import Grant, Role, TokenSigner, hash_password, password_matches
 from .protocol import Said
+from .sealed import Sealed, sealed_message
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,8 @@ class NewRoom:
     expiry_seconds: int | None  # None: the configured default
     max_users: int | None
     destroy_on_owner_offline: bool
+    e2e: bool = False
+    e2e_salt: str | None = None
 
 
 def _within(field: str, value: int | None, default: int, low: int, high: int) -> int:
@@ -174,6 +177,8 @@ class Rooms:
     async def create(self, new: NewRoom) -> tuple[RoomRecord, str]:
         """The new room and its owner token."""
         limits = self.settings
+        if new.e2e_salt is not None and not (new.e2e and new.password):
+            raise InvalidRoom("e2e_salt goes only with \"e2e\": true and a password: it salts the key derived from it")
         expiry = _within(
             "expiry_seconds",
             new.expiry_seconds,
@@ -192,6 +197,8 @@ class Rooms:
             created_at=created_at,
             expires_at=created_at + expiry,
             destroy_on_owner_offline=new.destroy_on_owner_offline,
+            e2e=new.e2e,
+            e2e_salt=new.e2e_salt,
         )
         await self.bus.create_room(room)
         return room, self._token(room, new.owner_name, "owner")
@@ -273,12 +280,15 @@ class Rooms:
             protocol.presence(room.room_id, "user_online", member.connection_id, member.display_name, online_count),
         )
 
-    async def say(self, entry: Entry, said: Said, receipt: Receipt) -> None:
+    async def say(self, entry: Entry, said: Said | Sealed, receipt: Receipt) -> None:
         """Post a member's chat message: it gets the room's next offset, goes into its history
         and out to every member; ``receipt`` learns the offset, or that it may be lost. A
         message resent with the same ``client_id`` is posted once."""
         room, member = entry.room, entry.member
-        message = protocol.chat_message(room.room_id, member.connection_id, member.display_name, said.text)
+        if isinstance(said, Sealed):
+            message = sealed_message(room.room_id, member.connection_id, member.display_name, said)
+        else:
+            message = protocol.chat_message(room.room_id, member.connection_id, member.display_name, said.text)
         dedupe = f"{entry.sender}\x00{said.client_id}" if said.client_id is not None else None
         await self.bus.post(room.room_id, message, receipt, dedupe)
 

@@ -71,6 +71,8 @@ async def create_room() -> Response:
             expiry_seconds=new.expiry_seconds,
             max_users=new.max_users,
             destroy_on_owner_offline=new.preferences.destroy_on_owner_offline,
+            e2e=new.e2e,
+            e2e_salt=new.e2e_salt,
         )
     )
     return json_response(
@@ -224,4 +226,6 @@ def _details(room: RoomRecord, members: list[MemberRecord], read_offsets: dict[s
         is_expired=room.expires_at <= clock.now(),
         is_full=len(online) >= room.max_users,
         preferences=Preferences(destroy_on_owner_offline=room.destroy_on_owner_offline),
+        e2e=room.e2e,
+        e2e_salt=room.e2e_salt,
     ).model_dump()

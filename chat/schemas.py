@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
+from . import sealed
+
 
 def _printable(value: str) -> str:
     value = value.strip()
@@ -31,6 +33,17 @@ RoomName = Annotated[str, Field(max_length=ROOM_NAME_MAX_CHARS), AfterValidator(
 Password = Annotated[str, Field(max_length=PASSWORD_MAX_CHARS)]
 
 
+def _salt(value: str) -> str:
+    if not sealed.valid_salt(value):
+        raise ValueError(
+            f"must be {sealed.SALT_MIN_BYTES} to {sealed.SALT_MAX_BYTES} random bytes in unpadded base64url"
+        )
+    return value
+
+
+Salt = Annotated[str, Field(max_length=128), AfterValidator(_salt)]
+
+
 class Request(BaseModel):
     model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
 
@@ -46,6 +59,16 @@ class CreateRoom(Request):
     expiry_seconds: StrictInt | None = Field(default=None, description="Seconds the room lives (default 600)")
     max_users: StrictInt | None = Field(default=None, description="Most members online at once (default 20)")
     preferences: Preferences = Field(default_factory=Preferences)
+    e2e: StrictBool = Field(
+        default=False,
+        description="End-to-end encrypted: members send AES-256-GCM envelopes the server cannot read; "
+        "the key lives only in the invite link's fragment (docs/protocol.md)",
+    )
+    e2e_salt: Salt | None = Field(
+        default=None,
+        description="With e2e and a password: the public salt of a key derived from the password "
+        "(the password then sent is itself derived, so the server never learns the key)",
+    )
 
 
 class JoinRoom(Request):
@@ -117,6 +140,8 @@ class RoomDetails(BaseModel):
     is_expired: bool
     is_full: bool
     preferences: Preferences
+    e2e: bool = Field(description="Messages are end-to-end encrypted envelopes")
+    e2e_salt: str | None = Field(default=None, description="Salt of the password-derived key, if one is used")
 
 
 class Message(BaseModel):

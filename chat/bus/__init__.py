@@ -38,6 +38,9 @@ class RoomRecord:
     created_at: float
     expires_at: float
     destroy_on_owner_offline: bool = True
+    # End-to-end encrypted: messages are envelopes the server cannot read (chat/sealed.py).
+    e2e: bool = False
+    e2e_salt: str | None = None  # Public salt of a key derived from the room password.
 
 
 @dataclass(frozen=True, slots=True)

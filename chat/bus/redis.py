@@ -72,6 +72,10 @@ def _room_fields(room: RoomRecord) -> dict[str, str | int]:
         fields["name"] = room.name
     if room.password_hash is not None:
         fields["password_hash"] = room.password_hash
+    if room.e2e:
+        fields["e2e"] = "1"
+    if room.e2e_salt is not None:
+        fields["e2e_salt"] = room.e2e_salt
     return fields
 
 
@@ -85,6 +89,8 @@ def _room(room_id: str, fields: dict[str, str]) -> RoomRecord:
         created_at=float(fields["created_at"]),
         expires_at=float(fields["expires_at"]),
         destroy_on_owner_offline=fields["destroy_on_owner_offline"] == "1",
+        e2e=fields.get("e2e") == "1",
+        e2e_salt=fields.get("e2e_salt"),
     )
 
 

@@ -20,6 +20,7 @@ from ..metrics import Metrics, refusal_reason
 from ..nursery import Hub, LiveRoom
 from ..origins import Origins
 from ..rooms import Entry, RoomError, RoomNotFound, Rooms
+from ..sealed import read_sealed_frame
 from . import wire
 from .member import Member
 from .receipts import ReadReceipts, TypingThrottle
@@ -196,7 +197,15 @@ class Session:
         position = history.position
         recovered = None if since is None else history.complete
         room_id, connection_id = entry.room.room_id, entry.member.connection_id
-        hello = protocol.hello(room_id, connection_id, position.epoch, position.offset, recovered)
+        hello = protocol.hello(
+            room_id,
+            connection_id,
+            entry.member.display_name,
+            position.epoch,
+            position.offset,
+            recovered,
+            e2e=entry.room.e2e,
+        )
         first = [wire.text_frame(hello)]
         if since is None or history.complete:
             first += [wire.text_frame(protocol.replayed(frame)) for frame in history.frames]
@@ -214,6 +223,7 @@ class Session:
     async def _read(self, socket: AsgiSocket, entry: Entry, member: Member, receipts: ReadReceipts | None) -> None:
         metrics = self.metrics
         limit = self.settings.message_max_chars
+        read = read_sealed_frame if entry.room.e2e else protocol.read_frame
         # Every frame counts against the rate, typing and read frames too: none can flood.
         rate = MessageRate(self.settings.messages_per_second, self.settings.message_burst, self.settings.flood_debt)
         typing = TypingThrottle(TYPING_INTERVAL_SECONDS)
@@ -230,7 +240,7 @@ class Session:
                 member.tell(protocol.error(slow_down, _client_id_of(data, limit)))
                 continue
             try:
-                said = protocol.read_frame(data, limit)
+                said = read(data, limit)
             except protocol.BadFrame as error:
                 metrics.error("bad_frame")
                 member.tell(protocol.error(str(error), error.client_id))
