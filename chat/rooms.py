@@ -78,6 +78,11 @@ class RoomNotFound(RoomError):
 class WrongPassword(RoomError):
     status = 401
 
+    def __init__(self, detail: str, e2e_salt: str | None = None) -> None:
+        super().__init__(detail)
+        # Public by design: a client needs it to derive the password it must send (chat/sealed.py).
+        self.e2e_salt = e2e_salt
+
 
 class Forbidden(RoomError):
     status = 403
@@ -391,9 +396,9 @@ class Rooms:
         if room.password_hash is None:
             return
         if not password:
-            raise WrongPassword("Password required")
+            raise WrongPassword("Password required", room.e2e_salt)
         if not await password_matches(room.password_hash, password):
-            raise WrongPassword("Invalid password")
+            raise WrongPassword("Invalid password", room.e2e_salt)
 
     def _token(self, room: RoomRecord, display_name: str, role: Role) -> str:
         return self.tokens.issue(Grant(room.room_id, display_name, role, room.expires_at))

@@ -20,7 +20,7 @@ from . import clock
 from .app import current
 from .bus import BusUnavailable, MemberRecord, RoomRecord
 from .payloads import BadRequest, bearer_token, body, client_address, error_response, json_response, query
-from .rooms import NewRoom, RateLimited, RoomError
+from .rooms import NewRoom, RateLimited, RoomError, WrongPassword
 from .schemas import (
     CloseRoom,
     CreateRoom,
@@ -175,6 +175,8 @@ async def close_room(room_id: str) -> Response:
 
 @rooms.app_errorhandler(RoomError)
 async def room_error(error: RoomError) -> Response:
+    if isinstance(error, WrongPassword) and error.e2e_salt is not None:
+        return json_response({"detail": error.detail, "e2e_salt": error.e2e_salt}, error.status)
     response = error_response(error.detail, error.status)
     if isinstance(error, RateLimited):
         response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))

@@ -7,10 +7,12 @@ import codecs
 import getpass
 import os
 import sys
+from urllib.parse import parse_qsl
 
 import httpx
 import trio
 
+from . import e2e
 from .console import Console
 from .conversation import EXIT_ERROR, EXIT_OK, Chat
 from .rest import HTTP_TIMEOUT_SECONDS, ClientError, open_session
@@ -53,9 +55,14 @@ async def chat_session(args: argparse.Namespace, console: Console) -> int:
         session = await open_session(http, args, server)
         if session.owner_token:
             console.notice(f"Room created: {session.room_id}")
-            console.notice(f"Invite link: {server}/#room={session.room_id}")
+            # The key rides only in the fragment, which browsers never send to the server.
+            key = f"&key={e2e.encode(session.key)}" if session.key and session.key_in_link else ""
+            console.notice(f"Invite link: {server}/#room={session.room_id}{key}")
             # "--join=ID": a room id may start with "-", which would read as an option.
-            console.notice(f"Terminal: ephemeralchat-client --server {server} --join={session.room_id} --name NAME")
+            key_option = f" --key={e2e.encode(session.key)}" if key and session.key else ""
+            console.notice(
+                f"Terminal: ephemeralchat-client --server {server} --join={session.room_id}{key_option} --name NAME"
+            )
             if not args.keep_room:
                 console.notice("The room closes when you leave (use --keep-room to keep it open).")
         chat = Chat(session, http, console)
@@ -89,13 +96,35 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--expiry", type=int, metavar="SECONDS", help="with --create: seconds until the room expires")
     p.add_argument("--max-users", type=int, metavar="N", help="with --create: most people at once")
     p.add_argument("--keep-room", action="store_true", help="with --create: keep the room open when you leave")
+    p.add_argument("--e2e", action="store_true",
+                   help="with --create: end-to-end encrypt the room (the key goes in the invite link, "
+                   "or comes from --password)")
+    p.add_argument("--key", help="with --join: the room's end-to-end key (the invite link's key=...)")
     return p
+
+
+def from_link(link: str, server: str, key: str | None) -> tuple[str, str, str | None]:
+    """Server, room id and key of an invite link (``https://HOST/#room=ID&key=KEY``)."""
+    base, _, fragment = link.partition("#")
+    fields = dict(parse_qsl(fragment))
+    if not fields.get("room"):
+        parser().error(f"--join: {link!r} is not an invite link (https://HOST/#room=ID)")
+    return base.rstrip("/") or server, fields["room"], fields.get("key", key)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    if args.join is not None and (args.expiry is not None or args.max_users is not None or args.keep_room):
-        parser().error("--expiry, --max-users and --keep-room only go with --create")
+    if args.join is not None and "#" in args.join:
+        args.server, args.join, args.key = from_link(args.join, args.server, args.key)
+    if args.join is not None and (args.expiry is not None or args.max_users is not None or args.keep_room or args.e2e):
+        parser().error("--expiry, --max-users, --keep-room and --e2e only go with --create")
+    if args.key is not None:
+        if args.join is None:
+            parser().error("--key only goes with --join")
+        try:
+            args.key = e2e.read_key(args.key)
+        except ValueError as error:
+            parser().error(f"--key: {error}")
     if args.password == "":
         args.password = getpass.getpass("Room password: ") or None
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import orjson
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection, open_websocket_url
 
+from . import e2e
 from .console import Console, duration
 from .delivery import Delivery
 from .rest import HTTP_TIMEOUT_SECONDS, ClientError, Session, parse_time, request, room_path
@@ -54,6 +56,7 @@ class Chat:
         self.delivery = Delivery()
         self.skew_seconds = 0.0
         self.quitting = False
+        self.e2e = False  # The room is end-to-end encrypted (its hello says so).
         # Set when a message is printed: the room hears how far this user has read.
         self.shown = trio.Event()
 
@@ -158,9 +161,23 @@ class Chat:
         at = parse_time(hello.get("timestamp"))
         if at is not None:  # /time follows the server's clock, not a local one that is off.
             self.skew_seconds = at.timestamp() - datetime.now().timestamp()
+        self.e2e, key = hello.get("e2e") is True, self.session.key
+        if self.e2e and key is not None:
+            # Sealed as the server stamps this connection's messages, or nobody can open them.
+            name = str(hello.get("display_name") or self.session.name)
+            self.delivery.seal = partial(e2e.seal, key, str(hello.get("room_id")), self.connection_id, name)
         recovered = self.delivery.entered(hello)
         if recovered is None:
             self.console.notice(f"Connected as {self.session.name}. {HELP}")
+            if self.e2e and key is not None:
+                self.console.notice(
+                    f"End-to-end encrypted; key fingerprint {e2e.fingerprint(key)} (compare it with the others')"
+                )
+            elif self.e2e:
+                self.console.notice(
+                    "This room is end-to-end encrypted and you have no key: you can neither read nor send. "
+                    "Join with the full invite link (or --key)."
+                )
         elif recovered:
             self.console.notice("Reconnected")
         else:
@@ -183,7 +200,12 @@ class Chat:
         if kind == "message":
             if self.delivery.fresh(frame):  # Never the same message twice, whatever the server resends.
                 mine = frame.get("connection_id") in self.mine
-                self.console.message(str(frame.get("display_name")), str(frame.get("text")), at, mine)
+                name = str(frame.get("display_name"))
+                text = e2e.open_message(self.session.key, frame) if "ciphertext" in frame else str(frame.get("text"))
+                if text is None:
+                    self.console.notice(f"{name}: {e2e.CANNOT_DECRYPT}", at)
+                else:
+                    self.console.message(name, text, at, mine)
                 self.shown.set()
         elif kind == "ack":
             self.delivery.acknowledged(frame.get("client_id"))
@@ -211,6 +233,9 @@ class Chat:
             return False
         if not line.startswith("/") or line.startswith("//"):
             text = line[1:] if line.startswith("//") else line  # "//x" sends "/x".
+            if self.e2e and self.session.key is None:
+                self.console.notice("Not sent: this room is end-to-end encrypted and you have no key")
+                return False
             # Pending from here on: if this socket is already dead, the next one sends it.
             await ws.send_message(self.delivery.send(text))
             return False

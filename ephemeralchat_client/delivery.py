@@ -9,6 +9,7 @@ never shows an offset twice, and resends what was not acknowledged under the sam
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -27,6 +28,9 @@ class Delivery:
         self.epoch: str | None = None
         self.offset = 0
         self.pending: dict[str, str] = {}  # client_id -> text, in the order typed
+        # In an end-to-end encrypted room: text -> envelope, sealed for the current connection
+        # at every (re)send, since a new connection may stamp another connection_id.
+        self.seal: Callable[[str], dict[str, str]] | None = None
 
     def url(self, ws_url: str) -> str:
         """``ws_url`` for the next connection: a resume from the newest offset once in the room."""
@@ -70,7 +74,9 @@ class Delivery:
         return self.frame(client_id)
 
     def frame(self, client_id: str) -> str:
-        return orjson.dumps({"type": "message", "text": self.pending[client_id], "client_id": client_id}).decode()
+        text = self.pending[client_id]
+        body = {"text": text} if self.seal is None else self.seal(text)
+        return orjson.dumps({"type": "message", **body, "client_id": client_id}).decode()
 
     def acknowledged(self, client_id: Any) -> None:
         self.pending.pop(str(client_id), None)

@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 import httpx
 
+from . import e2e
+
 HTTP_TIMEOUT_SECONDS = 15
 HINTS = {
     401: "check the password (--password)",
@@ -34,8 +36,10 @@ class Session:
     name: str
     ws_url: str
     expires_at: datetime
-    password: str | None
+    password: str | None  # As sent: in a password-keyed e2e room, the join secret.
     owner_token: str | None
+    key: bytes | None = None  # An end-to-end encrypted room's key, when this client has it.
+    key_in_link: bool = False  # The invite link must carry the key (not derived from the password).
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -71,15 +75,33 @@ def room_path(room_id: str, suffix: str = "") -> str:
     return f"/rooms/{quote(room_id)}{suffix}"
 
 
+async def salt_of(http: httpx.AsyncClient, room_id: str) -> str | None:
+    """The salt of a room whose e2e key comes from its password (a 401 answer carries it)."""
+    try:
+        response = await http.get(room_path(room_id))
+        return str(response.json()["e2e_salt"]) if response.status_code == 401 else None
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+
+
 async def open_session(http: httpx.AsyncClient, args: argparse.Namespace, server: str) -> Session:
     """Creates the room (as its owner) or joins it, as the command line says."""
+    password, key = args.password, getattr(args, "key", None)
     if args.create is not None:
         body: dict[str, Any] = {
             "name": args.create or None,
             "owner_name": args.name,
-            "password": args.password,
+            "password": password,
             "preferences": {"destroy_on_owner_offline": not args.keep_room},
         }
+        if args.e2e:
+            body["e2e"] = True
+            if password:  # The key comes from the password; the server gets a derived secret.
+                body["e2e_salt"] = e2e.new_salt()
+                key, password = e2e.password_keys(password, body["e2e_salt"])
+                body["password"] = password
+            else:
+                key = e2e.new_key()
         if args.expiry is not None:
             body["expiry_seconds"] = args.expiry
         if args.max_users is not None:
@@ -88,9 +110,13 @@ async def open_session(http: httpx.AsyncClient, args: argparse.Namespace, server
         room_id, token = created["room_id"], created["owner_token"]
     else:
         room_id, token = args.join, None
+        salt = await salt_of(http, room_id) if password else None
+        if salt is not None:
+            key, password = e2e.password_keys(password, salt)
         created = await request(
             http, "POST", room_path(room_id, "/join"), "join the room",
-            json={"display_name": args.name, "password": args.password},
+            json={"display_name": args.name, "password": password},
         )
     expires = parse_time(created["expires_at"]) or datetime.now().astimezone()
-    return Session(server, room_id, args.name, created["ws_url"], expires, args.password, token)
+    in_link = args.create is not None and args.e2e and not args.password
+    return Session(server, room_id, args.name, created["ws_url"], expires, password, token, key, in_link)
