@@ -181,6 +181,8 @@ async def everything_in(redis: RedisServer) -> str:
     parts = []
     for key in await redis.command("KEYS", "*"):
         kind = await redis.command("TYPE", key)
+        if kind == "none":
+            continue  # Expired since KEYS listed it.
         command, *args = readers[kind]
         parts.append(f"{key} {kind} {await redis.command(command, key, *args)}")
     return "\n".join(parts)
