@@ -126,6 +126,5 @@ def test_a_link_to_an_unknown_room_shows_only_the_message(people: People, chat_s
     expect(visitor.locator("#join-info")).to_have_text("This room no longer exists: it expired or was closed.")
     expect(visitor.locator("#join-form")).to_be_hidden()
     expect(visitor.locator("#join-name")).to_be_hidden()
-    screenshot(visitor, "room-not-found.png")
     visitor.click("#join-home")
     expect(visitor.locator("#home-view")).to_be_visible()
