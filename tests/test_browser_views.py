@@ -108,6 +108,15 @@ def test_a_hidden_tab_counts_unread_messages_and_notifies_once_asked(
     expect(ada).to_have_title("Retro · EphemeralChat")  # In sight: no count, no notification.
     assert len(ada.evaluate("window.notificationsShown")) == 2
 
+    # Linus opens the link in a background tab: what was said before he came is not news.
+    linus = people.page()
+    linus.add_init_script(f"({SWITCH_TAB})(true)")
+    join_room(linus, link, "Linus")
+    expect(linus.locator(".msg .bubble")).to_have_count(3)
+    expect(linus).to_have_title("Retro · EphemeralChat")
+    say(grace, "Welcome Linus")
+    expect(linus).to_have_title("(1) Retro · EphemeralChat")
+
 
 def test_the_owner_is_told_they_closed_the_room(people: People, chat_server: ServerProcess) -> None:
     ada = people.page()

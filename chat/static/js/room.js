@@ -30,6 +30,8 @@ export class Room {
     this.ended = false;
     this.leaving = false;
     this.unread = 0;
+    // Replayed history is news after a reconnect (missed meanwhile), not on entering the room.
+    this.replaysAreNew = false;
     this.timers = new Set();
     this.transcript = new Transcript();
     this.outbox = new Outbox(this.transcript, session.name);
@@ -100,6 +102,7 @@ export class Room {
     this.mine.add(this.me);
     this.awareness.me = this.me;
     this.readSent = 0;  // A new socket: the server keeps the offset, but tell it again.
+    this.replaysAreNew = recovered !== null;
     if (frame.timestamp) this.countdown.skewMs = Date.parse(frame.timestamp) - Date.now();
     this.people.reset();
     $("chat-view").classList.remove("offline");
@@ -170,7 +173,7 @@ export class Room {
     if (mine) this.outbox.echo(frame);
     this.transcript.message(frame, mine);
     this.awareness.message(frame.connection_id, frame.offset);
-    if (document.hidden && !mine) {
+    if (document.hidden && !mine && (!frame.replayed || this.replaysAreNew)) {
       this.unread += 1;
       this.retitle();
       notifyMessage(String(frame.display_name || "Anonymous"), String(frame.text || ""), $("room-name").textContent, this.roomId);
