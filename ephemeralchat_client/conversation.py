@@ -211,6 +211,7 @@ class Chat:
             return False
         if not line.startswith("/") or line.startswith("//"):
             text = line[1:] if line.startswith("//") else line  # "//x" sends "/x".
+            self.console.sent(line)
             # Pending from here on: if this socket is already dead, the next one sends it.
             await ws.send_message(self.delivery.send(text))
             return False
