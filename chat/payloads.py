@@ -1,6 +1,7 @@
 """Request bodies and queries in, JSON out: how the REST routes read input and answer errors.
 
-Every error is ``{"detail": "..."}`` saying what to do; validation errors name the field.
+Every error is ``{"detail": "..."}`` saying what to do; validation errors are sentences
+naming the field (chat.wording).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 from quart import Response, request
+
+from .wording import sentences
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -28,34 +31,26 @@ def error_response(detail: str, status: int) -> Response:
     return json_response({"detail": detail}, status)
 
 
-def _describe(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(p) for p in item["loc"]) or "body"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
-
-
 async def body(model: type[M]) -> M:
     """The request body as ``model``; any content type is read as JSON, an empty body as {}."""
     raw = await request.get_data(cache=True)
     try:
         data = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:
-        raise BadRequest("Request body is not valid JSON") from None
+        raise BadRequest("The request body is not valid JSON.") from None
     if not isinstance(data, dict):
-        raise BadRequest("Request body must be a JSON object")
+        raise BadRequest("The request body must be a JSON object.")
     try:
         return model.model_validate(data)
     except ValidationError as error:
-        raise BadRequest(_describe(error)) from None
+        raise BadRequest(sentences(error)) from None
 
 
 def query(model: type[M]) -> M:
     try:
         return model.model_validate(request.args.to_dict())
     except ValidationError as error:
-        raise BadRequest(_describe(error)) from None
+        raise BadRequest(sentences(error)) from None
 
 
 def client_address() -> str:

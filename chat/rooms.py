@@ -123,7 +123,7 @@ def _within(field: str, value: int | None, default: int, low: int, high: int) ->
     if value is None:
         return default
     if not low <= value <= high:
-        raise InvalidRoom(f"{field}: must be between {low} and {high}")
+        raise InvalidRoom(f"{field} must be between {low} and {high}.")
     return value
 
 

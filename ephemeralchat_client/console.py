@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import datetime
 from typing import TextIO
 
@@ -12,9 +13,20 @@ ANSI_COLORS = (31, 32, 33, 34, 35, 36)
 class Console:
     """Where lines go: one place decides the format, colours only on a terminal."""
 
-    def __init__(self, out: TextIO) -> None:
+    def __init__(self, out: TextIO, typed_echo: bool = False) -> None:
         self.out = out
         self.color = out.isatty() and not os.environ.get("NO_COLOR")
+        # The terminal echoes what the user types onto this same screen.
+        self.typed_echo = typed_echo and out.isatty()
+
+    def sent(self, text: str) -> None:
+        """A typed message went to the room: its echo on the terminal is wiped, so the room's
+        copy (name, time) is the one line of it on screen rather than a second one."""
+        if not self.typed_echo:
+            return
+        columns = max(1, shutil.get_terminal_size().columns)
+        rows = max(1, -(-len(text) // columns))
+        print("\x1b[1A\x1b[2K" * rows, end="\r", file=self.out, flush=True)
 
     def _paint(self, text: str, code: int) -> str:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text

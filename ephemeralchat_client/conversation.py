@@ -236,6 +236,7 @@ class Chat:
             if self.e2e and self.session.key is None:
                 self.console.notice("Not sent: this room is end-to-end encrypted and you have no key")
                 return False
+            self.console.sent(line)
             # Pending from here on: if this socket is already dead, the next one sends it.
             await ws.send_message(self.delivery.send(text))
             return False

@@ -150,7 +150,7 @@ async def test_a_client_that_comes_back_gets_exactly_what_it_missed(server: Serv
                     assert (first["text"], "replayed" in first) == ("fresh", False)
             for bad in ("-1", "abc", "1.5", "9" * 19):
                 code, reason = await refused(f"{joined['ws_url']}&since={bad}&epoch={epoch}")
-                assert code == 1008 and reason.startswith("since:"), bad
+                assert code == 1008 and reason.startswith("since must be"), bad
 
 
 async def test_rest_reads_the_same_history(server: Server) -> None:

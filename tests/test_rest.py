@@ -75,6 +75,45 @@ async def test_create_rejects_bad_input_with_422(server: Server, body: dict, fie
         assert field in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    "path, body, detail",
+    [
+        ("/rooms/", {"owner_name": "   "}, "owner_name must not be empty."),
+        ("/rooms/", {"name": "Retro"}, "owner_name is required."),
+        ("/rooms/", {"owner_name": "x" * 51}, "owner_name must be at most 50 characters long."),
+        ("/rooms/", {"owner_name": "bell\x07"}, "owner_name must not contain control or invisible characters."),
+        ("/rooms/", {"owner_name": 42}, "owner_name must be a string."),
+        ("/rooms/", {"owner_name": "Ada", "max_users": 2.5}, "max_users must be a whole number."),
+        ("/rooms/", {"owner_name": "Ada", "expiry_seconds": "600"}, "expiry_seconds must be a whole number."),
+        ("/rooms/", {"owner_name": "Ada", "preferences": []}, "preferences must be a JSON object."),
+        (
+            "/rooms/",
+            {"owner_name": "Ada", "preferences": {"destroy_on_owner_offline": "yes"}},
+            "preferences.destroy_on_owner_offline must be true or false.",
+        ),
+        (
+            "/rooms/",
+            {"owner_name": "", "password": "p" * 129},
+            "owner_name must not be empty. password must be at most 128 characters long.",
+        ),
+        ("/rooms/", [1, 2], "The request body must be a JSON object."),
+        ("/rooms/{room}/join", {"password": "pw"}, "display_name is required."),
+        ("/rooms/{room}/join", {"display_name": "Jane", "read_receipts": "no"}, "read_receipts must be true or false."),
+        ("/rooms/{room}/messages?since=abc", None, "since must be a whole number."),
+        ("/rooms/{room}/messages?limit=0", None, "limit must be at least 1."),
+    ],
+)
+async def test_bad_input_is_answered_in_a_sentence_naming_the_field(
+    server: Server, path: str, body: object, detail: str
+) -> None:
+    async with server.client() as http:
+        room = await create_room(http, owner_name="Ada")
+        url = path.format(room=room["room_id"])
+        response = await http.get(url) if body is None else await http.post(url, json=body)
+        assert response.status_code == 422, response.text
+        assert response.json() == {"detail": detail}
+
+
 @pytest.mark.parametrize("raw", [b"{", b"[1, 2]", b'"text"', b"null", b"\xff\xfe", b'{"owner_name": "a"' + b"]" * 5000])
 async def test_malformed_bodies_get_422_json(server: Server, raw: bytes) -> None:
     async with server.client() as http:
@@ -202,6 +241,6 @@ async def test_room_limits_follow_the_configuration() -> None:
         assert details["max_users"] == 3
         assert parse(details["expires_at"]) - parse(details["created_at"]) == timedelta(seconds=30)
         too_long = await http.post("/rooms/", json={"owner_name": "a", "expiry_seconds": 61})
-        assert too_long.status_code == 422 and too_long.json()["detail"] == "expiry_seconds: must be between 1 and 60"
+        assert too_long.status_code == 422 and too_long.json()["detail"] == "expiry_seconds must be between 1 and 60."
         too_many = await http.post("/rooms/", json={"owner_name": "a", "max_users": 5})
         assert too_many.status_code == 422 and "max_users" in too_many.json()["detail"]

@@ -99,7 +99,7 @@ async def test_expiry_and_seats_outside_the_bounds_are_refused(field: str, value
         with pytest.raises(InvalidRoom) as refused:
             await rooms.create(new_room(**{field: value}))
         status, detail = refusal(refused)
-        assert status == 422 and detail.startswith(f"{field}: must be between")
+        assert status == 422 and detail.startswith(f"{field} must be between")
         assert rooms.bus.room_ids == frozenset()  # type: ignore[attr-defined]
 
 

@@ -46,10 +46,10 @@ def _resume_point(socket: AsgiSocket) -> tuple[int | None, str | None]:
     if since is None:
         return None, None
     if not (since.isascii() and since.isdigit() and len(since) <= SINCE_MAX_DIGITS):
-        raise InvalidResume("since: must be a whole number of at least 0 (the last offset you received)")
+        raise InvalidResume("since must be a whole number of at least 0 (the last offset you received).")
     epoch = socket.arg("epoch")
     if epoch is not None and len(epoch) > EPOCH_MAX_CHARS:
-        raise InvalidResume(f"epoch: at most {EPOCH_MAX_CHARS} characters (the epoch of your hello)")
+        raise InvalidResume(f"epoch must be at most {EPOCH_MAX_CHARS} characters long (the epoch of your hello).")
     return int(since), epoch
 
 

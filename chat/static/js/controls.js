@@ -64,11 +64,7 @@ export function bindChatControls(current) {
   });
   document.addEventListener("visibilitychange", () => {
     const room = current();
-    if (!document.hidden && room) {
-      room.unread = 0;
-      document.title = `${$("room-name").textContent} · EphemeralChat`;
-      room.markRead();  // What arrived while hidden is seen now.
-    }
+    if (!document.hidden && room) room.visible();
   });
   window.addEventListener("online", () => {
     const room = current();

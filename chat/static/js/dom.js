@@ -21,12 +21,13 @@ export function showError(node, message) {
 
 // A two-click button: the first click arms it, the second (within a few seconds) acts.
 export function confirmButton(button, armedLabel, action, needsConfirm = () => true) {
-  const label = button.textContent;
+  // The label's nodes, not its text: part of it may be for wide screens only.
+  const label = [...button.childNodes];
   let timer = null;
   const disarm = () => {
     clearTimeout(timer);
     button.classList.remove("armed");
-    button.textContent = label;
+    button.replaceChildren(...label);
   };
   button.addEventListener("click", () => {
     if (!button.classList.contains("armed") && needsConfirm()) {

@@ -19,6 +19,8 @@ export async function showJoin(roomId) {
   show("join");
   $("join-title").textContent = "Join room";
   $("join-info").textContent = "Looking up the room…";
+  $("join-form").hidden = false;
+  $("join-home").textContent = "Start a new room instead";
   $("join-password-row").hidden = true;
   $("join-submit").disabled = false;
   showError($("join-error"), "");
@@ -34,15 +36,21 @@ export async function showJoin(roomId) {
       $("join-info").textContent = "This room is protected by a password.";
       $("join-password-row").hidden = false;
     } else if (error.status === 404) {
-      $("join-title").textContent = "Room not found";
-      $("join-info").textContent = GONE;
-      $("join-submit").disabled = true;
-      return;
+      return roomGone();
     } else {
       showError($("join-error"), error.message);
     }
   }
   (name.value && !$("join-password-row").hidden ? $("join-password") : name).focus();
+}
+
+// A link to a room that is not there: the message and a way on, no form that cannot work.
+function roomGone() {
+  $("join-title").textContent = "Room not found";
+  $("join-info").textContent = GONE;
+  $("join-form").hidden = true;
+  $("join-home").textContent = "Start a new room";
+  $("join-home").focus();
 }
 
 function describeRoom(details) {
@@ -77,10 +85,11 @@ export function bindJoinForm(enter) {
       });
       enter(roomId);
     } catch (error) {
+      if (error.status === 404) return roomGone();
       const messages = {
         401: password ? "Wrong password. Please try again." : "This room needs a password.",
-        404: GONE,
-        409: "The room is full. Try again when someone leaves.",
+        // Full, or (on servers that keep names unique) a name already taken: the server says which.
+        409: error.message === "Room is full" ? "The room is full. Try again when someone leaves." : error.message,
       };
       showError($("join-error"), messages[error.status] || error.message);
       if (error.status === 401) {
@@ -88,7 +97,7 @@ export function bindJoinForm(enter) {
         $("join-password").select();
         $("join-password").focus();
       }
-      $("join-submit").disabled = error.status === 404;
+      $("join-submit").disabled = false;
     }
   });
 }

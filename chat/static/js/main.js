@@ -5,6 +5,7 @@ import { bindChatControls } from "./controls.js";
 import { $ } from "./dom.js";
 import { bindCreateForm, showHome } from "./create.js";
 import { bindJoinForm, forgetJoin, showJoin } from "./join.js";
+import { bindNotifications } from "./notify.js";
 import { Room } from "./room.js";
 import { store } from "./storage.js";
 
@@ -44,6 +45,7 @@ function route() {
 bindCreateForm();
 bindJoinForm(enterChat);
 bindChatControls(() => room);
+bindNotifications();
 $("brand").addEventListener("click", (event) => {
   if (room && !room.ended) return;  // Inside a live room the brand link is just a link away.
   event.preventDefault();

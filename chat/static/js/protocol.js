@@ -2,9 +2,12 @@
 
 export const CONNECTED = "Connected to room";
 export const SHUTTING_DOWN = "Server is shutting down; reconnect to continue";
+export const CLOSED_BY_OWNER = "Room has been closed by owner";
 export const ENDINGS = {
-  "Room has been closed by owner": "The owner closed this room.",
+  [CLOSED_BY_OWNER]: "The owner closed this room.",
   "Room owner went offline shutting down room": "The owner went offline, so the room was shut down.",
   "Room has expired": "This room has expired.",
 };
 export const GONE = "This room no longer exists: it expired or was closed.";
+// What the owner's own screen says once they closed the room.
+export const CLOSED_BY_YOU = "You closed the room.";

@@ -13,9 +13,10 @@ import { Connection } from "./connection.js";
 import { Countdown } from "./countdown.js";
 import { $, show } from "./dom.js";
 import { shareLink } from "./format.js";
+import { notifyMessage } from "./notify.js";
 import { Outbox } from "./outbox.js";
 import { People } from "./people.js";
-import { ENDINGS, GONE, SHUTTING_DOWN } from "./protocol.js";
+import { CLOSED_BY_OWNER, CLOSED_BY_YOU, ENDINGS, GONE, SHUTTING_DOWN } from "./protocol.js";
 import { flashStatus, setStatus, setStatusText } from "./status.js";
 import { store } from "./storage.js";
 import { Transcript } from "./transcript.js";
@@ -29,6 +30,8 @@ export class Room {
     this.ended = false;
     this.leaving = false;
     this.unread = 0;
+    // Replayed history is news after a reconnect (missed meanwhile), not on entering the room.
+    this.replaysAreNew = false;
     this.timers = new Set();
     this.transcript = new Transcript();
     this.outbox = new Outbox(this.transcript, session.name);
@@ -57,6 +60,7 @@ export class Room {
     this.people.clear();
     this.awareness.clear();
     $("room-name").textContent = s.roomName || "Chat room";
+    this.retitle();
     $("room-meta").textContent = s.role === "owner" ? "You are the owner" : `You are ${s.name}`;
     $("share-link").value = shareLink(this.roomId);
     $("close-room").hidden = s.role !== "owner";
@@ -98,6 +102,7 @@ export class Room {
     this.mine.add(this.me);
     this.awareness.me = this.me;
     this.readSent = 0;  // A new socket: the server keeps the offset, but tell it again.
+    this.replaysAreNew = recovered !== null;
     if (frame.timestamp) this.countdown.skewMs = Date.parse(frame.timestamp) - Date.now();
     this.people.reset();
     $("chat-view").classList.remove("offline");
@@ -131,6 +136,7 @@ export class Room {
         store.save(this.roomId, this.session);
       }
       $("room-name").textContent = details.name || `${details.owner_name}'s room`;
+      this.retitle();
       $("max-users").textContent = String(details.max_users);
       this.countdown.expiresAt = Date.parse(details.expires_at);
       this.people.seed(details.online_users, this.me);
@@ -142,7 +148,7 @@ export class Room {
 
   onFrame(frame) {
     if (frame.type === "system") {
-      if (ENDINGS[frame.message]) return this.end(ENDINGS[frame.message]);
+      if (ENDINGS[frame.message]) return this.end(this.ending(frame.message));
       if (frame.message === SHUTTING_DOWN) {
         this.transcript.system("The server is restarting. Reconnecting shortly…", "presence");
         return;
@@ -167,11 +173,30 @@ export class Room {
     if (mine) this.outbox.echo(frame);
     this.transcript.message(frame, mine);
     this.awareness.message(frame.connection_id, frame.offset);
-    if (document.hidden && !mine) {
+    if (document.hidden && !mine && (!frame.replayed || this.replaysAreNew)) {
       this.unread += 1;
-      document.title = `(${this.unread}) ${$("room-name").textContent} · EphemeralChat`;
+      this.retitle();
+      notifyMessage(String(frame.display_name || "Anonymous"), String(frame.text || ""), $("room-name").textContent, this.roomId);
     }
     this.markRead();
+  }
+
+  // The tab's title: the room, and while the tab is hidden how many messages came meanwhile.
+  retitle() {
+    const unread = this.unread > 0 ? `(${this.unread}) ` : "";
+    document.title = `${unread}${$("room-name").textContent} · EphemeralChat`;
+  }
+
+  // The tab is in sight again: what came meanwhile is read now.
+  visible() {
+    this.unread = 0;
+    this.retitle();
+    this.markRead();
+  }
+
+  // The room's words for how it ended, told from this member's side.
+  ending(message) {
+    return message === CLOSED_BY_OWNER && this.session.role === "owner" ? CLOSED_BY_YOU : ENDINGS[message];
   }
 
   presence(frame) {
@@ -248,7 +273,7 @@ export class Room {
     try {
       await api("POST", roomPath(this.roomId, "/close"), {}, { Authorization: `Bearer ${this.session.owner_token}` });
       // The socket brings the closing notice; end() here covers a socket that is down right now.
-      this.later(() => this.end(ENDINGS["Room has been closed by owner"]), 1500);
+      this.later(() => this.end(CLOSED_BY_YOU), 1500);
     } catch (error) {
       if (error.status === 404) return this.end(GONE);
       this.transcript.system(error.status === 403 ? "Only the owner can close this room." : error.message, "error");
