@@ -99,7 +99,7 @@ def screenshot(page: Page, name: str) -> None:
 
 
 def create_room(page: Page, server: ServerProcess, owner: str, *, room: str = "", password: str = "",
-                max_users: int | None = None, destroy: bool = True) -> str:
+                max_users: int | None = None, destroy: bool = True, e2e: bool = False) -> str:
     """Creates a room through the form; the share link it shows."""
     page.goto(server.url + "/")
     page.fill("#create-room-name", room)
@@ -110,6 +110,8 @@ def create_room(page: Page, server: ServerProcess, owner: str, *, room: str = ""
         page.fill("#create-max-users", str(max_users))
     if not destroy:
         page.uncheck("#create-destroy")
+    if e2e:
+        page.check("#create-e2e")
     page.click("#create-submit")
     expect(page.locator("#chat-view")).to_be_visible()
     expect(page.locator("#status")).to_be_hidden()  # Connected.

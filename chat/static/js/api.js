@@ -1,9 +1,10 @@
 // The REST API of this server: every call answers JSON or throws an ApiError with the server's detail.
 
 export class ApiError extends Error {
-  constructor(status, detail) {
+  constructor(status, detail, data = null) {
     super(detail);
     this.status = status;  // 0: the server could not be reached.
+    this.data = data;  // The answer's body, when it was JSON.
   }
 }
 
@@ -20,7 +21,7 @@ export async function api(method, path, body, headers = {}) {
   }
   let data = null;
   try { data = await response.json(); } catch { /* not JSON */ }
-  if (!response.ok) throw new ApiError(response.status, (data && data.detail) || response.statusText);
+  if (!response.ok) throw new ApiError(response.status, (data && data.detail) || response.statusText, data);
   return data;
 }
 

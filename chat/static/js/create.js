@@ -2,6 +2,7 @@
 
 import { api } from "./api.js";
 import { $, show, showError } from "./dom.js";
+import { encode, newKey, newSalt, passwordKeys } from "./e2e.js";
 import { lastName, store } from "./storage.js";
 
 export function showHome() {
@@ -40,6 +41,21 @@ async function create(event) {
   if (password) body.password = password;
   $("create-submit").disabled = true;
   try {
+    // An end-to-end room's key: random and carried in the invite link, or from the password,
+    // of which the server then gets only a derived secret.
+    let key = null;
+    let sent = password || null;
+    if ($("create-e2e").checked) {
+      body.e2e = true;
+      if (password) {
+        body.e2e_salt = newSalt();
+        const derived = await passwordKeys(password, body.e2e_salt);
+        key = derived.key;
+        sent = body.password = derived.join;
+      } else {
+        key = newKey();
+      }
+    }
     const created = await api("POST", "/rooms/", body);
     lastName.set(ownerName);
     $("create-password").value = "";
@@ -50,12 +66,15 @@ async function create(event) {
       ws_url: created.ws_url,
       owner_token: created.owner_token,
       expires_at: created.expires_at,
-      password: password || null,
+      password: sent,
       destroy: body.preferences.destroy_on_owner_offline,
       fresh: true,
+      key: key && encode(key),
+      keyInLink: Boolean(key) && !password,
     });
     // Routing takes the owner into the room, the same way a share link does.
-    location.hash = `room=${encodeURIComponent(created.room_id)}`;
+    const fragment = key && !password ? `&key=${encode(key)}` : "";
+    location.hash = `room=${encodeURIComponent(created.room_id)}${fragment}`;
   } catch (error) {
     showError($("create-error"), error.status === 422 ? `Please check the form: ${error.message}` : error.message);
   } finally {

@@ -31,6 +31,7 @@ export function duration(ms) {
   return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
 }
 
-export function shareLink(roomId) {
-  return `${location.origin}/#room=${encodeURIComponent(roomId)}`;
+// key: an end-to-end room's key, carried only in the fragment (browsers never send it).
+export function shareLink(roomId, key = null) {
+  return `${location.origin}/#room=${encodeURIComponent(roomId)}${key ? `&key=${key}` : ""}`;
 }

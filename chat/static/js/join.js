@@ -2,19 +2,25 @@
 
 import { api, roomPath } from "./api.js";
 import { $, show, showError } from "./dom.js";
+import { encode, passwordKeys } from "./e2e.js";
 import { duration } from "./format.js";
 import { GONE } from "./protocol.js";
 import { lastName, store } from "./storage.js";
 
 // The room the join view is showing; a lookup answering for another room is stale.
 let joining = null;
+// Its end-to-end key from the link, and the salt of a key that comes from its password.
+let linkKey = null;
+let e2eSalt = null;
 
 export function forgetJoin() {
   joining = null;
 }
 
-export async function showJoin(roomId) {
+export async function showJoin(roomId, key = null) {
   joining = roomId;
+  linkKey = key;
+  e2eSalt = null;
   document.title = "Join room · EphemeralChat";
   show("join");
   $("join-title").textContent = "Join room";
@@ -33,7 +39,10 @@ export async function showJoin(roomId) {
   } catch (error) {
     if (joining !== roomId) return;
     if (error.status === 401) {
-      $("join-info").textContent = "This room is protected by a password.";
+      e2eSalt = (error.data && error.data.e2e_salt) || null;
+      $("join-info").textContent = e2eSalt
+        ? "This room is protected by a password and end-to-end encrypted: the password is also its key."
+        : "This room is protected by a password.";
       $("join-password-row").hidden = false;
     } else if (error.status === 404) {
       return roomGone();
@@ -60,6 +69,11 @@ function describeRoom(details) {
     `Hosted by ${details.owner_name} · ${details.online_users_count} of ${details.max_users} online · ` +
     `closes in ${left}`;
   $("join-password-row").hidden = !details.has_password;
+  if (details.e2e) {
+    $("join-info").textContent += linkKey
+      ? " · end-to-end encrypted"
+      : " · end-to-end encrypted, and this link has no key: you will not be able to read or send messages";
+  }
   if (details.is_full) showError($("join-error"), "The room is full right now. Try again when someone leaves.");
 }
 
@@ -77,11 +91,20 @@ export function bindJoinForm(enter) {
     }
     $("join-submit").disabled = true;
     try {
-      const joined = await api("POST", roomPath(roomId, "/join"), { display_name: name, password: password || null });
+      // A key from the password: the server gets only the secret derived beside it.
+      let key = linkKey;
+      let sent = password || null;
+      if (e2eSalt && password) {
+        const derived = await passwordKeys(password, e2eSalt);
+        key = encode(derived.key);
+        sent = derived.join;
+      }
+      const joined = await api("POST", roomPath(roomId, "/join"), { display_name: name, password: sent });
       lastName.set(name);
       $("join-password").value = "";
       store.save(roomId, {
-        role: "member", name, ws_url: joined.ws_url, expires_at: joined.expires_at, password: password || null,
+        role: "member", name, ws_url: joined.ws_url, expires_at: joined.expires_at, password: sent,
+        key, keyInLink: Boolean(linkKey),
       });
       enter(roomId);
     } catch (error) {

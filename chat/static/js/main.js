@@ -6,6 +6,7 @@ import { $ } from "./dom.js";
 import { bindCreateForm, showHome } from "./create.js";
 import { bindJoinForm, forgetJoin, showJoin } from "./join.js";
 import { bindNotifications } from "./notify.js";
+import { readKey } from "./e2e.js";
 import { Room } from "./room.js";
 import { store } from "./storage.js";
 
@@ -14,11 +15,17 @@ let room = null;
 function enterChat(roomId) {
   if (room) room.dispose();
   const session = store.load(roomId);
-  if (!session) return showJoin(roomId);
+  if (!session) return showJoin(roomId, keyFromUrl());
   forgetJoin();
   room = new Room(roomId, session);
   document.title = `${session.roomName || "Chat room"} · EphemeralChat`;
   room.start();
+}
+
+// An end-to-end room's key, from the fragment only: the part of a link browsers never send.
+function keyFromUrl() {
+  const key = new URLSearchParams(location.hash.slice(1)).get("key");
+  return key && readKey(key) ? key : null;
 }
 
 function roomFromUrl() {
@@ -38,8 +45,11 @@ function route() {
     room = null;
   }
   if (!roomId) return showHome();
-  if (store.load(roomId)) return enterChat(roomId);
-  showJoin(roomId);
+  const session = store.load(roomId);
+  const key = keyFromUrl();
+  if (session && key && !session.key) store.save(roomId, { ...session, key, keyInLink: true });
+  if (session) return enterChat(roomId);
+  showJoin(roomId, key);
 }
 
 bindCreateForm();

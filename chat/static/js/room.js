@@ -12,6 +12,7 @@ import { Awareness } from "./awareness.js";
 import { Connection } from "./connection.js";
 import { Countdown } from "./countdown.js";
 import { $, show } from "./dom.js";
+import { CANNOT_DECRYPT, cipherKey, decode, fingerprint, open, seal } from "./e2e.js";
 import { shareLink } from "./format.js";
 import { notifyMessage } from "./notify.js";
 import { Outbox } from "./outbox.js";
@@ -42,9 +43,16 @@ export class Room {
     this.readSentAt = 0;
     this.readTimer = null;
     this.countdown = new Countdown(Date.parse(session.expires_at));
+    // End-to-end encrypted (the hello says so): the key from the link or the password, if any.
+    this.e2e = false;
+    this.myName = session.name;  // As the server stamps my messages (the hello says).
+    this.cipher = session.key ? cipherKey(decode(session.key)) : Promise.resolve(null);
+    // Decrypting takes a moment: frames wait their turn, so the room's order holds on screen.
+    this.queue = Promise.resolve();
+    this.sealing = Promise.resolve();
     this.connection = new Connection(roomId, session, {
-      hello: (frame, recovered) => this.onHello(frame, recovered),
-      frame: (frame) => this.onFrame(frame),
+      hello: (frame, recovered) => this.inTurn(() => this.onHello(frame, recovered)),
+      frame: (frame) => this.inTurn(async () => this.onFrame(await this.decrypted(frame))),
       dropped: () => this.onDropped(),
       status: setStatus,
       statusText: setStatusText,
@@ -62,18 +70,34 @@ export class Room {
     $("room-name").textContent = s.roomName || "Chat room";
     this.retitle();
     $("room-meta").textContent = s.role === "owner" ? "You are the owner" : `You are ${s.name}`;
-    $("share-link").value = shareLink(this.roomId);
+    $("share-link").value = shareLink(this.roomId, s.keyInLink ? s.key : null);
+    $("room-e2e").hidden = true;
     $("close-room").hidden = s.role !== "owner";
     $("message-input").disabled = false;
     $("send").disabled = false;  // Typed while offline, a message waits and goes on reconnecting.
     this.countdown.render();
     show("chat");
     if (s.fresh) {
-      this.transcript.system("Room created. Share the invite link so others can join.", "info");
+      this.transcript.system(
+        s.keyInLink
+          ? "Room created, end-to-end encrypted. The invite link carries its key: share it only with people who may read."
+          : "Room created. Share the invite link so others can join.",
+        "info");
       store.save(this.roomId, { ...s, fresh: false });
     }
     this.connection.connect();
     $("message-input").focus();
+  }
+
+  inTurn(step) {
+    this.queue = this.queue.then(step).catch((error) => console.error(error));
+  }
+
+  // A message envelope as its text, or as a line saying it cannot be read (wrong or no key).
+  async decrypted(frame) {
+    if (frame.type !== "message" || typeof frame.ciphertext !== "string") return frame;
+    const text = await open(await this.cipher, frame);
+    return { ...frame, text: text ?? CANNOT_DECRYPT, undecryptable: text === null };
   }
 
   later(fn, ms) {
@@ -99,6 +123,11 @@ export class Room {
   // recovered: null on entering; after a reconnect, whether every missed message follows.
   onHello(frame, recovered) {
     this.me = frame.connection_id;
+    if (typeof frame.display_name === "string") this.myName = frame.display_name;
+    if (frame.e2e === true && !this.e2e) {
+      this.e2e = true;
+      this.describeE2e();
+    }
     this.mine.add(this.me);
     this.awareness.me = this.me;
     this.readSent = 0;  // A new socket: the server keeps the offset, but tell it again.
@@ -117,8 +146,20 @@ export class Room {
     }
     // The server posts a client_id once: whatever the last socket took but never acknowledged
     // goes again, and at most one copy reaches the room.
-    for (const message of this.outbox.unacknowledged()) this.connection.send(message);
+    for (const message of this.outbox.unacknowledged()) this.post(message);
     this.seedOnline();
+  }
+
+  async describeE2e() {
+    const note = $("room-e2e");
+    note.hidden = false;
+    note.textContent = this.session.key
+      ? `End-to-end encrypted · key ${await fingerprint(decode(this.session.key))}`
+      : "End-to-end encrypted · you have no key: you can neither read nor send here";
+    note.title = this.session.key
+      ? "Compare this fingerprint with the others': the same key shows the same fingerprint."
+      : "Open the full invite link, with its key, to read this room.";
+    note.classList.toggle("keyless", !this.session.key);
   }
 
   onDropped() {
@@ -176,7 +217,8 @@ export class Room {
     if (document.hidden && !mine && (!frame.replayed || this.replaysAreNew)) {
       this.unread += 1;
       this.retitle();
-      notifyMessage(String(frame.display_name || "Anonymous"), String(frame.text || ""), $("room-name").textContent, this.roomId);
+      const text = frame.undecryptable ? "(encrypted message)" : String(frame.text || "");
+      notifyMessage(String(frame.display_name || "Anonymous"), text, $("room-name").textContent, this.roomId);
     }
     this.markRead();
   }
@@ -262,9 +304,27 @@ export class Room {
   // True when the text was taken: sent now, or as soon as the socket is back.
   send(text) {
     if (!text.trim() || this.ended) return false;
+    if (this.e2e && !this.session.key) {
+      this.transcript.system("Not sent: this room is end-to-end encrypted and you have no key.", "error");
+      return false;
+    }
     const message = this.outbox.add(text);
-    if (this.me) this.connection.send(message);
+    if (this.me) this.post(message);
     return true;
+  }
+
+  // A message to the socket: in an end-to-end room sealed for this connection first, in order.
+  post(message) {
+    if (!this.e2e) return this.connection.send(message);
+    const me = this.me;
+    const name = this.myName;
+    this.sealing = this.sealing.then(async () => {
+      const cipher = await this.cipher;
+      if (!cipher) return this.outbox.refused(message.client_id, "this room is end-to-end encrypted and you have no key");
+      const envelope = await seal(cipher, this.roomId, me, name, message.text);
+      // A socket replaced meanwhile sends it from its own hello, sealed for itself.
+      if (this.me === me) this.connection.send({ type: "message", client_id: message.client_id, ...envelope });
+    }).catch((error) => console.error(error));
   }
 
   async close() {

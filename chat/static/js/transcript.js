@@ -85,7 +85,8 @@ export class Transcript {
     const time = el("time", "", clockTime(frame.timestamp));
     if (frame.timestamp) time.dateTime = frame.timestamp;
     meta.append(author, time);
-    item.append(meta, el("div", "bubble", String(frame.text ?? "")));
+    // An envelope this page cannot open says so, never shows garbage.
+    item.append(meta, el("div", frame.undecryptable ? "bubble undecryptable" : "bubble", String(frame.text ?? "")));
     item.title = new Date(at).toLocaleString();
     this.lastMessage = { connectionId: frame.connection_id, at };
     this.append(item);
