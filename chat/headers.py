@@ -11,6 +11,11 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+
+
+def content_security_policy(*inline_scripts: str) -> str:
+    """The policy, also admitting the inline scripts given by their hash sources ('sha256-…')."""
+    return CONTENT_SECURITY_POLICY.replace("script-src 'self'", " ".join(("script-src 'self'", *inline_scripts)))
 # The API docs page (quart-schema's) starts Swagger UI with an inline script, so it gets no CSP of ours.
 DOCS_PATHS = ("/docs",)
 CORS_MAX_AGE_SECONDS = 600
@@ -24,7 +29,7 @@ def install(app: Quart, origins: Origins) -> None:
         # Room tokens and passwords travel in URLs: never leak them in a Referer.
         headers["Referrer-Policy"] = "no-referrer"
         if response.mimetype == "text/html" and request.path not in DOCS_PATHS:
-            headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+            headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
             headers["X-Frame-Options"] = "DENY"
         if request.path == "/" or request.path.startswith("/static/"):
             # Revalidate, so an upgrade of the client reaches browsers at once.

@@ -6,7 +6,9 @@ from __future__ import annotations
 from quart import Blueprint, Response
 from quart_schema import document_response
 
+from . import page
 from .app import current
+from .headers import content_security_policy
 from .payloads import json_response
 from .schemas import Health, Readiness
 
@@ -15,8 +17,11 @@ operations = Blueprint("operations", __name__)
 
 @operations.get("/")
 async def index() -> Response:
-    """The browser client."""
-    return await current().send_static_file("index.html")
+    """The browser client, its scripts and stylesheet pinned by their digests (chat/page.py)."""
+    html, importmap = page.render()
+    response = Response(html, content_type="text/html; charset=utf-8")
+    response.headers["Content-Security-Policy"] = content_security_policy(importmap)
+    return response
 
 
 @operations.get("/healthz")

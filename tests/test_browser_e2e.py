@@ -153,3 +153,24 @@ def test_the_terminal_client_and_the_browser_read_each_other(people: People, cha
         tom.stdin.write("/quit\n")
         tom.stdin.flush()
         assert tom.wait(timeout=LINE_SECONDS) == 0
+
+
+def test_a_swapped_script_is_refused_by_the_page(people: People, chat_server: ServerProcess) -> None:
+    """Subresource Integrity in a real browser: a module altered on its way (by a proxy, a
+    cache, a CDN) does not run, so the page never shows its forms."""
+    page = people.page()
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.route(
+        "**/static/js/format.js",
+        lambda route: route.fulfill(
+            response=(fetched := route.fetch()), body=fetched.text() + "\nconsole.log('swapped');"
+        ),
+    )
+    page.goto(chat_server.url + "/")
+    page.wait_for_load_state("networkidle")
+    expect(page.locator("#home-view")).to_be_hidden()
+    assert any("integrity" in error for error in errors), errors
+    untouched = people.page()  # The same page, as served, runs.
+    untouched.goto(chat_server.url + "/")
+    expect(untouched.locator("#home-view")).to_be_visible()
