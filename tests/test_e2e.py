@@ -20,6 +20,7 @@ from ephemeralchat_client import e2e
 
 from .redis_server import RedisServer
 from .support import Client, Server, connect, create_room, join_room
+from .test_client import client
 from .test_scaling import cluster, on
 
 PROTOCOL_DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
@@ -143,9 +144,10 @@ async def test_an_e2e_room_relays_envelopes_and_refuses_plaintext(server: Server
 
 
 async def test_nothing_the_servers_hold_or_emit_contains_the_plaintext() -> None:
-    """Two instances on Redis, DEBUG logs: after an e2e conversation with history, no Redis
-    key or value, no log line and no metric holds a word of it."""
+    """Two instances on Redis, DEBUG logs: after e2e conversations (raw sockets with history,
+    and terminal clients), no Redis key or value, no log line and no metric holds a word of them."""
     words = ["Zanzibar-7781", "quokka-pancakes-0193", "ultraviolet-marmot-5510"]
+    terminal_words = ["lighthouse-kettle-4402", "saffron-tuba-8815"]
     key = e2e.new_key()
     async with cluster(env={"LOG_LEVEL": "DEBUG"}) as c:
         a, b = c.instances
@@ -164,12 +166,25 @@ async def test_nothing_the_servers_hold_or_emit_contains_the_plaintext() -> None
                     replayed = [await cy.receive_until(type="message") for _ in words]
                     assert [e2e.open_message(key, m) for m in replayed] == words
                     assert [e2e.open_message(None, m) for m in replayed] == [None] * len(words)
-                held = await everything_in(c.redis)
-                metrics = [(await http.get("/metrics")).text for http in (http_a, http_b)]
+                held = [await everything_in(c.redis)]  # While the room and its history live.
+            # The terminal client, as people run it: Ada's room on A, Tom on B by its invite link.
+            async with client(a.server, "--create", "Plans", "--e2e", "--name", "Ada") as ada:
+                link = (await ada.expect(r"Invite link: (\S+)$")).group(1)
+                async with client(b.server, "--join", link.replace(a.url, b.url), "--name", "Tom") as tom:
+                    await ada.expect("Tom joined")
+                    for i, word in enumerate(terminal_words):
+                        await (ada if i % 2 else tom).type(word)
+                        for side in (ada, tom):
+                            await side.expect(rf": {word}$")
+                    held.append(await everything_in(c.redis))
+                    metrics = [(await http.get("/metrics")).text for http in (http_a, http_b)]
+                    await tom.type("/quit")
+                await ada.type("/quit")
     logs = "\n".join(a.output + b.output)
-    assert " DEBUG " in logs and room["room_id"] in held  # Talkative logs; the room's keys read.
-    for word in words:
-        for where in (held, logs, *metrics):
+    # Talkative logs; both rooms' history read while they lived.
+    assert " DEBUG " in logs and f"room:{{{room['room_id']}}}:log" in held[0] and held[1].count(":log ") >= 1
+    for word in words + terminal_words:
+        for where in (*held, logs, *metrics):
             assert word not in where
 
 
