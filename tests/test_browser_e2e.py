@@ -11,12 +11,14 @@ import sys
 import threading
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
+import redis
 from playwright.sync_api import Page, expect
 
 from . import test_browser as shared
-from .browser_support import ServerProcess
+from .browser_support import ServerProcess, server_process
+from .redis_server import READY_LINE, free_port, redis_server_executable
 from .test_browser import People, create_room, join_room, say, screenshot
 from .test_e2e import published_vector
 
@@ -174,3 +176,64 @@ def test_a_swapped_script_is_refused_by_the_page(people: People, chat_server: Se
     untouched = people.page()  # The same page, as served, runs.
     untouched.goto(chat_server.url + "/")
     expect(untouched.locator("#home-view")).to_be_visible()
+
+
+@contextmanager
+def private_redis() -> Iterator[redis.Redis]:
+    """A redis-server of this test's own, as tests/redis_server.py starts one, for sync code."""
+    port = free_port()
+    command = [redis_server_executable(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--loglevel", "notice"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # Its log says when it listens; it ends if it cannot start.
+            if READY_LINE in line:
+                break
+        client = redis.Redis(port=port, decode_responses=True, socket_timeout=5)
+        client.ping()
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def everything_in(client: redis.Redis) -> str:
+    readers = {"string": "GET", "hash": "HGETALL", "set": "SMEMBERS"}
+    parts = []
+    for key in client.keys("*"):
+        kind = client.type(key)
+        if kind in readers:
+            parts.append(f"{key} {client.execute_command(readers[kind], key)}")
+        elif kind == "list":
+            parts.append(f"{key} {client.lrange(key, 0, -1)}")
+        elif kind == "zset":
+            parts.append(f"{key} {client.zrange(key, 0, -1, withscores=True)}")
+        elif kind == "stream":
+            parts.append(f"{key} {client.xrange(key)}")
+    return "\n".join(parts)
+
+
+def test_browsers_on_two_instances_leave_no_plaintext_behind(people: People) -> None:
+    """Two instances on one Redis, DEBUG logs: two browsers chat across them, and nothing the
+    servers hold (every Redis value), log or expose (/metrics) contains a word of it."""
+    words = ["periwinkle-accordion-3318", "tangerine-glacier-7046"]
+    with private_redis() as store, ExitStack() as stack:
+        env = {"REDIS_URL": f"redis://127.0.0.1:{store.connection_pool.connection_kwargs['port']}/0",
+               "LOG_LEVEL": "DEBUG"}
+        a, b = (stack.enter_context(server_process(env)) for _ in range(2))
+        ada = people.page()
+        link = create_room(ada, a, "Ada", room="Across", e2e=True)
+        grace = people.page()
+        join_room(grace, link.replace(a.url, b.url), "Grace")
+        say(ada, words[0])
+        expect(grace.locator(".msg .bubble")).to_have_text([words[0]])
+        say(grace, words[1])
+        expect(ada.locator(".msg .bubble")).to_have_text(words)
+        held = everything_in(store)
+        metrics = [urllib.request.urlopen(f"{s.url}/metrics", timeout=10).read().decode() for s in (a, b)]
+        logs = "\n".join(a.output + b.output)
+    assert ":log " in held and " DEBUG " in logs  # The room's history was read; logs as talkative as can be.
+    for word in words:
+        for where in (held, logs, *metrics):
+            assert word not in where
