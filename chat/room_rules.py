@@ -6,6 +6,9 @@ arrive, say, depart...) builds on these in chat.rooms.
 
 - create / join: REST. Join checks the password and a free seat and hands out a member
   token; it takes no seat.
+- names: a display name is unique among the room's members, compared as ``name_key``
+  makes it (NFKC, case folded); the owner's is the owner's for the room's whole life.
+- remove: the owner's hand: a member is closed out and its token refused for the room's life.
 - end: the room is over for everyone, on every instance: deleted, its final system
   message published. ``close_by_owner`` (REST, owner token) and the owner rule end rooms;
   expiry ends them by time.
@@ -13,15 +16,23 @@ arrive, say, depart...) builds on these in chat.rooms.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import secrets
+import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from . import clock, protocol
-from .bus import NO_POSITION, ROOM_END, Bus, History, MemberRecord, RoomRecord
+from .bus import NO_POSITION, ROOM_END, ROOM_REMOVE, Bus, History, MemberRecord, RoomRecord
 from .config import Settings
 from .credentials import Grant, Role, TokenSigner, hash_password, password_matches
+
+log = logging.getLogger(__name__)
+
+# Why a room ended, for the log, from the final system message that says it to members.
+ENDED_BECAUSE = {protocol.CLOSED_BY_OWNER: "closed by owner", protocol.OWNER_OFFLINE: "owner offline"}
 
 # Longest room id we bother looking up; ours are 16 hex digits.
 ROOM_ID_MAX_CHARS = 64
@@ -60,11 +71,42 @@ class RateLimited(RoomError):
         self.retry_after = retry_after
 
 
+class NameTaken(RoomError):
+    status = 409
+
+    def __init__(self, display_name: str) -> None:
+        super().__init__(
+            f"The name “{display_name}” is already taken in this room (names are compared ignoring case "
+            "and width); choose another name"
+        )
+
+
+class Removed(RoomError):
+    status = 403
+
+    def __init__(self) -> None:
+        super().__init__("You were removed from this room by its owner")
+
+
 class RoomFull(RoomError):
     status = 409
 
     def __init__(self) -> None:
         super().__init__("Room is full")
+
+
+class MemberNotFound(RoomError):
+    status = 404
+
+    def __init__(self) -> None:
+        super().__init__("No such member in this room: it may have left already")
+
+
+class CannotRemoveOwner(RoomError):
+    status = 409
+
+    def __init__(self) -> None:
+        super().__init__("The owner cannot be removed; close the room to end it for everyone")
 
 
 class InvalidRoom(RoomError):
@@ -87,6 +129,17 @@ def _within(field: str, value: int | None, default: int, low: int, high: int) ->
     if not low <= value <= high:
         raise InvalidRoom(f"{field}: must be between {low} and {high}")
     return value
+
+
+def name_key(display_name: str) -> str:
+    """A display name as names are compared: Unicode NFKC, then case folded, so "Jane",
+    "JANE" and the full-width "JANE" (U+FF2A...) are one name."""
+    return unicodedata.normalize("NFKC", display_name).casefold()
+
+
+def sender_of(kind: str, proof: str) -> str:
+    """Who sends, as the backend keeps it: a digest of the token (or, in open rooms, the name)."""
+    return kind + hashlib.blake2b(proof.encode(), digest_size=12).hexdigest()
 
 
 async def _found(look_up: Callable[[str], Awaitable[T | None]], room_id: str) -> T:
@@ -139,14 +192,33 @@ class RoomRules:
             created_at=created_at,
             expires_at=created_at + expiry,
             destroy_on_owner_offline=new.destroy_on_owner_offline,
+            owner_key=name_key(new.owner_name),
         )
         await self.bus.create_room(room)
+        log.info(
+            "room %s created: at most %d members, ends in %d s%s",
+            room.room_id,
+            max_users,
+            expiry,
+            "" if new.destroy_on_owner_offline else ", outlives its owner",
+            extra={"room_id": room.room_id, "event": "room_created", "max_users": max_users},
+        )
         return room, self._token(room, new.owner_name, "owner")
 
-    async def join(self, room_id: str, display_name: str, password: str | None) -> tuple[RoomRecord, str]:
-        """The room and a member token, once the password (if any) is right and a seat is free."""
+    async def join(
+        self, room_id: str, display_name: str, password: str | None, token: str | None = None
+    ) -> tuple[RoomRecord, str]:
+        """The room and a member token, once the password (if any) is right, a seat is free
+        and the name is not taken. ``token``: one the client already holds for the room (a
+        rejoin); one of a member the owner removed is refused."""
         room, seats_taken = await _found(self.bus.occupancy, room_id)
         await self._check_password(room, password)
+        if token and self.tokens.verify(token, room_id) and await self.bus.revoked(room_id, sender_of("t", token)):
+            raise Removed()
+        # A first look only: admission (atomic, on every instance) has the last word.
+        key = name_key(display_name)
+        if key == room.owner_key or any(name_key(m.display_name) == key for m in await self.bus.members(room_id)):
+            raise NameTaken(display_name)
         if seats_taken >= room.max_users:
             raise RoomFull()
         return room, self._token(room, display_name, "member")
@@ -173,12 +245,35 @@ class RoomRules:
             raise Forbidden("Only the room owner can close the room: send the owner_token from room creation")
         await self.end(room, protocol.CLOSED_BY_OWNER)
 
+    async def remove_member(self, room_id: str, connection_id: str, owner_token: str | None) -> MemberRecord:
+        """The owner's hand: the member is closed out on whichever instance holds it, its
+        token refused for the room's life, and the room told. The member removed."""
+        await self.find(room_id)
+        grant = self.tokens.verify(owner_token, room_id) if owner_token else None
+        if grant is None or not grant.is_owner:
+            raise Forbidden("Only the room owner can remove members: send the owner_token from room creation")
+        member = next((m for m in await self.bus.members(room_id) if m.connection_id == connection_id), None)
+        if member is None:
+            raise MemberNotFound()
+        if member.is_owner:
+            raise CannotRemoveOwner()
+        sender = await self.bus.revoke(room_id, connection_id)
+        if sender is None:  # Left meanwhile.
+            raise MemberNotFound()
+        # Its sockets close first, so the line below goes to everyone else.
+        await self.bus.publish(room_id, ROOM_REMOVE + (sender or connection_id))
+        await self.bus.publish(room_id, protocol.system(room_id, protocol.removed(member.display_name)))
+        log.info("member removed from room %s by its owner", room_id, extra={"room_id": room_id, "event": "removed"})
+        return member
+
     async def end(self, room: RoomRecord, message: str) -> bool:
         """Delete the room and tell every member on every instance; False if already gone."""
         final = protocol.system(room.room_id, message)
         # A member whose socket is entering just now hears the reason from what is left behind.
         if not await self.bus.delete_room(room.room_id, final):
             return False
+        why = ENDED_BECAUSE.get(message, "ended")
+        log.info("room %s ended: %s", room.room_id, why, extra={"room_id": room.room_id, "event": "room_ended"})
         await self.bus.publish(room.room_id, final)
         await self.bus.publish(room.room_id, ROOM_END)
         return True

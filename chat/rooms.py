@@ -19,7 +19,6 @@ Words, one meaning each (the live side's own are in chat.nursery):
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -31,23 +30,33 @@ from .bus import Admission, AdmitResult, Bus, BusUnavailable, Departure, MemberR
 from .config import Settings
 from .protocol import Said
 from .room_rules import (
+    CannotRemoveOwner,
     Forbidden,
     InvalidRoom,
+    MemberNotFound,
+    NameTaken,
     NewRoom,
     RateLimited,
+    Removed,
     RoomError,
     RoomFull,
     RoomNotFound,
     RoomRules,
     WrongPassword,
+    name_key,
+    sender_of,
 )
 
 __all__ = [
+    "CannotRemoveOwner",
     "Entry",
     "Forbidden",
     "InvalidRoom",
+    "MemberNotFound",
+    "NameTaken",
     "NewRoom",
     "RateLimited",
+    "Removed",
     "RoomError",
     "RoomFull",
     "RoomNotFound",
@@ -68,11 +77,6 @@ class Entry:
     sender: str = ""
     # The seat was taken back from its sender's lost socket: the room never saw it leave.
     resumed: bool = False
-
-
-def _sender(kind: str, proof: str) -> str:
-    """Who sends, as the backend keeps it: a digest of the token (or, in open rooms, the name)."""
-    return kind + hashlib.blake2b(proof.encode(), digest_size=12).hexdigest()
 
 
 def _new_member(display_name: str, is_owner: bool) -> MemberRecord:
@@ -102,18 +106,22 @@ class Rooms(RoomRules):
                 raise Forbidden("Invalid or expired room token: join the room again")
             member = _new_member(grant.display_name, grant.is_owner)
             # Not the token itself: it would sit in the backend, a credential in plain sight.
-            sender = _sender("t", token)
+            sender = sender_of("t", token)
         else:
             if (await self.find(room_id)).password_hash is not None:
                 raise WrongPassword("This room has a password: join it first and use the ws_url returned")
             member = _new_member(display_name, is_owner=False)
-            sender = _sender("n", display_name)
+            sender = sender_of("n", display_name)
         if resuming and (claim := await self.bus.claim(room_id, sender)) is not None:
             return Entry(claim.room, claim.member, sender, resumed=True), claim.online_count
         # The seat and the room's record come back together: one step for a token's holder.
-        result: AdmitResult = await self.bus.admit(room_id, member, sender)
+        result: AdmitResult = await self.bus.admit(room_id, member, sender, name_key(member.display_name))
         if result.status is Admission.FULL:
             raise RoomFull()
+        if result.status is Admission.NAME_TAKEN:
+            raise NameTaken(member.display_name)
+        if result.status is Admission.REMOVED:
+            raise Removed()
         if result.room is None:
             raise RoomNotFound()
         return Entry(result.room, member, sender), result.online_count
@@ -123,7 +131,15 @@ class Rooms(RoomRules):
         room, member = entry.room, entry.member
         await self.bus.publish(
             room.room_id,
-            protocol.presence(room.room_id, "user_online", member.connection_id, member.display_name, online_count),
+            protocol.presence(
+                room.room_id, "user_online", member.connection_id, member.display_name, online_count, member.is_owner
+            ),
+        )
+        log.info(
+            "member joined room %s: %d online",
+            room.room_id,
+            online_count,
+            extra={"room_id": room.room_id, "event": "member_joined", "online_count": online_count},
         )
 
     async def say(self, entry: Entry, said: Said, receipt: Receipt) -> None:
@@ -187,7 +203,14 @@ class Rooms(RoomRules):
                 member.connection_id,
                 member.display_name,
                 departure.online_count,
+                member.is_owner,
             ),
+        )
+        log.info(
+            "member left room %s: %d online",
+            room.room_id,
+            departure.online_count,
+            extra={"room_id": room.room_id, "event": "member_left", "online_count": departure.online_count},
         )
         if (
             owner_rule
