@@ -109,6 +109,7 @@ class LiveRoom:
                                 self.relay(stop)
                             waiting = _next_waiting(frames)
             if self.scope.cancelled_caught and trio.current_time() >= self.scope.deadline:
+                log.info("room %s ended: expired", self.room_id, extra={"room_id": self.room_id, "event": "room_ended"})
                 self.end(protocol.CLOSE_NORMAL, "Room expired", protocol.system(self.room_id, protocol.EXPIRED))
                 with trio.CancelScope(shield=True), trio.move_on_after(self.hub.cleanup_seconds):
                     try:
