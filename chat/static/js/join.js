@@ -80,7 +80,7 @@ export function bindJoinForm(enter) {
       const messages = {
         401: password ? "Wrong password. Please try again." : "This room needs a password.",
         404: GONE,
-        409: "The room is full. Try again when someone leaves.",
+        409: /full/i.test(error.message) ? "The room is full. Try again when someone leaves." : error.message,
       };
       showError($("join-error"), messages[error.status] || error.message);
       if (error.status === 401) {
