@@ -8,7 +8,6 @@ arrive, say, depart...) builds on these in chat.rooms.
   token; it takes no seat.
 - names: a display name is unique among the room's members, compared as ``name_key``
   makes it (NFKC, case folded); the owner's is the owner's for the room's whole life.
-- remove: the owner's hand: a member is closed out and its token refused for the room's life.
 - end: the room is over for everyone, on every instance: deleted, its final system
   message published. ``close_by_owner`` (REST, owner token) and the owner rule end rooms;
   expiry ends them by time.
@@ -25,7 +24,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from . import clock, protocol
-from .bus import NO_POSITION, ROOM_END, ROOM_REMOVE, Bus, History, MemberRecord, RoomRecord
+from .bus import NO_POSITION, ROOM_END, Bus, History, MemberRecord, RoomRecord
 from .config import Settings
 from .credentials import Grant, Role, TokenSigner, hash_password, password_matches
 
@@ -73,6 +72,8 @@ class RateLimited(RoomError):
 
 class NameTaken(RoomError):
     status = 409
+    # A WebSocket close reason holds 123 bytes: this one, without the name, always fits.
+    reason = "This name is already taken in this room (names ignore case and width); choose another name"
 
     def __init__(self, display_name: str) -> None:
         super().__init__(
@@ -244,27 +245,6 @@ class RoomRules:
         if grant is None or not grant.is_owner:
             raise Forbidden("Only the room owner can close the room: send the owner_token from room creation")
         await self.end(room, protocol.CLOSED_BY_OWNER)
-
-    async def remove_member(self, room_id: str, connection_id: str, owner_token: str | None) -> MemberRecord:
-        """The owner's hand: the member is closed out on whichever instance holds it, its
-        token refused for the room's life, and the room told. The member removed."""
-        await self.find(room_id)
-        grant = self.tokens.verify(owner_token, room_id) if owner_token else None
-        if grant is None or not grant.is_owner:
-            raise Forbidden("Only the room owner can remove members: send the owner_token from room creation")
-        member = next((m for m in await self.bus.members(room_id) if m.connection_id == connection_id), None)
-        if member is None:
-            raise MemberNotFound()
-        if member.is_owner:
-            raise CannotRemoveOwner()
-        sender = await self.bus.revoke(room_id, connection_id)
-        if sender is None:  # Left meanwhile.
-            raise MemberNotFound()
-        # Its sockets close first, so the line below goes to everyone else.
-        await self.bus.publish(room_id, ROOM_REMOVE + (sender or connection_id))
-        await self.bus.publish(room_id, protocol.system(room_id, protocol.removed(member.display_name)))
-        log.info("member removed from room %s by its owner", room_id, extra={"room_id": room_id, "event": "removed"})
-        return member
 
     async def end(self, room: RoomRecord, message: str) -> bool:
         """Delete the room and tell every member on every instance; False if already gone."""

@@ -15,6 +15,8 @@ Words, one meaning each (the live side's own are in chat.nursery):
 - depart: the member's seat is freed, the room hears it went offline (``user_offline``),
   and the owner rule runs.
 - drop: a socket was lost without a goodbye; its seat is held a while for a resume.
+- remove: the owner's hand: the member departs, its sockets are closed with the reason, and
+  its token is refused for the room's life.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 import trio
 
 from . import clock, protocol
-from .bus import Admission, AdmitResult, Bus, BusUnavailable, Departure, MemberRecord, Receipt, RoomRecord
+from .bus import ROOM_REMOVE, Admission, AdmitResult, Bus, BusUnavailable, Departure, MemberRecord, Receipt, RoomRecord
 from .config import Settings
 from .protocol import Said
 from .room_rules import (
@@ -168,6 +170,30 @@ class Rooms(RoomRules):
         departure = await self.bus.depart(entry.room.room_id, entry.member.connection_id)
         if departure is not None:
             await self._departed(entry, departure, owner_rule=owner_rule)
+
+    async def remove_member(self, room_id: str, connection_id: str, owner_token: str | None) -> MemberRecord:
+        """The owner's hand: the member's sockets are closed on whichever instance holds
+        them, its token refused for the room's life, and the room told it left. The member."""
+        room = await self.find(room_id)
+        grant = self.tokens.verify(owner_token, room_id) if owner_token else None
+        if grant is None or not grant.is_owner:
+            raise Forbidden("Only the room owner can remove members: send the owner_token from room creation")
+        member = next((m for m in await self.bus.members(room_id) if m.connection_id == connection_id), None)
+        if member is None:
+            raise MemberNotFound()
+        if member.is_owner:
+            raise CannotRemoveOwner()
+        sender = await self.bus.revoke(room_id, connection_id)
+        if sender is None:  # Left meanwhile.
+            raise MemberNotFound()
+        # Its sockets close first, so the line below goes to everyone else.
+        await self.bus.publish(room_id, ROOM_REMOVE + (sender or connection_id))
+        await self.bus.publish(room_id, protocol.system(room_id, protocol.removed(member.display_name)))
+        log.info("member removed from room %s by its owner", room_id, extra={"room_id": room_id, "event": "removed"})
+        # Departed here, so the others hear it at once even if its seat is held for a lost
+        # socket; its own socket's departure then finds it gone (one user_offline).
+        await self.depart(Entry(room, member, sender or ""), owner_rule=False)
+        return member
 
     async def drop(self, entry: Entry) -> None:
         """The member's socket was lost without a goodbye: hold its seat (still online, no

@@ -507,10 +507,13 @@ async def test_the_owner_removes_a_member_whose_token_is_then_refused() -> None:
             removed = await rooms.remove_member(rid, cid, owner_token)
             assert removed.display_name == "Jane"
             await trio.testing.wait_all_tasks_blocked()
-            control, line = heard(frames)
+            control, line, offline = heard(frames)
             assert control == "\x00remove " + jane.sender
             assert line["type"] == "system" and line["message"] == "Jane was removed by the room owner"
-        await rooms.depart(jane)
+            assert (offline["event"], offline["display_name"], offline["online_count"]) == ("user_offline", "Jane", 1)
+            await rooms.depart(jane)  # Its socket's own departure: already gone, nothing heard.
+            await trio.testing.wait_all_tasks_blocked()
+            assert heard(frames) == []
         for again in (rooms.admit(rid, jane_token, ""), rooms.join(rid, "Jane", None, jane_token)):
             with pytest.raises(Removed) as refused:
                 await again

@@ -131,7 +131,7 @@ class Session:
                 else:
                     reason = "invalid_name" if isinstance(error, InvalidName) else "invalid_resume"
                 metrics.refused(reason)
-                await socket.close(protocol.CLOSE_POLICY, str(error))
+                await socket.close(protocol.CLOSE_POLICY, error.reason if isinstance(error, NameTaken) else str(error))
                 return
             except BusUnavailable as error:
                 metrics.refused("backend_unavailable")
