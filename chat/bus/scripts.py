@@ -56,8 +56,10 @@ if name ~= '' then
 end
 if count >= tonumber(redis.call('HGET', KEYS[1], 'max_users')) then return {1, count} end
 -- The owner's name is reserved by the room itself (meta's owner_key), for its whole life.
+-- Beside each name, "\0<sender>" counts that sender's seats, so a departure needs no scan.
 if name ~= '' and ARGV[9] ~= '1' then
   redis.call('HSET', KEYS[6], name, ARGV[12])
+  redis.call('HINCRBY', KEYS[6], '\0' .. ARGV[12], 1)
   redis.call('PEXPIREAT', KEYS[6], expires)
 end
 redis.call('SADD', KEYS[2], ARGV[5])
@@ -86,11 +88,9 @@ forget(conn[1] or ARGV[6], ARGV[5])
 if redis.call('SREM', KEYS[2], ARGV[5]) == 0 then return false end
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 if conn[4] and conn[4] ~= '' and redis.call('HGET', KEYS[5], conn[4]) == conn[3] then
-  local last = true
-  for _, other in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-    if redis.call('HGET', CONN .. other, 'sender') == conn[3] then last = false break end
+  if redis.call('HINCRBY', KEYS[5], '\0' .. conn[3], -1) <= 0 then
+    redis.call('HDEL', KEYS[5], conn[4], '\0' .. conn[3])
   end
-  if last then redis.call('HDEL', KEYS[5], conn[4]) end
 end
 local owners = tonumber(redis.call('HGET', KEYS[1], 'owners_online') or '0')
 if conn[2] == '1' then owners = redis.call('HINCRBY', KEYS[1], 'owners_online', -1) end
