@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,7 +70,16 @@ class TokenSigner:
         return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
 
     def issue(self, grant: Grant) -> str:
-        claims = {"r": grant.room_id, "n": grant.display_name, "o": grant.role, "e": round(grant.expires_at, 3)}
+        claims: dict[str, str | float] = {
+            "r": grant.room_id,
+            "n": grant.display_name,
+            "o": grant.role,
+            "e": round(grant.expires_at, 3),
+        }
+        if grant.role == "member":
+            # Each join its own token, so two people who join with one name are two
+            # senders (one gets the name) and the owner can remove one without the other.
+            claims["j"] = secrets.token_urlsafe(6)
         body = _b64(orjson.dumps(claims))
         return f"{body}.{self._sign(body)}"
 

@@ -44,6 +44,8 @@ REFUSAL_REASONS = (
     "room_full",  # 1008: max_users reached
     "unauthorized",  # 1008: password room without a valid token, bad or expired token
     "invalid_name",  # 1008: display name too long or with forbidden characters
+    "name_taken",  # 1008: another member has the name (or it is the owner's)
+    "removed",  # 1008: the owner removed this member's token
     "invalid_resume",  # 1008: a since= that is no offset, or an overlong epoch=
     "draining",  # 1013: the instance is shutting down
     "backend_unavailable",  # 1013: Redis is unreachable

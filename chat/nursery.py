@@ -28,7 +28,7 @@ import trio
 
 from . import clock, protocol
 from .arrivals import while_more_arrive
-from .bus import NO_POSITION, ROOM_END, ROOM_RESYNC, Bus, BusUnavailable, RoomRecord, offset_of
+from .bus import NO_POSITION, ROOM_END, ROOM_REMOVE, ROOM_RESYNC, Bus, BusUnavailable, RoomRecord, offset_of
 from .config import MAX_HISTORY_SIZE
 from .metrics import Metrics
 from .ws import wire
@@ -103,10 +103,13 @@ class LiveRoom:
                                 if not await self._resync():
                                     await self._end_as_found()
                                     return
+                            elif stop.startswith(ROOM_REMOVE):
+                                self.remove_sender(stop[len(ROOM_REMOVE) :])
                             else:
                                 self.relay(stop)
                             waiting = _next_waiting(frames)
             if self.scope.cancelled_caught and trio.current_time() >= self.scope.deadline:
+                log.info("room %s ended: expired", self.room_id, extra={"room_id": self.room_id, "event": "room_ended"})
                 self.end(protocol.CLOSE_NORMAL, "Room expired", protocol.system(self.room_id, protocol.EXPIRED))
                 with trio.CancelScope(shield=True), trio.move_on_after(self.hub.cleanup_seconds):
                     try:
@@ -250,6 +253,14 @@ class LiveRoom:
         ]
         for member in slow:
             self.close_too_slow(member, SLOW_LIMITS)
+
+    def remove_sender(self, sender: str) -> None:
+        """The owner removed a member: close its sockets here (every one of its sender's)
+        with the reason; their sessions then depart as usual."""
+        removed = protocol.system(self.room_id, protocol.REMOVED_YOU)
+        for member in list(self.members.values()):
+            if sender in (member.sender, member.connection_id):
+                member.close(protocol.CLOSE_POLICY, protocol.REMOVED_REASON, removed)
 
     def remove(self, member: Member) -> None:
         """Take a member out of the fan-out; the room ends with its last local member."""

@@ -19,6 +19,15 @@ CLOSED_BY_OWNER = "Room has been closed by owner"
 OWNER_OFFLINE = "Room owner went offline shutting down room"
 EXPIRED = "Room has expired"
 SHUTTING_DOWN = "Server is shutting down; reconnect to continue"
+# To a member the owner removed, then its close reason (code 1008).
+REMOVED_YOU = "You were removed from the room by its owner"
+REMOVED_REASON = "Removed by the room owner"
+
+
+def removed(display_name: str) -> str:
+    """The system line everyone else sees when the owner removed a member."""
+    return f"{display_name} was removed by the room owner"
+
 
 # WebSocket close codes (RFC 6455 section 7.4.1).
 CLOSE_NORMAL = 1000
@@ -113,7 +122,9 @@ def chat_message(room_id: str, connection_id: str, display_name: str, text: str)
     )
 
 
-def presence(room_id: str, event: str, connection_id: str, display_name: str, online_count: int) -> str:
+def presence(
+    room_id: str, event: str, connection_id: str, display_name: str, online_count: int, is_owner: bool = False
+) -> str:
     return encode(
         {
             "type": "presence",
@@ -123,6 +134,7 @@ def presence(room_id: str, event: str, connection_id: str, display_name: str, on
             "room_id": room_id,
             "timestamp": clock.iso(clock.now()),
             "online_count": online_count,
+            "is_owner": is_owner,
         }
     )
 

@@ -32,6 +32,7 @@ from .schemas import (
     MessagesQuery,
     OnlineUser,
     Preferences,
+    RemoveMember,
     RoomCreated,
     RoomDetails,
     RoomJoined,
@@ -96,11 +97,13 @@ async def create_room() -> Response:
 @document_response(Error, 429)
 @document_response(Error, 503)
 async def join_room(room_id: str) -> Response:
-    """Get a `ws_url` for the room: checks the password and that a seat is free."""
+    """Get a `ws_url` for the room: checks the password, that a seat is free and that the
+    name is not taken (409). A client that sends a token it holds for the room
+    (`Authorization: Bearer`) is refused with 403 if the owner removed it."""
     app = current()
     await app.rooms.allow("join", client_address(), app.settings.joins_per_minute)
     joining = await body(JoinRoom)
-    room, token = await app.rooms.join(room_id, joining.display_name, joining.password or None)
+    room, token = await app.rooms.join(room_id, joining.display_name, joining.password or None, bearer_token())
     url = ws_url(room.room_id, token) + ("" if joining.read_receipts else "&read_receipts=false")
     return json_response({"ws_url": url, "expires_at": clock.iso(room.expires_at)})
 
@@ -173,6 +176,24 @@ async def close_room(room_id: str) -> Response:
     return json_response({"message": "Room closed successfully"})
 
 
+@rooms.post("/rooms/<room_id>/members/<connection_id>/remove")
+@document_request(RemoveMember)
+@document_response(Message, 200)
+@document_response(Error, 403)
+@document_response(Error, 404)
+@document_response(Error, 409)
+@document_response(Error, 413)
+@document_response(Error, 422)
+@document_response(Error, 503)
+async def remove_member(room_id: str, connection_id: str) -> Response:
+    """Remove a member (its `connection_id` from presence or the details). Needs the owner
+    token (Bearer header or body). The member is told, closed with 1008 "Removed by the room
+    owner", and its token refused for the room's life; the owner cannot remove themself (409)."""
+    removing = await body(RemoveMember)
+    await current().rooms.remove_member(room_id, connection_id, bearer_token() or removing.owner_token)
+    return json_response({"message": "Member removed"})
+
+
 @rooms.app_errorhandler(RoomError)
 async def room_error(error: RoomError) -> Response:
     if isinstance(error, WrongPassword) and error.e2e_salt is not None:
@@ -212,6 +233,7 @@ def _details(room: RoomRecord, members: list[MemberRecord], read_offsets: dict[s
             display_name=m.display_name,
             connected_at=clock.iso(m.connected_at),
             read_offset=read_offsets.get(m.connection_id),
+            is_owner=m.is_owner,
         ).model_dump()
         for m in sorted(members, key=lambda m: m.connected_at)
     ]

@@ -90,6 +90,12 @@ class CloseRoom(Request):
     display_name: Annotated[str, Field(max_length=1024)] | None = None
 
 
+class RemoveMember(Request):
+    owner_token: Annotated[str, Field(max_length=2048)] | None = Field(
+        default=None, description="The owner token from room creation (or send it as `Authorization: Bearer`)"
+    )
+
+
 class DetailsQuery(Request):
     password: Password | None = None
 
@@ -125,6 +131,7 @@ class OnlineUser(BaseModel):
     read_offset: int | None = Field(
         default=None, description="The newest message offset this member has seen (null: none reported)"
     )
+    is_owner: bool = Field(default=False, description="True for the room's owner")
 
 
 class RoomDetails(BaseModel):

@@ -15,6 +15,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, WebSocketConnection
 from . import e2e
 from .console import Console, duration
 from .delivery import Delivery
+from .kick import kick, member_named
 from .rest import HTTP_TIMEOUT_SECONDS, ClientError, Session, parse_time, request, room_path
 
 EXIT_OK, EXIT_ERROR = 0, 1
@@ -32,7 +33,10 @@ ENDINGS = (
     "Room owner went offline shutting down room",
     "Room has expired",
 )
-HELP = "Commands: /who (who is online), /time (time left), /close (owner: close the room), /quit, /help"
+HELP = (
+    "Commands: /who (who is online), /time (time left), /close (owner: close the room), "
+    "/kick NAME (owner: remove a member), /quit, /help"
+)
 
 
 def backoff(attempt: int) -> float:
@@ -54,6 +58,8 @@ class Chat:
         # Every connection id this client had: its own messages stay its own across reconnects.
         self.mine: set[str] = set()
         self.delivery = Delivery()
+        # Who presence said is online (connection id -> name), for /kick.
+        self.present: dict[str, str] = {}
         self.skew_seconds = 0.0
         self.quitting = False
         self.e2e = False  # The room is end-to-end encrypted (its hello says so).
@@ -210,6 +216,10 @@ class Chat:
         elif kind == "ack":
             self.delivery.acknowledged(frame.get("client_id"))
         elif kind == "presence":
+            if frame.get("event") == "user_online":
+                self.present[str(frame.get("connection_id"))] = str(frame.get("display_name"))
+            else:
+                self.present.pop(str(frame.get("connection_id")), None)
             if frame.get("connection_id") == self.connection_id and frame.get("event") == "user_online":
                 return False  # "Connected as ..." already said it.
             verb = {"user_online": "joined", "user_offline": "left"}.get(str(frame.get("event")), "is here")
@@ -250,6 +260,8 @@ class Chat:
                 await self.time_left()
             elif word == "/close":
                 await self.close()
+            elif word.split()[0] == "/kick":
+                await self.kick(line.strip()[len("/kick") :].strip())
             elif word in ("/help", "/?"):
                 self.console.notice(HELP + ". Start a line with // to send a leading slash.")
             else:
@@ -281,6 +293,19 @@ class Chat:
             headers={"Authorization": f"Bearer {self.session.owner_token}"},
         )
         # The closing notice arrives over the socket and ends the session.
+
+    async def kick(self, name: str) -> None:
+        if not name:
+            raise ClientError("Usage: /kick NAME")
+        connection_id = member_named(name, self.present, [])
+        if connection_id is None:  # Online since before we came: the room's details know.
+            connection_id = member_named(name, {}, (await self.details())["online_users"])
+        if connection_id is None:
+            raise ClientError(f"Nobody called {name} is online")
+        if connection_id == self.connection_id:
+            raise ClientError("You cannot remove yourself; /close ends the room")
+        await kick(self.http, self.session, connection_id)
+        # The room's system line says it once it is done.
 
     async def leave(self, ws: WebSocketConnection) -> None:
         self.quitting = True

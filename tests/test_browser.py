@@ -241,6 +241,45 @@ def test_owner_closes_room_and_members_see_it(people: People, chat_server: Serve
     expect(late.locator("#join-form")).to_be_hidden()
 
 
+def test_the_owner_removes_a_member_and_names_are_unique(people: People, chat_server: ServerProcess) -> None:
+    ada = people.page()
+    link = create_room(ada, chat_server, "Ada", room="Standup")
+    grace = people.page()
+    join_room(grace, link, "Grace")
+    linus = people.page()
+    join_room(linus, link, "Linus")
+    expect(ada.locator("#online-list li .person")).to_have_count(3)
+    # The remove buttons are the owner's alone, one by each other member.
+    expect(ada.locator("#online-list .remove-member")).to_have_count(2)
+    expect(ada.locator("#online-list li", has_text="Ada").locator(".remove-member")).to_have_count(0)
+    for member in (grace, linus):
+        expect(member.locator("#online-list li .person")).to_have_count(3)
+        expect(member.locator("#online-list .remove-member")).to_have_count(0)
+        expect(member.locator("#online-list li", has_text="Ada").locator(".tag")).to_have_text("owner")
+
+    # A name is taken whatever its case: the join form says so in a sentence.
+    taken = people.page()
+    taken.goto(link)
+    taken.fill("#join-name", "GRACE")
+    taken.click("#join-submit")
+    expect(taken.locator("#join-error")).to_contain_text("The name \u201cGRACE\u201d is already taken in this room")
+
+    remove = ada.locator("#online-list li", has_text="Grace").locator(".remove-member")
+    remove.click()
+    expect(remove).to_have_text("Click again to remove")  # A stray click removes nobody.
+    screenshot(ada, "remove-member.png")
+    remove.click()
+    expect(grace.locator(".sys.ending")).to_have_text("You were removed from the room by its owner.")
+    expect(grace.locator("#message-input")).to_be_disabled()
+    for page in (ada, linus):
+        expect(page.locator(".sys", has_text="Grace was removed by the room owner")).to_be_visible()
+        expect(page.locator("#online-count")).to_have_text("2")
+        me_first = ["Ada", "Linus"] if page is ada else ["Linus", "Ada"]
+        expect(page.locator("#online-list li .person")).to_have_text(me_first)
+    say(linus, "carry on")
+    expect(ada.locator(".msg .bubble", has_text="carry on")).to_be_visible()
+
+
 def test_password_room_refuses_wrong_password(people: People, chat_server: ServerProcess) -> None:
     ada = people.page()
     link = create_room(ada, chat_server, "Ada", room="Secret", password="correct horse")
@@ -449,7 +488,7 @@ def test_an_unacknowledged_message_is_sent_again_and_posted_once(people: People,
     assert copies[0][1] == copies[1][1]  # ...under one client_id, so the room has it once.
     expect(ada.locator(".sys.presence", has_text="Grace joined")).to_have_count(2)
     # Seeded again after reconnecting (the list is rebuilt, not left as it was when the socket dropped).
-    expect(grace.locator("#online-list li .tag")).to_have_count(1)
+    expect(grace.locator("#online-list li .tag")).to_have_text(["you", "owner"])
     expect(grace.locator("#online-list li .person").first).to_have_text("Grace")
 
 

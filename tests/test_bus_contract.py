@@ -6,7 +6,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import trio
@@ -232,6 +232,44 @@ async def test_depart_counts_and_tracks_the_owner(backend: Backend) -> None:
     assert await bus.depart(room.room_id, cid.connection_id) is None
 
 
+async def test_a_name_is_one_senders_until_its_last_seat_departs(backend: Backend) -> None:
+    bus = backend.bus
+    room = replace(new_room(), owner_key="bob")
+    await bus.create_room(room)
+    rid = room.room_id
+    jane, tab, other = member("Jane"), member("Jane"), member("JANE")
+    assert (await bus.admit(rid, jane, "tJane", "jane")).status is Admission.ADMITTED
+    assert (await bus.admit(rid, tab, "tJane", "jane")).status is Admission.ADMITTED  # Same sender.
+    assert (await bus.admit(rid, other, "tOther", "jane")).status is Admission.NAME_TAKEN
+    # The owner's name is the owner's alone, whether or not the owner is online.
+    assert (await bus.admit(rid, member("BOB"), "tBob?", "bob")).status is Admission.NAME_TAKEN
+    assert (await bus.admit(rid, member("Bob", owner=True), "tBob", "bob")).status is Admission.ADMITTED
+    await bus.depart(rid, jane.connection_id)
+    assert (await bus.admit(rid, other, "tOther", "jane")).status is Admission.NAME_TAKEN
+    await bus.depart(rid, tab.connection_id)
+    assert (await bus.admit(rid, other, "tOther", "jane")).status is Admission.ADMITTED
+
+
+async def test_a_revoked_sender_is_refused_and_cannot_claim_its_seat(backend: Backend) -> None:
+    bus = backend.bus
+    room = new_room()
+    await bus.create_room(room)
+    rid = room.room_id
+    jane = member("Jane")
+    await bus.admit(rid, jane, "tJane", "jane")
+    assert await bus.revoke(rid, "no-such-member") is None
+    assert not await bus.revoked(rid, "tJane")
+    assert await bus.revoke(rid, jane.connection_id) == "tJane"
+    assert await bus.revoked(rid, "tJane") and not await bus.revoked(rid, "tAnn")
+    assert await bus.drop(rid, jane.connection_id, "tJane") is not None
+    assert await bus.claim(rid, "tJane") is None
+    assert (await bus.admit(rid, member("Jane"), "tJane", "jane")).status is Admission.REMOVED
+    await bus.depart(rid, jane.connection_id)
+    assert (await bus.admit(rid, member("Jane"), "tNew", "jane")).status is Admission.ADMITTED
+    await bus.delete_room(rid)
+    assert not await bus.revoked(rid, "tJane")
+
+
 async def test_expired_rooms_are_gone(backend: Backend) -> None:
     bus = backend.bus
     room = new_room(life=-1)
@@ -391,10 +429,13 @@ async def test_redis_keys_live_no_longer_than_the_room() -> None:
         await bus.post(room.room_id, chat("deduplicated"), told, dedupe="Bob:1")
         await told.wait()
         assert await bus.mark_read(room.room_id, owner.connection_id, 1) == 1
+        ann = member("Ann")
+        await bus.admit(room.room_id, ann, "tAnn", "ann")
+        assert await bus.revoke(room.room_id, ann.connection_id) == "tAnn"
         backend = Backend(bus, server)
         found = await backend.our_keys(room.room_id, owner.connection_id, bus.instance_id)
         room_keys = {keys.room_meta(room.room_id), keys.room_users(room.room_id), *keys.room_history(room.room_id)}
-        room_keys.add(keys.room_read(room.room_id))
+        room_keys |= {keys.room_read(room.room_id), keys.room_names(room.room_id), keys.room_revoked(room.room_id)}
         assert room_keys | {keys.conn(owner.connection_id)} <= set(found)
         fields = await server.command("HGETALL", keys.conn(owner.connection_id))
         assert fields["instance"] == bus.instance_id and fields["display_name"] == "Bob"
@@ -411,8 +452,9 @@ async def test_redis_leaves_no_key_once_rooms_end() -> None:
         for room in (closed, departed, expired):
             await bus.create_room(room)
             for who in (member("Bob", owner=True), member("Ann")):
-                await bus.admit(room.room_id, who)
+                await bus.admit(room.room_id, who, "t" + who.display_name, who.display_name.casefold())
                 names.append(who.connection_id)
+            assert await bus.revoke(room.room_id, names[-1]) == "tAnn"  # The revoked senders too.
             names.append(room.room_id)
             # Its history, its positions and its senders' dedupe keys go with it too.
             told = Told()

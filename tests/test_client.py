@@ -168,6 +168,29 @@ async def test_member_exits_cleanly_when_owner_closes(server: Server) -> None:
                 assert await side.exit_code() == 0, side.transcript()
 
 
+async def test_the_owner_kicks_a_member_by_name(server: Server) -> None:
+    async with room_owner(server, "--create", "Retro", "--name", "Ada") as (ada, room_id):
+        async with client(server, f"--join={room_id}", "--name", "Grace") as grace:
+            await ada.expect(r"Grace joined")
+            await grace.expect(r"\* Connected as Grace")
+            async with client(server, f"--join={room_id}", "--name", "Linus") as linus:
+                await linus.expect(r"\* Connected as Linus")
+                await grace.expect(r"Linus joined")
+                await grace.type("/kick Ada")
+                await grace.expect(r"Only the room owner can remove members")
+                await ada.type("/kick Nobody")
+                await ada.expect(r"Nobody called Nobody is online")
+                await ada.type("/kick grace")  # Names are matched as the server compares them.
+                await grace.expect(rf"^{STAMP} \*\*\* You were removed from the room by its owner$")
+                assert await grace.exit_code() != 0, grace.transcript()
+                assert "closed the connection: Removed by the room owner" in "\n".join(grace.errors)
+                for side in (ada, linus):
+                    await side.expect(rf"^{STAMP} \*\*\* Grace was removed by the room owner$")
+                    await side.expect(rf"^{STAMP} \* Grace left \(2 online\)$")
+                await linus.type("/quit")
+                await ada.type("/quit")
+
+
 async def test_owner_leaving_ends_the_room_for_members(server: Server) -> None:
     async with room_owner(server, "--create", "", "--name", "Ada") as (ada, room_id):
         async with client(server, f"--join={room_id}", "--name", "Grace") as grace:

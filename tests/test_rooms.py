@@ -21,11 +21,15 @@ from chat.bus.memory import MemoryBus
 from chat.config import Settings
 from chat.protocol import Said
 from chat.rooms import (
+    CannotRemoveOwner,
     Entry,
     Forbidden,
     InvalidRoom,
+    MemberNotFound,
+    NameTaken,
     NewRoom,
     RateLimited,
+    Removed,
     RoomError,
     RoomFull,
     RoomNotFound,
@@ -60,14 +64,14 @@ async def open_rooms(config: Settings | None = None) -> AsyncIterator[Rooms]:
 
 
 def heard(frames: trio.MemoryReceiveChannel[str]) -> list[Any]:
-    """What the room has heard since the last call: decoded frames, and ROOM_END as is."""
+    """What the room has heard since the last call: decoded frames, and controls (ROOM_END...) as is."""
     got: list[Any] = []
     while True:
         try:
             frame = frames.receive_nowait()
         except trio.WouldBlock:
             return got
-        got.append(frame if frame == ROOM_END else orjson.loads(frame))
+        got.append(frame if frame.startswith("\x00") else orjson.loads(frame))
 
 
 def refusal(error: pytest.ExceptionInfo[RoomError]) -> tuple[int, str]:
@@ -171,10 +175,12 @@ async def test_a_token_says_who_enters_not_the_name_given() -> None:
         _, jane_token = await rooms.join(room.room_id, "Jane", None)
         owner, _ = await rooms.admit(room.room_id, owner_token, "Mallory")
         jane, _ = await rooms.admit(room.room_id, jane_token, "Ann")
-        impostor, _ = await rooms.admit(room.room_id, None, "Ann")
-        seated = [(e.member.display_name, e.member.is_owner) for e in (owner, jane, impostor)]
-        assert seated == [("Ann", True), ("Jane", False), ("Ann", False)]
-        assert len({e.member.connection_id for e in (owner, jane, impostor)}) == 3
+        guest, _ = await rooms.admit(room.room_id, None, "Mallory")
+        seated = [(e.member.display_name, e.member.is_owner) for e in (owner, jane, guest)]
+        assert seated == [("Ann", True), ("Jane", False), ("Mallory", False)]
+        assert len({e.member.connection_id for e in (owner, jane, guest)}) == 3
+        with pytest.raises(NameTaken):  # The owner's name is never a guest's.
+            await rooms.admit(room.room_id, None, "Ann")
 
 
 async def test_a_name_alone_enters_only_rooms_without_a_password() -> None:
@@ -356,7 +362,7 @@ async def test_a_draining_instance_does_not_end_rooms_for_their_owners() -> None
 async def test_close_by_owner_needs_the_owner_token() -> None:
     async with open_rooms() as rooms:
         rid, _, _, _ = await seated_owner_and_guest(rooms)
-        _, member_token = await rooms.join(rid, "Jane", None)
+        _, member_token = await rooms.join(rid, "Joe", None)
         _, foreign_owner_token = await rooms.create(new_room(owner="Ann"))
         for token in (None, "", member_token, foreign_owner_token, "forged.token"):
             with pytest.raises(Forbidden) as refused:
@@ -430,3 +436,87 @@ async def test_too_many_requests_from_one_address_get_429_until_the_minute_is_ov
         await rooms.allow("join", "203.0.113.7", per_minute=3)  # another action
         await trio.sleep(40)
         await rooms.allow("create", "203.0.113.7", per_minute=3)
+
+
+# Names: unique among the members, the owner's reserved for the owner
+
+
+async def test_a_name_is_taken_whatever_its_case_or_width_until_its_member_leaves() -> None:
+    async with open_rooms() as rooms:
+        room, owner_token = await rooms.create(new_room(owner="Ann"))
+        rid = room.room_id
+        _, jane_token = await rooms.join(rid, "Jane", None)
+        jane, _ = await rooms.admit(rid, jane_token, "")
+        for taken in ("jane", "\uff2a\uff21\uff2e\uff25", "ANN", "\uff41nn"):
+            with pytest.raises(NameTaken) as refused:
+                await rooms.join(rid, taken, None)
+            status, detail = refusal(refused)
+            assert status == 409 and f"\u201c{taken}\u201d is already taken" in detail
+            with pytest.raises(NameTaken):
+                await rooms.admit(rid, None, taken)
+        # A second socket of the same member is the same member; a second join is not.
+        second_tab, _ = await rooms.admit(rid, jane_token, "")
+        await rooms.depart(jane)
+        with pytest.raises(NameTaken):
+            await rooms.admit(rid, None, "JANE")
+        await rooms.depart(second_tab)
+        newcomer, _ = await rooms.admit(rid, None, "JANE")
+        assert newcomer.member.display_name == "JANE"
+        # The owner's name stays the owner's while the owner is offline.
+        owner, _ = await rooms.admit(rid, owner_token, "")
+        await rooms.depart(owner, owner_rule=False)
+        with pytest.raises(NameTaken):
+            await rooms.join(rid, "ann", None)
+        assert (await rooms.admit(rid, owner_token, ""))[0].member.is_owner
+
+
+async def test_two_who_join_with_one_name_are_two_and_only_one_gets_in() -> None:
+    async with open_rooms() as rooms:
+        room, _ = await rooms.create(new_room(owner="Ann"))
+        first = (await rooms.join(room.room_id, "Jane", None))[1]
+        second = (await rooms.join(room.room_id, "jane", None))[1]
+        assert first != second
+        await rooms.admit(room.room_id, first, "")
+        with pytest.raises(NameTaken):
+            await rooms.admit(room.room_id, second, "")
+
+
+# The owner's hand
+
+
+async def test_the_owner_removes_a_member_whose_token_is_then_refused() -> None:
+    async with open_rooms() as rooms:
+        room, owner_token = await rooms.create(new_room(owner="Ann"))
+        rid = room.room_id
+        _, jane_token = await rooms.join(rid, "Jane", None)
+        owner, _ = await rooms.admit(rid, owner_token, "")
+        jane, _ = await rooms.admit(rid, jane_token, "")
+        cid = jane.member.connection_id
+        for token in (None, "", jane_token, "not-a-token"):
+            with pytest.raises(Forbidden):
+                await rooms.remove_member(rid, cid, token)
+        with pytest.raises(MemberNotFound) as unknown:
+            await rooms.remove_member(rid, "no-such-member", owner_token)
+        assert refusal(unknown)[0] == 404
+        with pytest.raises(CannotRemoveOwner) as themself:
+            await rooms.remove_member(rid, owner.member.connection_id, owner_token)
+        assert refusal(themself)[0] == 409
+        with pytest.raises(RoomNotFound):
+            await rooms.remove_member("0123456789abcdef", cid, owner_token)
+        async with rooms.bus.subscribe(rid) as frames:
+            removed = await rooms.remove_member(rid, cid, owner_token)
+            assert removed.display_name == "Jane"
+            await trio.testing.wait_all_tasks_blocked()
+            control, line, offline = heard(frames)
+            assert control == "\x00remove " + jane.sender
+            assert line["type"] == "system" and line["message"] == "Jane was removed by the room owner"
+            assert (offline["event"], offline["display_name"], offline["online_count"]) == ("user_offline", "Jane", 1)
+            await rooms.depart(jane)  # Its socket's own departure: already gone, nothing heard.
+            await trio.testing.wait_all_tasks_blocked()
+            assert heard(frames) == []
+        for again in (rooms.admit(rid, jane_token, ""), rooms.join(rid, "Jane", None, jane_token)):
+            with pytest.raises(Removed) as refused:
+                await again
+            assert refusal(refused) == (403, "You were removed from this room by its owner")
+        with pytest.raises(Removed):
+            await rooms.admit(rid, jane_token, "", resuming=True)

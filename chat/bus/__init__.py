@@ -26,6 +26,9 @@ ROOM_END = "\x00end"
 # Put into a room's subscription when the backend subscribed it again after losing it:
 # what was published meanwhile never came, and the room's history has it (or lost it).
 ROOM_RESYNC = "\x00resync"
+# Sent on a room's channel, followed by a sender: the owner removed that member; every
+# instance closes its sockets.
+ROOM_REMOVE = "\x00remove "
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +44,8 @@ class RoomRecord:
     # End-to-end encrypted: messages are envelopes the server cannot read (chat/sealed.py).
     e2e: bool = False
     e2e_salt: str | None = None  # Public salt of a key derived from the room password.
+    # The owner's name as names are compared: reserved for the owner for the room's life.
+    owner_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +60,8 @@ class Admission(enum.Enum):
     ADMITTED = "admitted"
     FULL = "full"
     NO_ROOM = "no_room"
+    REMOVED = "removed"  # The owner removed this sender.
+    NAME_TAKEN = "name_taken"
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,10 +185,22 @@ class Bus(Protocol):
     async def ended(self, room_id: str) -> str | None:
         """The final frame of a room that ended in the last ENDED_SECONDS, else None."""
 
-    async def admit(self, room_id: str, member: MemberRecord, sender: str = "") -> AdmitResult:
+    async def admit(self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "") -> AdmitResult:
         """Add a member unless the room is full or gone, as one atomic step; an admitted
         member's result carries the room, so entering a room takes one step. ``sender`` (see
-        ``claim``) lets its sender take the seat back should this instance die under it."""
+        ``claim``) lets its sender take the seat back should this instance die under it.
+        ``name_key`` (the name as compared; none: no check) must be free, or held by the
+        same sender, and not the room's ``owner_key`` unless the member is the owner: the
+        seat then holds it until the last of its sender's seats departs. A sender the owner
+        removed is refused (REMOVED)."""
+
+    async def revoke(self, room_id: str, connection_id: str) -> str | None:
+        """The owner removes a member: its sender is refused from now on, for the room's
+        life (``admit``, ``claim``); its seats stay until its sockets depart. The sender;
+        None when the member is not in the room."""
+
+    async def revoked(self, room_id: str, sender: str) -> bool:
+        """Whether the owner removed ``sender`` from the room."""
 
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
         """Remove a member; None when the room is gone or the member was not in it."""
@@ -195,7 +214,7 @@ class Bus(Protocol):
     async def claim(self, room_id: str, sender: str) -> Claim | None:
         """Take over the seat ``sender`` holds dropped, or left on an instance that died and
         is not yet reaped (its newest), as one atomic step, for a socket on this instance;
-        None when it holds none or the room is gone."""
+        None when it holds none, the owner removed it, or the room is gone."""
 
     async def depart_dropped(self, room_id: str, connection_id: str, hold: str) -> Departure | None:
         """``depart``, but only while the seat is still held by the hold ``drop`` returned:

@@ -20,6 +20,9 @@ POS, LOG, DEDUPE, ENDED = "}:pos", "}:log", "}:dedupe", "}:ended"
 DROPPED = "}:dropped"
 # Members' last-read offsets: connection id -> offset.
 READ = "}:read"
+# Display names taken: the name as compared (chat.room_rules.name_key) -> its sender; and
+# the senders the owner removed, refused for the room's life.
+NAMES, REVOKED = "}:names", "}:revoked"
 CONN = "conn:"
 # Set of the ids of instances that hold members (so a reaper need not SCAN).
 INSTANCES = "instances"
@@ -66,6 +69,14 @@ def room_dropped(room_id: str) -> str:
 
 def room_read(room_id: str) -> str:
     return _room_key(room_id, READ)
+
+
+def room_names(room_id: str) -> str:
+    return _room_key(room_id, NAMES)
+
+
+def room_revoked(room_id: str) -> str:
+    return _room_key(room_id, REVOKED)
 
 
 def room_history(room_id: str) -> list[str]:

@@ -43,6 +43,11 @@ class _Room:
     dropped: dict[str, tuple[str, str]] = field(default_factory=dict)
     # Last-read offsets: connection id -> offset.
     read: dict[str, int] = field(default_factory=dict)
+    # Who each seat is: connection id -> (sender, name key); the names taken: key -> sender;
+    # and the senders the owner removed.
+    seats: dict[str, tuple[str, str]] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
 
 
 class MemoryBus:
@@ -149,15 +154,36 @@ class MemoryBus:
             return None
         return frame
 
-    async def admit(self, room_id: str, member: MemberRecord, sender: str = "") -> AdmitResult:
-        # ``sender`` matters where an instance can die under its members; one process cannot.
+    async def admit(self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "") -> AdmitResult:
         room = self._live(room_id)
         if room is None:
             return AdmitResult(Admission.NO_ROOM)
+        if sender in room.revoked:
+            return AdmitResult(Admission.REMOVED, len(room.members))
+        if name_key and (
+            room.names.get(name_key, sender) != sender or (name_key == room.record.owner_key and not member.is_owner)
+        ):
+            return AdmitResult(Admission.NAME_TAKEN, len(room.members))
         if len(room.members) >= room.record.max_users:
             return AdmitResult(Admission.FULL, len(room.members))
         room.members[member.connection_id] = member
+        room.seats[member.connection_id] = (sender, name_key)
+        if name_key and not member.is_owner:  # The owner's is reserved by the room itself.
+            room.names[name_key] = sender
         return AdmitResult(Admission.ADMITTED, len(room.members), room.record)
+
+    async def revoke(self, room_id: str, connection_id: str) -> str | None:
+        room = self._live(room_id)
+        if room is None or connection_id not in room.members:
+            return None
+        sender = room.seats.get(connection_id, ("", ""))[0]
+        if sender:
+            room.revoked.add(sender)
+        return sender
+
+    async def revoked(self, room_id: str, sender: str) -> bool:
+        room = self._live(room_id)
+        return room is not None and sender in room.revoked
 
     async def drop(self, room_id: str, connection_id: str, sender: str) -> str | None:
         room = self._live(room_id)
@@ -169,7 +195,7 @@ class MemoryBus:
 
     async def claim(self, room_id: str, sender: str) -> Claim | None:
         room = self._live(room_id)
-        if room is None:
+        if room is None or sender in room.revoked:
             return None
         for connection_id, (holder, _) in reversed(room.dropped.items()):
             if holder == sender:
@@ -188,6 +214,10 @@ class MemoryBus:
         if room is None or room.members.pop(connection_id, None) is None:
             return None
         room.dropped.pop(connection_id, None)
+        sender, name_key = room.seats.pop(connection_id, ("", ""))
+        # The name is free once the last seat of its sender is gone (a second tab keeps it).
+        if room.names.get(name_key) == sender and all(s != sender for s, _ in room.seats.values()):
+            del room.names[name_key]
         owner_online = any(m.is_owner for m in room.members.values())
         return Departure(len(room.members), owner_online)
 

@@ -68,6 +68,8 @@ def _room_fields(room: RoomRecord) -> dict[str, str | int]:
         "destroy_on_owner_offline": _flag(room.destroy_on_owner_offline),
         "owners_online": 0,
     }
+    if room.owner_key:
+        fields["owner_key"] = room.owner_key
     if room.name is not None:
         fields["name"] = room.name
     if room.password_hash is not None:
@@ -91,6 +93,7 @@ def _room(room_id: str, fields: dict[str, str]) -> RoomRecord:
         destroy_on_owner_offline=fields["destroy_on_owner_offline"] == "1",
         e2e=fields.get("e2e") == "1",
         e2e_salt=fields.get("e2e_salt"),
+        owner_key=fields.get("owner_key", ""),
     )
 
 
@@ -138,6 +141,7 @@ class RedisBus:
         self._count = client.register_script(scripts.COUNT)
         self._history = client.register_script(scripts.HISTORY)
         self._mark_read = client.register_script(scripts.MARK_READ)
+        self._revoke = client.register_script(scripts.REVOKE)
 
     @property
     def ready(self) -> bool:
@@ -195,6 +199,7 @@ class RedisBus:
         self._forget_room(room_id)
         room_keys = [keys.room_meta(room_id), keys.room_users(room_id), *keys.room_history(room_id)]
         room_keys += [keys.room_ended(room_id), keys.room_dropped(room_id), keys.room_read(room_id)]
+        room_keys += [keys.room_names(room_id), keys.room_revoked(room_id)]
         try:
             removed = await self._link.call(
                 self._delete, keys=room_keys, args=[*scripts.PREFIXES, final_frame or "", _ms(ENDED_SECONDS)]
@@ -231,7 +236,7 @@ class RedisBus:
             ]
             await self._link.command(self._restore_room, keys=room_keys, args=args)
 
-    async def admit(self, room_id: str, member: MemberRecord, sender: str = "") -> AdmitResult:
+    async def admit(self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "") -> AdmitResult:
         status, count, *meta = await self._link.call(
             self._admit,
             keys=[
@@ -240,6 +245,8 @@ class RedisBus:
                 keys.conn(member.connection_id),
                 keys.instance_conns(self.instance_id),
                 keys.instance_alive(self.instance_id),
+                keys.room_names(room_id),
+                keys.room_revoked(room_id),
             ],
             args=[
                 *scripts.PREFIXES,
@@ -251,9 +258,11 @@ class RedisBus:
                 self.instance_id,
                 self._alive_ms,
                 sender,
+                name_key,
             ],
         )
-        outcome = (Admission.NO_ROOM, Admission.FULL, Admission.ADMITTED)[int(status)]
+        outcomes = (Admission.NO_ROOM, Admission.FULL, Admission.ADMITTED, Admission.REMOVED, Admission.NAME_TAKEN)
+        outcome = outcomes[int(status)]
         if outcome is not Admission.ADMITTED:
             return AdmitResult(outcome, int(count))
         self._held.setdefault(room_id, {})[member.connection_id] = member
@@ -278,6 +287,7 @@ class RedisBus:
                     keys.room_users(room_id),
                     keys.conn(connection_id),
                     keys.room_dropped(room_id),
+                    keys.room_names(room_id),
                 ],
                 args=[*scripts.PREFIXES, connection_id, self.instance_id, *extra],
             )
@@ -318,6 +328,7 @@ class RedisBus:
                 keys.room_dropped(room_id),
                 keys.instance_conns(self.instance_id),
                 keys.instance_alive(self.instance_id),
+                keys.room_revoked(room_id),
             ],
             args=[*scripts.PREFIXES, sender, self.instance_id, self._alive_ms],
         )
@@ -328,6 +339,16 @@ class RedisBus:
         self._held.setdefault(room_id, {})[cid] = member
         self._room_meta[room_id] = meta
         return Claim(_room(room_id, _fields(meta)), member, int(online_count))
+
+    async def revoke(self, room_id: str, connection_id: str) -> str | None:
+        room_keys = [keys.room_meta(room_id), keys.room_users(room_id), keys.room_revoked(room_id)]
+        sender: str | None = await self._link.call(
+            self._revoke, keys=room_keys, args=[*scripts.PREFIXES, connection_id]
+        )
+        return sender
+
+    async def revoked(self, room_id: str, sender: str) -> bool:
+        return bool(await self._link.call(self._link.client.sismember, keys.room_revoked(room_id), sender))
 
     async def members(self, room_id: str) -> list[MemberRecord]:
         flat: list[str] = await self._link.call(

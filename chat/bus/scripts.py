@@ -38,18 +38,34 @@ local function forget(instance, cid)
 end
 """
 
-# KEYS: meta, users, conn, instance conns, instance alive.
-# ARGV[5..]: cid, room_id, display_name, connected_at, is_owner, instance, alive_ms, sender.
-# Returns {0, 0} no room, {1, count} full, {2, count, meta as a flat list} admitted.
+# KEYS: meta, users, conn, instance conns, instance alive, names, revoked.
+# ARGV[5..]: cid, room_id, display_name, connected_at, is_owner, instance, alive_ms, sender,
+# name key ('' for no check).
+# Returns {0, 0} no room, {1, count} full, {2, count, meta as a flat list} admitted,
+# {3, count} sender removed by the owner, {4, count} name taken.
 ADMIT = _PRELUDE + """
 local expires = redis.call('HGET', KEYS[1], 'expires_ms')
 if not expires then return {0, 0} end
 local count = redis.call('SCARD', KEYS[2])
+if ARGV[12] ~= '' and redis.call('SISMEMBER', KEYS[7], ARGV[12]) == 1 then return {3, count} end
+local name = ARGV[13]
+if name ~= '' then
+  if ARGV[9] ~= '1' and name == redis.call('HGET', KEYS[1], 'owner_key') then return {4, count} end
+  local holder = redis.call('HGET', KEYS[6], name)
+  if holder and holder ~= ARGV[12] then return {4, count} end
+end
 if count >= tonumber(redis.call('HGET', KEYS[1], 'max_users')) then return {1, count} end
+-- The owner's name is reserved by the room itself (meta's owner_key), for its whole life.
+-- Beside each name, "\0<sender>" counts that sender's seats, so a departure needs no scan.
+if name ~= '' and ARGV[9] ~= '1' then
+  redis.call('HSET', KEYS[6], name, ARGV[12])
+  redis.call('HINCRBY', KEYS[6], '\0' .. ARGV[12], 1)
+  redis.call('PEXPIREAT', KEYS[6], expires)
+end
 redis.call('SADD', KEYS[2], ARGV[5])
 redis.call('PEXPIREAT', KEYS[2], expires)
 redis.call('HSET', KEYS[3], 'room_id', ARGV[6], 'display_name', ARGV[7], 'connected_at', ARGV[8],
-           'is_owner', ARGV[9], 'instance', ARGV[10], 'sender', ARGV[12])
+           'is_owner', ARGV[9], 'instance', ARGV[10], 'sender', ARGV[12], 'name_key', name)
 redis.call('PEXPIREAT', KEYS[3], expires)
 if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[1], 'owners_online', 1) end
 redis.call('SADD', KEYS[4], ARGV[5])
@@ -61,15 +77,21 @@ extend(REGISTRY, expires)
 return {2, count + 1, redis.call('HGETALL', KEYS[1])}
 """
 
-# KEYS: meta, users, conn, dropped. ARGV[5..]: cid, the caller's instance (when conn has
-# expired). Returns nil when the room or the member is gone, else {online count, owner online 0/1}.
+# KEYS: meta, users, conn, dropped, names. ARGV[5..]: cid, the caller's instance (when conn
+# has expired). Returns nil when the room or the member is gone, else {online count, owner
+# online 0/1}. The member's name is free again once the last seat of its sender is gone.
 _DEPART = """
 redis.call('HDEL', KEYS[4], ARGV[5])
-local conn = redis.call('HMGET', KEYS[3], 'instance', 'is_owner')
+local conn = redis.call('HMGET', KEYS[3], 'instance', 'is_owner', 'sender', 'name_key')
 redis.call('DEL', KEYS[3])
 forget(conn[1] or ARGV[6], ARGV[5])
 if redis.call('SREM', KEYS[2], ARGV[5]) == 0 then return false end
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if conn[4] and conn[4] ~= '' and redis.call('HGET', KEYS[5], conn[4]) == conn[3] then
+  if redis.call('HINCRBY', KEYS[5], '\0' .. conn[3], -1) <= 0 then
+    redis.call('HDEL', KEYS[5], conn[4], '\0' .. conn[3])
+  end
+end
 local owners = tonumber(redis.call('HGET', KEYS[1], 'owners_online') or '0')
 if conn[2] == '1' then owners = redis.call('HINCRBY', KEYS[1], 'owners_online', -1) end
 return {redis.call('SCARD', KEYS[2]), owners > 0 and 1 or 0}
@@ -89,12 +111,12 @@ return 1
 
 # The sender's newest held seat (dropped, or left behind by an instance that died), moved
 # to the claiming instance. KEYS: meta, users, dropped,
-# instance conns, instance alive. ARGV[5..]: sender, instance, alive_ms.
-# Returns {} when none is held, else {cid, display_name, connected_at, is_owner, online
-# count, meta as a flat list}.
+# instance conns, instance alive, revoked. ARGV[5..]: sender, instance, alive_ms.
+# Returns {} when none is held (or the owner removed the sender), else {cid, display_name,
+# connected_at, is_owner, online count, meta as a flat list}.
 CLAIM = _PRELUDE + """
 local expires = redis.call('HGET', KEYS[1], 'expires_ms')
-if not expires then return {} end
+if not expires or redis.call('SISMEMBER', KEYS[6], ARGV[5]) == 1 then return {} end
 local held = redis.call('HGETALL', KEYS[3])
 local cid, newest = nil, nil
 local function consider(candidate)
@@ -132,12 +154,13 @@ local held = redis.call('HGET', KEYS[4], ARGV[5])
 if not held or string.sub(held, -(#ARGV[7] + 1)) ~= ' ' .. ARGV[7] then return false end
 """ + _DEPART
 
-# KEYS: meta, users, the room's history keys (keys.room_history: pos, log, dedupe), ended, dropped.
+# KEYS: meta, users, the room's history keys (keys.room_history: pos, log, dedupe), ended,
+# dropped, read, names, revoked.
 # ARGV[5..]: final frame ('' for none), how long to keep it (ms).
 # Returns 1 only for the call that removed the room, which alone leaves the final frame.
 DELETE_ROOM = _PRELUDE + """
 local removed = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[8])
+redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[8], KEYS[9], KEYS[10])
 if removed == 1 and ARGV[5] ~= '' then redis.call('SET', KEYS[6], ARGV[5], 'PX', ARGV[6]) end
 for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local instance = redis.call('HGET', CONN .. cid, 'instance')
@@ -146,6 +169,20 @@ for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 redis.call('DEL', KEYS[2], KEYS[7])
 return removed
+"""
+
+# The owner removes a member: its sender is refused for the room's life (revoked lives and
+# dies with meta). KEYS: meta, users, revoked. ARGV[5]: cid.
+# Returns the sender ('' when it has none), or false when the room or the member is gone.
+REVOKE = _PRELUDE + """
+local expires = redis.call('HGET', KEYS[1], 'expires_ms')
+if not expires or redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 0 then return false end
+local sender = redis.call('HGET', CONN .. ARGV[5], 'sender') or ''
+if sender ~= '' then
+  redis.call('SADD', KEYS[3], sender)
+  redis.call('PEXPIREAT', KEYS[3], expires)
+end
+return sender
 """
 
 # A member's last-read offset, moved forward only and never past the room's newest message.

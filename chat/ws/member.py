@@ -84,6 +84,7 @@ class Member:
         "read_receipts",
         "reading",
         "record",
+        "sender",
         "stalled",
         "written",
     )
@@ -98,6 +99,8 @@ class Member:
         held: bool = False,
     ) -> None:
         self.record = record
+        # Who sends (chat.rooms.Entry.sender): the owner removes a sender, every socket of it.
+        self.sender = ""
         # False: the member neither sends nor is sent read receipts.
         self.read_receipts = True
         self._capacity = outbox_frames

@@ -19,7 +19,7 @@ from ..limits import MessageRate, Verdict
 from ..metrics import Metrics, refusal_reason
 from ..nursery import Hub, LiveRoom
 from ..origins import Origins
-from ..rooms import Entry, RoomError, RoomNotFound, Rooms
+from ..rooms import Entry, NameTaken, Removed, RoomError, RoomNotFound, Rooms
 from ..sealed import read_sealed_frame
 from . import wire
 from .member import Member
@@ -125,12 +125,14 @@ class Session:
                     room_id, socket.token(), socket.display_name(), resuming=since is not None
                 )
             except (RoomError, InvalidName, InvalidResume) as error:
-                if isinstance(error, RoomError):
+                if isinstance(error, NameTaken | Removed):
+                    reason = "name_taken" if isinstance(error, NameTaken) else "removed"
+                elif isinstance(error, RoomError):
                     reason = refusal_reason(error.status)
                 else:
                     reason = "invalid_name" if isinstance(error, InvalidName) else "invalid_resume"
                 metrics.refused(reason)
-                await socket.close(protocol.CLOSE_POLICY, str(error))
+                await socket.close(protocol.CLOSE_POLICY, error.reason if isinstance(error, NameTaken) else str(error))
                 return
             except BusUnavailable as error:
                 metrics.refused("backend_unavailable")
@@ -144,6 +146,7 @@ class Session:
         me = entry.member
         settings = self.settings
         member = Member(me, settings.outbox_frames, settings.outbox_bytes, self.hub.outboxes, held=True)
+        member.sender = entry.sender
         member.read_receipts = (socket.arg("read_receipts") or "").lower() not in RECEIPTS_OFF
         receipts = ReadReceipts(self._reader_of(entry), READ_RECEIPT_INTERVAL_SECONDS) if member.read_receipts else None
         pacing = trio.CancelScope()

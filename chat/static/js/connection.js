@@ -121,6 +121,9 @@ export class Connection {
         return;
       }
       if (/not found/i.test(reason)) return this.on.end(GONE);
+      // Removed by the owner (now, or refused on the way back in): never reconnect.
+      if (/removed/i.test(reason)) return this.on.end("You were removed from the room by its owner.", false);
+      if (/taken/i.test(reason)) return this.on.end(reason, false);
       if (/token/i.test(reason)) return this.rejoin();
     }
     if (event.code === 1000 && /closed|expired/i.test(reason)) return this.on.end("This room has ended.");

@@ -111,8 +111,8 @@ export function bindJoinForm(enter) {
       if (error.status === 404) return roomGone();
       const messages = {
         401: password ? "Wrong password. Please try again." : "This room needs a password.",
-        // Full, or (on servers that keep names unique) a name already taken: the server says which.
-        409: error.message === "Room is full" ? "The room is full. Try again when someone leaves." : error.message,
+        // Full, or a name already taken: the server says which.
+        409: /full/i.test(error.message) ? "The room is full. Try again when someone leaves." : error.message,
       };
       showError($("join-error"), messages[error.status] || error.message);
       if (error.status === 401) {

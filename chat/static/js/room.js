@@ -73,6 +73,8 @@ export class Room {
     $("share-link").value = shareLink(this.roomId, s.keyInLink ? s.key : null);
     $("room-e2e").hidden = true;
     $("close-room").hidden = s.role !== "owner";
+    this.people.allowRemoval(this.roomId, s.role === "owner" ? s.owner_token : null,
+      (text) => this.transcript.system(text, "presence"));
     $("message-input").disabled = false;
     $("send").disabled = false;  // Typed while offline, a message waits and goes on reconnecting.
     this.countdown.render();
@@ -245,7 +247,7 @@ export class Room {
     const id = frame.connection_id;
     const name = String(frame.display_name || "Anonymous");
     if (frame.event === "user_online") {
-      this.people.arrived(id, name);
+      this.people.arrived(id, name, frame.is_owner === true);
       if (id !== this.me) this.transcript.system(`${name} joined`, "presence");
     } else if (frame.event === "user_offline") {
       this.people.left(id);
