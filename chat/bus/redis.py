@@ -262,7 +262,9 @@ class RedisBus:
     async def depart_dropped(self, room_id: str, connection_id: str, hold: str) -> Departure | None:
         return await self._departure(self._depart_dropped, room_id, connection_id, hold)
 
-    async def _departure(self, script: AsyncScript, room_id: str, connection_id: str, *extra: str) -> Departure | None:
+    async def _departure(
+        self, script: AsyncScript, room_id: str, connection_id: str, *extra: str
+    ) -> Departure | None:
         self._let_go(room_id, connection_id)
         try:
             result = await self._link.call(
@@ -347,7 +349,9 @@ class RedisBus:
     async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
         await self._channels.publish(room_id, frame, undelivered)
 
-    async def post(self, room_id: str, message: str, receipt: Receipt | None = None, dedupe: str | None = None) -> None:
+    async def post(
+        self, room_id: str, message: str, receipt: Receipt | None = None, dedupe: str | None = None
+    ) -> None:
         await self._channels.post(room_id, message, receipt, dedupe)
 
     async def history(self, room_id: str, since: int | None, epoch: str | None, limit: int) -> History:
