@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from functools import partial
 
 import pytest
 import trio
@@ -215,6 +216,44 @@ async def test_admission_is_atomic_under_a_race(backend: Backend) -> None:
     assert outcomes.count(Admission.ADMITTED) == 20
     assert outcomes.count(Admission.FULL) == 40
     assert len(await bus.members(room.room_id)) == 20
+
+
+async def test_concurrent_creations_counts_and_admissions_each_get_their_own_answer(backend: Backend) -> None:
+    """Many requests at once (on Redis their commands share round trips): every room is
+    created whole with its expiry, every count and seat is its own caller's."""
+    bus = backend.bus
+    rooms = [new_room(max_users=3, name=f"Room {i}") for i in range(40)]
+    hits: dict[str, list[int]] = {}
+    seated: dict[str, list[int]] = {}
+
+    async def open_room(room: RoomRecord) -> None:
+        hits.setdefault(room.room_id, []).append((await bus.count(f"create:{room.room_id}", 60))[0])
+        await bus.create_room(room)
+        found = await bus.occupancy(room.room_id)
+        assert found == (room, 0)
+        seated[room.room_id] = []
+
+    async with trio.open_nursery() as nursery:
+        for room in rooms:
+            nursery.start_soon(open_room, room)
+    assert all(counts == [1] for counts in hits.values()) and len(hits) == len(rooms)
+
+    async def knock(room: RoomRecord) -> None:
+        admitted = await bus.admit(room.room_id, member())
+        seated[room.room_id].append(admitted.online_count if admitted.status is Admission.ADMITTED else 0)
+        if admitted.room is not None:
+            assert admitted.room == room
+
+    async with trio.open_nursery() as nursery:
+        for room in rooms:
+            for _ in range(4):
+                nursery.start_soon(knock, room)
+    for room in rooms:
+        assert sorted(seated[room.room_id]) == [0, 1, 2, 3]
+        assert await bus.get_room(room.room_id) == room
+    if backend.redis is not None:
+        for room in rooms[:3]:
+            assert 0 < await backend.redis.command("PTTL", keys.room_meta(room.room_id)) <= 600_000
 
 
 async def test_depart_counts_and_tracks_the_owner(backend: Backend) -> None:
@@ -519,6 +558,59 @@ async def test_a_redis_that_stops_answering_counts_as_down_until_it_answers_agai
         await wait_until(answering, 10)
         fetched = await bus.get_room(room.room_id)
         assert fetched is not None and fetched.room_id == room.room_id
+
+
+async def test_redis_requests_waiting_when_redis_stops_answering_fail_and_later_ones_succeed() -> None:
+    """Creations, counts and admissions sent together while Redis stops answering all fail
+    (the server answers 503), none hangs; once Redis is back the same steps work."""
+    bound = 0.3
+    async with open_redis_server(private=True) as server, redis_bus(server.url, command_timeout=bound) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        failures: list[str] = []
+
+        async def expect_unavailable(name: str, step: Callable[[], Awaitable[object]]) -> None:
+            with pytest.raises(BusUnavailable):
+                await step()
+            failures.append(name)
+
+        server.pause()
+        try:
+            with trio.fail_after(bound * 10):
+                async with trio.open_nursery() as nursery:
+                    for i in range(5):
+                        nursery.start_soon(expect_unavailable, f"create {i}", partial(bus.create_room, new_room()))
+                        nursery.start_soon(expect_unavailable, f"count {i}", partial(bus.count, "create:x", 60))
+                        nursery.start_soon(expect_unavailable, f"admit {i}", partial(bus.admit, room.room_id, member()))
+            assert len(failures) == 15
+            assert not bus.ready
+        finally:
+            server.resume()
+
+        async def answering() -> bool:
+            return bus.ready
+
+        await wait_until(answering, 10)
+        later = new_room()
+        await bus.create_room(later)
+        assert await bus.occupancy(later.room_id) == (later, 0)
+        assert (await bus.admit(later.room_id, member())).status is Admission.ADMITTED
+
+
+async def test_redis_steps_go_on_after_its_scripts_are_flushed() -> None:
+    """A Redis whose scripts were flushed under a running instance (NOSCRIPT): counts and
+    admissions load them again and answer, in the same session."""
+    async with open_redis_server(private=True) as server, redis_bus(server.url) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        assert (await bus.count("join:a", 60))[0] == 1
+        await server.command("SCRIPT", "FLUSH")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(bus.count, "join:a", 60)
+            nursery.start_soon(bus.admit, room.room_id, member())
+        assert (await bus.count("join:a", 60))[0] == 3
+        assert (await bus.occupancy(room.room_id)) == (room, 1)
+        assert bus.ready and bus.reconnects == 0
 
 
 async def test_redis_tells_the_sender_when_a_frame_it_took_may_be_lost() -> None:

@@ -69,9 +69,8 @@ async def test_reads_are_coalesced_newest_wins_and_the_last_is_never_lost(
     async def send(offset: int) -> None:
         sent.append((round(trio.current_time() - start, 2), offset))
 
-    receipts = ReadReceipts(send, READ_RECEIPT_INTERVAL_SECONDS)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(receipts.run)
+        receipts = ReadReceipts(send, READ_RECEIPT_INTERVAL_SECONDS, nursery)
         receipts.note(3)  # The first goes out at once.
         await trio.sleep(0.1)
         for offset in (4, 6, 5):  # Within the interval: only the newest, when it is over.
@@ -83,9 +82,10 @@ async def test_reads_are_coalesced_newest_wins_and_the_last_is_never_lost(
         receipts.note(8)  # Long after: at once again.
         await trio.sleep(0.1)
         receipts.note(9)
-        nursery.cancel_scope.cancel()
+        receipts.stop()  # The member leaves within the interval: pacing ends, ...
+        receipts.note(10)  # ... and nothing more goes out on its own.
     await receipts.flush()  # The member left before the interval was over: its last read goes too.
-    assert sent == [(0.0, 3), (1.0, 6), (4.4, 8), (4.5, 9)]
+    assert sent == [(0.0, 3), (1.0, 6), (4.4, 8), (4.5, 10)]
 
 
 async def received(socket: RecordingSocket) -> list[dict[str, Any]]:

@@ -40,8 +40,9 @@ from .posts import POSTS_PER_CALL, RedisPosts
 
 log = logging.getLogger(__name__)
 
-# The reader's and the publisher's, besides the link's command pool.
-SESSION_CONNECTIONS = 2
+# The reader's, the publisher's and the requests' batches' (chat.bus.batches), besides the
+# link's command pool.
+SESSION_CONNECTIONS = 3
 # Frames waiting for the publisher; a full queue makes publishers wait (backpressure).
 OUTGOING_FRAMES = 4096
 PUBLISH_BATCH = 512

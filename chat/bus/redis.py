@@ -41,6 +41,7 @@ from . import (
     new_hold,
     scripts,
 )
+from .batches import Batches
 from .channels import RoomChannels
 from .history import new_epoch
 from .link import COMMAND_TIMEOUT_SECONDS, LOST, RedisLink
@@ -117,6 +118,8 @@ class RedisBus:
             command_timeout_seconds=command_timeout_seconds,
         )
         self._channels = RoomChannels(self._link, RedisPosts(history_size, history_bytes), self._forget_room)
+        # Requests' steps (rate counts, creations, joins' looks, admissions), batched.
+        self._batches = Batches(self._link)
         # Heartbeat every third of the timeout; the key lives two thirds, so one late beat
         # is forgiven, and a sweep every third finds a dead instance within the timeout.
         self._beat_seconds = presence_timeout_seconds / 3
@@ -160,6 +163,7 @@ class RedisBus:
     async def _session(self, nursery: trio.Nursery) -> None:
         await self._restore()
         await self._channels.session(nursery)
+        self._batches.session(nursery)
         await nursery.start(self._beat)
         self._ready_at = trio.current_time()
 
@@ -177,21 +181,19 @@ class RedisBus:
 
     async def create_room(self, room: RoomRecord) -> None:
         meta = keys.room_meta(room.room_id)
-        pipe = self._link.client.pipeline(transaction=True)
-        pipe.hset(meta, mapping=_room_fields(room))
-        pipe.pexpireat(meta, _ms(room.expires_at))
-        await self._link.call(pipe.execute)
+        fields = [item for pair in _room_fields(room).items() for item in pair]
+        # One transaction: a room's record never exists without its expiry.
+        await self._batches.run(
+            ("MULTI",), ("HSET", meta, *fields), ("PEXPIREAT", meta, _ms(room.expires_at)), ("EXEC",)
+        )
 
     async def get_room(self, room_id: str) -> RoomRecord | None:
         return _live_room(room_id, await self._link.call(self._link.client.hgetall, keys.room_meta(room_id)))
 
     async def occupancy(self, room_id: str) -> tuple[RoomRecord, int] | None:
         # Seats are counted as ADMIT counts them; ADMIT, atomic, has the last word anyway.
-        pipe = self._link.client.pipeline(transaction=False)
-        pipe.hgetall(keys.room_meta(room_id))
-        pipe.scard(keys.room_users(room_id))
-        fields, taken = await self._link.call(pipe.execute)
-        room = _live_room(room_id, fields)
+        meta, taken = await self._batches.run(("HGETALL", keys.room_meta(room_id)), ("SCARD", keys.room_users(room_id)))
+        room = _live_room(room_id, _fields(meta))
         return (room, int(taken)) if room else None
 
     async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
@@ -237,7 +239,7 @@ class RedisBus:
             await self._link.command(self._restore_room, keys=room_keys, args=args)
 
     async def admit(self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "") -> AdmitResult:
-        status, count, *meta = await self._link.call(
+        status, count, *meta = await self._batches.script(
             self._admit,
             keys=[
                 keys.room_meta(room_id),
@@ -397,7 +399,7 @@ class RedisBus:
 
     async def count(self, key: str, window_seconds: float) -> tuple[int, float]:
         window_ms = max(1, int(window_seconds * 1000))
-        hits, ttl_ms = await self._link.call(self._count, keys=[keys.counter(key)], args=[window_ms])
+        hits, ttl_ms = await self._batches.script(self._count, [keys.counter(key)], [window_ms])
         return int(hits), max(0, int(ttl_ms)) / 1000
 
     async def reap(self) -> list[Ghost]:

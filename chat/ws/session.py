@@ -79,11 +79,6 @@ def _client_id_of(data: str | bytes, max_chars: int) -> str | None:
         return error.client_id
 
 
-async def _paced(scope: trio.CancelScope, receipts: ReadReceipts) -> None:
-    with scope:
-        await receipts.run()
-
-
 class Session:
     """What a member's socket needs from the instance."""
 
@@ -148,12 +143,13 @@ class Session:
         member = Member(me, settings.outbox_frames, settings.outbox_bytes, self.hub.outboxes, held=True)
         member.sender = entry.sender
         member.read_receipts = (socket.arg("read_receipts") or "").lower() not in RECEIPTS_OFF
-        receipts = ReadReceipts(self._reader_of(entry), READ_RECEIPT_INTERVAL_SECONDS) if member.read_receipts else None
-        pacing = trio.CancelScope()
         async with trio.open_nursery() as nursery:
             member.attach(socket, nursery, socket.write_now)
-            if receipts is not None:
-                nursery.start_soon(_paced, pacing, receipts)
+            receipts = (
+                ReadReceipts(self._reader_of(entry), READ_RECEIPT_INTERVAL_SECONDS, nursery)
+                if member.read_receipts
+                else None
+            )
             room: LiveRoom | None = None
             try:
                 # Hello means in: the room is subscribed on this instance before the hello
@@ -174,7 +170,8 @@ class Session:
                 # A socket lost under a member that was not being closed keeps its seat a while.
                 dropped = socket.dropped and not member.closing and not self.hub.draining
                 member.close(protocol.CLOSE_NORMAL, "")
-                pacing.cancel()
+                if receipts is not None:
+                    receipts.stop()
                 if room is not None:
                     room.remove(member)
                 await self._depart(entry, dropped, receipts)

@@ -1,0 +1,162 @@
+"""Requests' commands, batched: concurrent requests share one Redis round trip and one crossing.
+
+A request's step (count a rate, create a room, look at a room, take a seat) is a handful of
+commands. Sent alone, each step costs a bridge crossing to asyncio (an asyncio task and
+several Trio scheduling rounds each way) and a round trip to Redis, and under load that
+crossing is most of the step's CPU. Here a step is a *job*: it waits in a bounded queue, and
+one task per session takes whatever jobs are waiting and pipelines all their commands on a
+connection of its own, in one crossing, as the publisher does for frames. Each job's
+commands go out together and in order, so a job may wrap them in MULTI/EXEC.
+
+A Redis that answers a job's command with an error (NOSCRIPT after a SCRIPT FLUSH is
+handled here: the scripts are loaded again and those jobs sent once more) fails that job
+alone; a lost connection fails the whole batch and the jobs waiting, and ends the session.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import trio
+from redis import exceptions as rx
+from redis.asyncio.connection import AbstractConnection
+from redis.commands.core import AsyncScript
+
+from ..arrivals import while_more_arrive
+from . import BusUnavailable
+from .link import LOST, UNAVAILABLE, RedisLink
+
+log = logging.getLogger(__name__)
+
+# Jobs waiting for the next batch; a full queue makes requests wait (backpressure).
+QUEUED_JOBS = 1024
+JOBS_PER_BATCH = 256
+
+Command = tuple[Any, ...]
+
+
+class Job:
+    __slots__ = ("commands", "done", "error", "replies")
+
+    def __init__(self, commands: list[Command]) -> None:
+        self.commands = commands
+        self.replies: list[Any] = []
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+class Batches:
+    def __init__(self, link: RedisLink) -> None:
+        self._link = link
+        self._queue, self._queued = trio.open_memory_channel[Job](QUEUED_JOBS)
+        self._scripts: dict[str, str] = {}  # sha -> source, of the scripts jobs have called
+        self._blocked: set[trio.CancelScope] = set()
+        link.on_loss(self._release)
+
+    def session(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._serve)
+
+    async def run(self, *commands: Command) -> list[Any]:
+        """The replies to ``commands``, sent together with those of concurrent jobs."""
+        if not self._link.ready:
+            raise BusUnavailable(UNAVAILABLE)
+        job = Job(list(commands))
+        try:
+            self._queue.send_nowait(job)
+        except trio.WouldBlock:
+            await self._wait_to_queue(job)
+        await job.done.wait()
+        if job.error is not None:
+            raise BusUnavailable(UNAVAILABLE) from job.error
+        for reply in job.replies:
+            if isinstance(reply, rx.ResponseError):
+                log.error("redis command failed: %s", reply)
+                raise BusUnavailable(UNAVAILABLE) from reply
+        return job.replies
+
+    async def script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        """One call of a registered Lua script, as a job of its own."""
+        self._scripts[script.sha] = script.script  # type: ignore[assignment]
+        (reply,) = await self.run(("EVALSHA", script.sha, len(keys), *keys, *args))
+        return reply
+
+    async def _wait_to_queue(self, job: Job) -> None:
+        # Wait for space, unless Redis goes away meanwhile: then the request hears of it.
+        with trio.CancelScope() as waiting:
+            self._blocked.add(waiting)
+            try:
+                await self._queue.send(job)
+                return
+            finally:
+                self._blocked.discard(waiting)
+        raise BusUnavailable(UNAVAILABLE)
+
+    def _release(self) -> None:
+        """The session ended: the jobs still waiting fail now rather than at the next one."""
+        for waiting in self._blocked:
+            waiting.cancel()
+        lost = BusUnavailable(UNAVAILABLE)
+        while True:
+            try:
+                self._queued.receive_nowait().fail(lost)
+            except trio.WouldBlock:
+                break
+
+    async def _serve(self) -> None:
+        try:
+            connection = await self._link.dedicated_connection()
+        except LOST as error:
+            self._link.lost(error)
+            return
+        try:
+            while True:
+                batch = [await self._queued.receive()]
+                await while_more_arrive(self._queued, JOBS_PER_BATCH - 1)
+                while len(batch) < JOBS_PER_BATCH:
+                    try:
+                        batch.append(self._queued.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                try:
+                    await self._link.command(self._send, connection, batch)
+                except LOST as error:
+                    self._link.lost(error)
+                    raise
+                finally:
+                    # Cancelled or lost: nobody can say which of these Redis ran.
+                    for job in batch:
+                        job.fail(BusUnavailable(UNAVAILABLE))
+        except LOST:
+            return
+        finally:
+            await self._link.close_connection(connection)
+
+    async def _send(self, connection: AbstractConnection, batch: list[Job]) -> None:
+        """Runs on asyncio: one pipeline for the batch, and once more for jobs refused NOSCRIPT."""
+        await self._pipeline(connection, batch)
+        again = [job for job in batch if any(isinstance(r, rx.NoScriptError) for r in job.replies)]
+        if again:
+            for source in self._scripts.values():
+                await connection.send_command("SCRIPT", "LOAD", source)
+                await connection.read_response()
+            await self._pipeline(connection, again)
+        for job in batch:
+            job.done.set()
+
+    async def _pipeline(self, connection: AbstractConnection, batch: list[Job]) -> None:
+        commands = [command for job in batch for command in job.commands]
+        await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+        for job in batch:
+            replies: list[Any] = []
+            for _ in job.commands:
+                try:
+                    replies.append(await connection.read_response())
+                except rx.ResponseError as error:  # Read whole: the connection stays in step.
+                    replies.append(error)
+            job.replies = replies
