@@ -33,7 +33,10 @@ class Console:
 
     def line(self, text: str, at: datetime | None = None) -> None:
         stamp = (at or datetime.now().astimezone()).astimezone().strftime("%H:%M:%S")
-        print(f"{self._paint(f'[{stamp}]', 2)} {text}", file=self.out, flush=True)
+        # One write, newline included: on a terminal, a key the user types meanwhile is echoed
+        # after the whole line, never inside it.
+        self.out.write(f"{self._paint(f'[{stamp}]', 2)} {text}\n")
+        self.out.flush()
 
     def message(self, name: str, text: str, at: datetime | None, mine: bool) -> None:
         color = 1 if mine else ANSI_COLORS[sum(map(ord, name)) % len(ANSI_COLORS)]
