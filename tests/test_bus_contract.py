@@ -395,8 +395,8 @@ async def test_redis_keys_live_no_longer_than_the_room() -> None:
         found = await backend.our_keys(room.room_id, owner.connection_id, bus.instance_id)
         room_keys = {keys.room_meta(room.room_id), keys.room_users(room.room_id), *keys.room_history(room.room_id)}
         room_keys.add(keys.room_read(room.room_id))
-        assert room_keys | {keys.conn(owner.connection_id)} <= set(found)
-        fields = await server.command("HGETALL", keys.conn(owner.connection_id))
+        assert room_keys | {keys.conn(room.room_id, owner.connection_id)} <= set(found)
+        fields = await server.command("HGETALL", keys.conn(room.room_id, owner.connection_id))
         assert fields["instance"] == bus.instance_id and fields["display_name"] == "Bob"
         for key in found:
             ttl_ms = await server.command("PTTL", key)

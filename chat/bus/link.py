@@ -40,6 +40,17 @@ LOST = (rx.ConnectionError, rx.TimeoutError, OSError)
 
 Session = Callable[[trio.Nursery], Awaitable[None]]
 
+# What every connection of ours to Redis is opened with (see ``RedisLink._client``).
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+    "socket_timeout": None,
+    "retry": Retry(NoBackoff(), 0),
+    "decode_responses": True,
+    # RESP2: pub/sub messages arrive as plain replies the reader parses, not as RESP3
+    # pushes that redis-py would route to its own handler.
+    "protocol": 2,
+}
+
 
 class RedisLink:
     def __init__(
@@ -52,6 +63,15 @@ class RedisLink:
     ) -> None:
         self._loop = loop
         self._command_timeout = command_timeout_seconds
+        self.client = self._client(url, client_name)
+        self._ready = False
+        self._up = trio.Event()
+        # Sessions re-established after a loss (the first one is not counted).
+        self.reconnects = 0
+        self._session = trio.CancelScope()
+        self._on_loss: list[Callable[[], None]] = []
+
+    def _client(self, url: str, client_name: str) -> Any:
         # No redis-py retries: a failed command ends the session, and the session's
         # reconnect loop (with backoff) is the one place that retries.
         # No redis-py timeouts on commands either: each one leaves an asyncio timer that
@@ -62,23 +82,11 @@ class RedisLink:
             url,
             max_connections=POOL_CONNECTIONS,
             timeout=None,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            socket_timeout=None,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
+            **CONNECTION_OPTIONS,
             # Named, so CLIENT LIST tells operators which instance holds which connection.
             client_name=client_name,
-            # RESP2: pub/sub messages arrive as plain replies the reader parses, not as
-            # RESP3 pushes that redis-py would route to its own handler.
-            protocol=2,
         )
-        self.client = Redis(connection_pool=self.pool)
-        self._ready = False
-        self._up = trio.Event()
-        # Sessions re-established after a loss (the first one is not counted).
-        self.reconnects = 0
-        self._session = trio.CancelScope()
-        self._on_loss: list[Callable[[], None]] = []
+        return Redis(connection_pool=self.pool)
 
     @property
     def ready(self) -> bool:
