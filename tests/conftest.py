@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 import trio
 
+from .redis_cluster import SharedCluster
 from .support import Server, running_app
 
 # Real seconds an async test may run before it is cancelled and failed, whatever its clock
@@ -69,6 +70,14 @@ def _cancel_soon(token: trio.lowlevel.TrioToken, scope: trio.CancelScope) -> Non
         token.run_sync_soon(scope.cancel)
     except trio.RunFinishedError:
         pass  # The test finished as the timer fired.
+
+
+@pytest.fixture(scope="session")
+def shared_cluster() -> Iterator[SharedCluster]:
+    """A Redis Cluster for the tests that do not break it, started by the first that asks."""
+    cluster = SharedCluster()
+    yield cluster
+    cluster.close()
 
 
 @pytest.fixture

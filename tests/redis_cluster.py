@@ -24,7 +24,7 @@ import redis
 import trio
 from redis.crc import key_slot
 
-from .redis_server import START_SECONDS, STOP_SECONDS, free_port, wait_until
+from .redis_server import START_SECONDS, STOP_SECONDS, RedisServer, free_port, wait_until
 
 MASTERS = 3
 REPLICAS_PER_MASTER = 1
@@ -50,7 +50,8 @@ class Node:
     port: int
     # The cluster bus port, given explicitly: the default (port + 10000) may be taken or past 65535.
     bus_port: int
-    process: trio.Process | None = None
+    # Plain Popen, not trio's: a cluster shared by a module's tests outlives each test's Trio run.
+    process: subprocess.Popen[bytes] | None = None
     client: redis.Redis = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,7 +92,8 @@ class RedisCluster:
         await self.until_healthy()
 
     async def _start_node(self, node: Node) -> None:
-        node.process = await trio.lowlevel.open_process(
+        # Started, not awaited: it returns at once, and the node outlives this Trio run.
+        node.process = subprocess.Popen(  # noqa: ASYNC220
             ["redis-server", "--port", str(node.port), "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{node.port}.conf",
              "--cluster-port", str(node.bus_port), "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
@@ -157,9 +159,7 @@ class RedisCluster:
 
     async def until_promoted(self, dead: Node, seconds: float = FORM_SECONDS) -> None:
         """Wait until a replica took over every slot of ``dead`` and the cluster is ok again."""
-        with trio.fail_after(seconds):
-            assert dead.process is not None
-            await dead.process.wait()
+        await wait_until(lambda: _true(not dead.alive), seconds)
 
         async def taken_over() -> bool:
             try:
@@ -194,19 +194,24 @@ class RedisCluster:
 
         await wait_until(settled, FORM_SECONDS, step=0.1)
 
-    async def stop(self) -> None:
-        with trio.CancelScope(shield=True):
-            for node in self.nodes:
-                process, node.process = node.process, None
-                if process is None:
-                    continue
-                process.terminate()
-                with trio.move_on_after(STOP_SECONDS):
-                    await process.wait()
-                if process.returncode is None:
-                    process.kill()
-                    await process.wait()
-                node.client.connection_pool.disconnect()
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.process is not None:
+                node.process.terminate()
+        for node in self.nodes:
+            process, node.process = node.process, None
+            if process is None:
+                continue
+            try:
+                process.wait(STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            node.client.connection_pool.disconnect()
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 async def _run(*command: str) -> None:
@@ -226,4 +231,44 @@ async def open_redis_cluster() -> AsyncIterator[RedisCluster]:
             await cluster.start()
             yield cluster
         finally:
-            await cluster.stop()
+            cluster.stop()
+
+
+class SharedCluster:
+    """One cluster for the tests of a session that do not break it, started on first need."""
+
+    def __init__(self) -> None:
+        self._directory: tempfile.TemporaryDirectory[str] | None = None
+        self._cluster: RedisCluster | None = None
+
+    async def get(self) -> RedisCluster:
+        if self._cluster is None:
+            if not has_cluster_redis():
+                raise RuntimeError("the cluster tests need redis-server 7+ on PATH: run .ci/install-redis")
+            self._directory = tempfile.TemporaryDirectory(prefix="ephemeralchat-cluster-")
+            cluster = RedisCluster(self._directory.name)
+            try:
+                await cluster.start()
+            except BaseException:
+                cluster.stop()
+                raise
+            self._cluster = cluster
+        return self._cluster
+
+    def close(self) -> None:
+        if self._cluster is not None:
+            self._cluster.stop()
+            self._cluster = None
+        if self._directory is not None:
+            self._directory.cleanup()
+
+
+class ClusterKeys(RedisServer):
+    """What the tests ask of a shared Redis (commands, our keys left over), on a cluster."""
+
+    def __init__(self, cluster: RedisCluster) -> None:
+        self.url = ""
+        self.port = None
+        self._process = None
+        first = cluster.nodes[0]
+        self._client = redis.RedisCluster(host="127.0.0.1", port=first.port, decode_responses=True)

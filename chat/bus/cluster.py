@@ -64,8 +64,8 @@ class ClusterLink(RedisLink):
             password=self._password,
             client_name=client_name,
             max_connections=POOL_CONNECTIONS,
-            # One attempt: the session's reconnect loop is the one place that retries.
-            cluster_error_retry_attempts=0,
+            # No retries (CONNECTION_OPTIONS), as on one Redis; MOVED and ASK are still
+            # followed: a redirect is not a retry.
             **CONNECTION_OPTIONS,
         )
 
