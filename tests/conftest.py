@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import trio
 
-from .redis_cluster import SharedCluster
+from .redis_cluster import Backing, ClusterKeys, SharedCluster
+from .redis_server import open_redis_server
 from .support import Server, running_app
 
 # Real seconds an async test may run before it is cancelled and failed, whatever its clock
@@ -78,6 +79,18 @@ def shared_cluster() -> Iterator[SharedCluster]:
     cluster = SharedCluster()
     yield cluster
     cluster.close()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+async def backing(request: pytest.FixtureRequest, shared_cluster: SharedCluster) -> AsyncIterator[Backing]:
+    """What several instances share, one of each kind: one Redis, and a Redis Cluster."""
+    if request.param == "cluster":
+        shared = await shared_cluster.get()
+        # REDIS_URL emptied: a cluster, not the one Redis the environment may name.
+        yield Backing(ClusterKeys(shared), {"REDIS_CLUSTER_NODES": shared.seeds, "REDIS_URL": ""})
+        return
+    async with open_redis_server() as server:
+        yield Backing(server, {"REDIS_URL": server.url})
 
 
 @pytest.fixture

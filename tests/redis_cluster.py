@@ -234,6 +234,14 @@ async def open_redis_cluster() -> AsyncIterator[RedisCluster]:
             cluster.stop()
 
 
+@dataclass
+class Backing:
+    """What the instances share: one Redis, or a Redis Cluster, and how they are told of it."""
+
+    redis: RedisServer
+    env: dict[str, str]
+
+
 class SharedCluster:
     """One cluster for the tests of a session that do not break it, started on first need."""
 
