@@ -170,12 +170,14 @@ class RedisBus:
     async def _beat(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         await self._index.beat()
         task_status.started()
-        try:
-            while True:
-                await trio.sleep(self._beat_seconds)
+        while True:
+            await trio.sleep(self._beat_seconds)
+            try:
                 await self._index.beat()
-        except LOST as error:
-            self._link.lost(error)
+            except LOST as error:
+                # One Redis: this ends the session (this task with it). A cluster: one node
+                # failed, and the next beat may find this instance's keys on its replica.
+                self._link.lost(error)
 
     async def create_room(self, room: RoomRecord) -> None:
         meta = keys.room_meta(room.room_id)
