@@ -157,6 +157,17 @@ class RedisCluster:
         assert node.process is not None
         node.process.send_signal(signal.SIGKILL)
 
+    def pause(self) -> None:
+        """Freeze every node: connections stay open, nothing answers (a hung cluster)."""
+        for node in self.nodes:
+            if node.process is not None:
+                node.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for node in self.nodes:
+            if node.process is not None:
+                node.process.send_signal(signal.SIGCONT)
+
     async def until_promoted(self, dead: Node, seconds: float = FORM_SECONDS) -> None:
         """Wait until a replica took over every slot of ``dead`` and the cluster is ok again."""
         await wait_until(lambda: _true(not dead.alive), seconds)

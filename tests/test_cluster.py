@@ -1,16 +1,20 @@
-"""What a Redis Cluster adds: rooms spread over the shards, connections bounded per node."""
+"""What a Redis Cluster adds: rooms spread over the shards, connections bounded per node; and
+a cluster that stops answering is an outage, as one Redis that stops answering is."""
 
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
+import pytest
+import trio
 from redis.crc import key_slot
 
-from chat.bus import keys
+from chat.bus import BusUnavailable, keys
 from chat.bus.link import POOL_CONNECTIONS
-from chat.bus.redis import CLIENT_NAME_PREFIX
+from chat.bus.redis import CLIENT_NAME_PREFIX, RedisBus
 
-from .redis_cluster import SharedCluster
+from .redis_cluster import SharedCluster, open_redis_cluster
+from .redis_server import wait_until
 from .test_bus_contract import new_room, redis_bus
 
 ROOMS = 192
@@ -41,3 +45,24 @@ async def test_rooms_spread_over_the_masters_with_one_subscription_connection_ea
             # One connection carries every room of this shard; commands use a bounded few.
             assert len(subscribers) == 1, ours
             assert len(ours) <= POOL_CONNECTIONS + 1, ours
+
+
+async def test_a_cluster_that_stops_answering_counts_as_down_until_it_answers_again() -> None:
+    async with open_redis_cluster() as cluster, redis_bus("", cluster_nodes=cluster.seeds, command_timeout=1) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        cluster.pause()
+        try:
+            with pytest.raises(BusUnavailable):
+                await bus.get_room(room.room_id)
+            # The slot map cannot be read again from any node: the instance is not ready.
+            await wait_until(lambda: _ready(bus, False), 10)
+        finally:
+            cluster.resume()
+        with trio.fail_after(20):
+            await bus.until_ready()
+        assert await bus.get_room(room.room_id) == room
+
+
+async def _ready(bus: RedisBus, ready: bool) -> bool:
+    return bus.ready is ready
