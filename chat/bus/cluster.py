@@ -98,7 +98,7 @@ class ClusterLink(RedisLink):
             self._trouble = trio.Event()
             try:
                 await self.command(self.client.nodes_manager.initialize)
-            except (rx.RedisError, OSError) as error:
+            except (rx.RedisError, rx.RedisClusterException, OSError) as error:
                 # No node answers, or none agrees on a full map: the cluster is down.
                 super().lost(error)
                 return

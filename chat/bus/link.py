@@ -35,8 +35,10 @@ BACKOFF_MAX_SECONDS = 2.0
 
 UNAVAILABLE = "The chat backend (Redis) is unavailable; try again shortly"
 
-# Errors that mean "Redis cannot be reached", as opposed to a bad command.
-LOST = (rx.ConnectionError, rx.TimeoutError, OSError)
+# Errors that mean "Redis cannot be reached", as opposed to a bad command. On a cluster, a
+# slot with no master to serve it (before its replica takes over, or before the cluster
+# is formed) is one too.
+LOST = (rx.ConnectionError, rx.TimeoutError, OSError, rx.RedisClusterException)
 
 Session = Callable[[trio.Nursery], Awaitable[None]]
 
@@ -182,7 +184,7 @@ class RedisLink:
                             if not started:
                                 started = True
                                 task_status.started()
-                    except* (rx.RedisError, OSError) as errors:
+                    except* (rx.RedisError, rx.RedisClusterException, OSError) as errors:
                         # Anything Redis answers with that breaks a session (even a bad
                         # reply) is retried with backoff rather than taking the server down.
                         self.lost(errors.exceptions[0])
