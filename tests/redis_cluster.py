@@ -170,7 +170,11 @@ class RedisCluster:
 
     async def until_promoted(self, dead: Node, seconds: float = FORM_SECONDS) -> None:
         """Wait until a replica took over every slot of ``dead`` and the cluster is ok again."""
-        await wait_until(lambda: _true(not dead.alive), seconds)
+
+        async def exited() -> bool:
+            return not dead.alive
+
+        await wait_until(exited, seconds)
 
         async def taken_over() -> bool:
             try:
@@ -219,10 +223,6 @@ class RedisCluster:
                 process.kill()
                 process.wait()
             node.client.connection_pool.disconnect()
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 async def _run(*command: str) -> None:

@@ -16,7 +16,7 @@ from redis.crc import key_slot
 
 from chat.bus import keys
 
-from .redis_cluster import Backing, ClusterKeys, RedisCluster, open_redis_cluster
+from .redis_cluster import Backing, ClusterKeys, Node, RedisCluster, open_redis_cluster
 from .support import Client, connect, create_room, join_room
 from .test_scaling import Cluster, cluster, on
 
@@ -63,15 +63,18 @@ async def until_heard(
                         return trio.current_time() - started, acked, errors
 
 
-async def room_pair(c: Cluster, redis_cluster: RedisCluster, avoid: int | None = None) -> tuple[dict[str, Any], ...]:
-    """A room (owner on A, a member joining through B) whose master is not port ``avoid``."""
+async def room_pair(
+    c: Cluster, redis_cluster: RedisCluster, avoid: Node | None = None
+) -> tuple[dict[str, Any], dict[str, Any], Node]:
+    """A room made on A and joined by a second member, whose master is not ``avoid``: the
+    create and join answers, and its master."""
     a, _ = c.instances
     async with a.server.client() as http:
         while True:
             room = await create_room(http, owner_name="Bob")
             master = await redis_cluster.master_of(keys.room_meta(room["room_id"]))
-            if master.port != avoid:
-                return room, await join_room(http, room["room_id"], "Ann"), {"port": master.port}
+            if master is not avoid:
+                return room, await join_room(http, room["room_id"], "Ann"), master
 
 
 @pytest.mark.deadline(150)
@@ -80,8 +83,8 @@ async def test_a_room_whose_master_is_killed_works_again_and_other_shards_keep_w
         backing = Backing(ClusterKeys(redis_cluster), {"REDIS_CLUSTER_NODES": redis_cluster.seeds, "REDIS_URL": ""})
         async with cluster(backing=backing, env={"HISTORY_SIZE": HISTORY}) as c:
             _, b = c.instances
-            room, joined, where = await room_pair(c, redis_cluster)
-            other, other_joined, _ = await room_pair(c, redis_cluster, avoid=where["port"])
+            room, joined, master = await room_pair(c, redis_cluster)
+            other, other_joined, _ = await room_pair(c, redis_cluster, avoid=master)
             async with (
                 connect(room["ws_url"]) as bob,
                 connect(on(b, joined["ws_url"])) as ann,
@@ -92,7 +95,6 @@ async def test_a_room_whose_master_is_killed_works_again_and_other_shards_keep_w
                 await olga.receive_until(event="user_online", display_name="Ann")
                 before = await until_heard(bob, ann, 10)
                 assert before[2] == 0
-                master = next(n for n in redis_cluster.nodes if n.port == where["port"])
                 killed_at = trio.current_time()
                 redis_cluster.kill(master)
                 heard: list[str] = []
@@ -132,12 +134,12 @@ async def test_a_live_rooms_slot_moving_to_another_master_keeps_the_room_working
         backing = Backing(ClusterKeys(redis_cluster), {"REDIS_CLUSTER_NODES": redis_cluster.seeds, "REDIS_URL": ""})
         async with cluster(backing=backing, env={"HISTORY_SIZE": HISTORY}) as c:
             _, b = c.instances
-            room, joined, where = await room_pair(c, redis_cluster)
+            room, joined, master = await room_pair(c, redis_cluster)
             async with connect(room["ws_url"]) as bob, connect(on(b, joined["ws_url"])) as ann:
                 await bob.receive_until(event="user_online", display_name="Ann")
                 await until_heard(bob, ann, 10)
                 slot = key_slot(keys.room_meta(room["room_id"]).encode())
-                target = next(m for m in await redis_cluster.masters() if m.port != where["port"])
+                target = next(m for m in await redis_cluster.masters() if m is not master)
                 started = trio.current_time()
                 await redis_cluster.move_slot(slot, target)
                 moved = trio.current_time() - started
