@@ -96,8 +96,11 @@ class InstanceIndex:
         if not cids:
             return
         if await self._link.call(self._forget, keys=self._keys(instance_id), args=cids):
-            # A member enlisted meanwhile puts it back with its next heartbeat.
             await self._link.call(self._link.client.srem, keys.INSTANCES, instance_id)
+            # A member enlisted meanwhile (its registry entry may have gone before ours went):
+            # registered again, so a reaper still finds it.
+            if await self._link.call(self._link.client.exists, keys.instance_conns(instance_id)):
+                await self._link.call(self._link.client.sadd, keys.INSTANCES, instance_id)
 
     async def beat(self) -> None:
         """Say this instance lives (only while it has members), and keep it registered."""
@@ -105,11 +108,9 @@ class InstanceIndex:
         if int(life_ms) > 0:
             await self._link.command(self._register, keys=[keys.INSTANCES], args=[self.instance_id, int(life_ms)])
 
-    async def alive(self) -> list[str]:
-        """The registered instances whose heartbeat has not lapsed."""
-        registered = sorted(await self._link.call(self._link.client.smembers, keys.INSTANCES))
-        found = [await self._link.call(self._link.client.exists, keys.instance_alive(i)) for i in registered]
-        return [instance for instance, alive in zip(registered, found, strict=True) if alive]
+    async def alive(self, instances: Iterable[str]) -> list[str]:
+        """Those of ``instances`` whose heartbeat has not lapsed."""
+        return [i for i in instances if await self._link.call(self._link.client.exists, keys.instance_alive(i))]
 
     async def dead_members(self) -> dict[str, dict[str, list[str]]]:
         """Instances whose heartbeat lapsed: instance -> room id -> the connection ids it served."""

@@ -138,6 +138,7 @@ class RedisBus:
         self._depart = client.register_script(scripts.DEPART)
         self._drop = client.register_script(scripts.DROP)
         self._claim = client.register_script(scripts.CLAIM)
+        self._sender_instances = client.register_script(scripts.SENDER_INSTANCES)
         self._depart_dropped = client.register_script(scripts.DEPART_DROPPED)
         self._delete = client.register_script(scripts.DELETE_ROOM)
         self._members = client.register_script(scripts.MEMBERS)
@@ -335,7 +336,14 @@ class RedisBus:
         return hold if held else None
 
     async def claim(self, room_id: str, sender: str) -> Claim | None:
-        alive = await self._index.alive()
+        # Seats of instances that died are the sender's to take back: which of those holding
+        # its seats are alive, the index says (those keys live outside the room's slot).
+        holders = await self._link.call(
+            self._sender_instances,
+            keys=[keys.room_meta(room_id), keys.room_users(room_id)],
+            args=[keys.conn_prefix(room_id), sender],
+        )
+        alive = await self._index.alive(holders)
         found = await self._link.call(
             self._claim,
             keys=[keys.room_meta(room_id), keys.room_users(room_id), keys.room_dropped(room_id)],

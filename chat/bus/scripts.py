@@ -90,6 +90,17 @@ redis.call('HSET', CONN .. cid, 'instance', ARGV[3])
 return {cid, c[2], c[3], c[4], redis.call('SCARD', KEYS[2]), redis.call('HGETALL', KEYS[1]), c[1] or ''}
 """
 
+# The instances that hold the seats of sender ARGV[2] in this room (CLAIM's caller asks which
+# of them are alive: their heartbeat keys live in other slots). KEYS: meta, users.
+SENDER_INSTANCES = _PRELUDE + """
+local out, seen = {}, {}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local c = redis.call('HMGET', CONN .. member, 'sender', 'instance')
+  if c[1] == ARGV[2] and c[2] and not seen[c[2]] then seen[c[2]] = true; table.insert(out, c[2]) end
+end
+return out
+"""
+
 # DEPART, only while the seat is still held by the same hold (not claimed meanwhile).
 # KEYS as DEPART; ARGV as DEPART, then the hold. Returns false when not held.
 DEPART_DROPPED = _PRELUDE + """
