@@ -50,6 +50,8 @@ async def open_bus(settings: Settings) -> AsyncIterator[Bus]:
         presence_timeout_seconds=settings.presence_timeout_seconds,
         history_size=settings.history_size,
         history_bytes=settings.history_bytes,
+        cluster_nodes=settings.redis_cluster_nodes,
+        password=settings.redis_password,
     ) as bus:
         yield bus
 

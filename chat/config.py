@@ -48,6 +48,9 @@ class Settings:
     redis_host: str = ""
     redis_port: int = 6379
     redis_password: str = ""
+    # Seed nodes of a Redis Cluster, host:port,host:port,... (with REDIS_PASSWORD when set):
+    # the instances share the cluster instead of one Redis (REDIS_URL / REDIS_HOST).
+    redis_cluster_nodes: str = ""
 
     # HMAC key for room tokens; generated per process when unset (single instance only).
     secret_key: str = ""
@@ -107,7 +110,7 @@ class Settings:
 
     @property
     def uses_redis(self) -> bool:
-        return bool(self.redis_url or self.redis_host)
+        return bool(self.redis_url or self.redis_host or self.redis_cluster_nodes)
 
     @property
     def redis_dsn(self) -> str:
@@ -146,10 +149,30 @@ class Settings:
             raise ConfigError(f"OUTBOX_BYTES must be at least {MIN_OUTBOX_BYTES} (one write's worth of frames)")
         if values.get("outbox_total_bytes", cls.outbox_total_bytes) < outbox_bytes:
             raise ConfigError(f"OUTBOX_TOTAL_BYTES must be at least OUTBOX_BYTES ({outbox_bytes})")
+        if values.get("redis_cluster_nodes"):
+            if values.get("redis_url") or values.get("redis_host"):
+                raise ConfigError("REDIS_CLUSTER_NODES names a cluster: leave REDIS_URL and REDIS_HOST unset")
+            try:
+                parse_cluster_nodes(values["redis_cluster_nodes"])
+            except ValueError as error:
+                raise ConfigError(f"REDIS_CLUSTER_NODES: {error}") from None
         if not values.get("secret_key"):
             values["secret_key"] = secrets.token_urlsafe(32)
             values["generated_secret"] = True
         return cls(**values)
+
+
+def parse_cluster_nodes(nodes: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (REDIS_CLUSTER_NODES) as (host, port) pairs."""
+    seeds: list[tuple[str, int]] = []
+    for entry in filter(None, (part.strip() for part in nodes.split(","))):
+        host, sep, port = entry.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"a cluster node is host:port, got {entry!r}")
+        seeds.append((host.strip("[]"), int(port)))
+    if not seeds:
+        raise ValueError("no cluster node given")
+    return seeds
 
 
 def _convert(name: str, raw: str, kind: type) -> Any:

@@ -31,6 +31,7 @@ from chat import protocol
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy" / "docker-compose.yml"
+DEPLOY_CLUSTER = ROOT / "deploy" / "docker-compose.cluster.yml"
 SECOND_APP = ROOT / "deploy" / "podman" / "second-app.yml"
 UID = 10001
 # The compose files' stop_grace_period: the drain must end well inside it.
@@ -334,17 +335,56 @@ async def check_deploy(image: str) -> None:
         quietly(*compose, "down", env=env)
 
 
+async def check_cluster_deploy(image: str) -> None:
+    project = f"ephemeralchat-cluster-{os.getpid()}"
+    port = free_port()
+    env = os.environ | {
+        "BIND_ADDRESS": "127.0.0.1",
+        "HTTP_PORT": str(port),
+        "SECRET_KEY": secrets.token_urlsafe(32),
+        "APP_IMAGE": image,
+    }
+    compose = ["podman-compose", "--project-name", project, "--file", str(DEPLOY_CLUSTER)]
+    nodes = [f"{project}_redis-{n}_1" for n in range(1, 7)]
+    containers = [*nodes, f"{project}_redis-cluster_1", *(f"{project}_app{n}_1" for n in (1, 2, 3))]
+    containers.append(f"{project}_nginx_1")
+    base = f"http://127.0.0.1:{port}"
+    started = time.monotonic()
+    try:
+        with logs_on_failure(*containers):
+            run(*compose, "up", "--detach", "--no-build", timeout=300, env=env)
+            await until_healthy(base)
+            await expect_ready(base, None)
+            say(f"cluster deploy: nginx, three app containers and a Redis Cluster of six nodes up, /readyz "
+                f"ready through nginx after {time.monotonic() - started:.2f}s on 127.0.0.1:{port}")
+            info = run("podman", "exec", nodes[0], "redis-cli", "cluster", "info")
+            if "cluster_state:ok" not in info or "cluster_size:3" not in info:
+                raise CheckFailed(f"the Redis Cluster is not 3 masters serving every slot:\n{info}")
+            async with chatting(base, base) as sockets:
+                say("cluster deploy: a room created, two members chatted through nginx over the cluster")
+                seconds = await drained(sockets, [*compose, "down"], env)
+            say(f"cluster deploy: down: close 1001 to both members through nginx {seconds:.2f}s after it began")
+    finally:
+        quietly(*compose, "down", env=env)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--image", default="localhost/ephemeralchat:latest")
     parser.add_argument("--no-compose", action="store_true", help="check the image alone")
+    parser.add_argument("--cluster-only", action="store_true", help="check the Redis Cluster deployment alone")
     args = parser.parse_args()
     build(args.image)
     say(f"image size {image_size(args.image)}")
+    if args.cluster_only:
+        await check_cluster_deploy(args.image)
+        say("all checks passed")
+        return
     await check_container(args.image)
     if not args.no_compose:
         await check_compose(args.image)
         await check_deploy(args.image)
+        await check_cluster_deploy(args.image)
     say("all checks passed")
 
 

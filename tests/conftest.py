@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 import trio
 
+from .redis_cluster import Backing, ClusterKeys, SharedCluster
+from .redis_server import open_redis_server
 from .support import Server, running_app
 
 # Real seconds an async test may run before it is cancelled and failed, whatever its clock
@@ -69,6 +71,26 @@ def _cancel_soon(token: trio.lowlevel.TrioToken, scope: trio.CancelScope) -> Non
         token.run_sync_soon(scope.cancel)
     except trio.RunFinishedError:
         pass  # The test finished as the timer fired.
+
+
+@pytest.fixture(scope="session")
+def shared_cluster() -> Iterator[SharedCluster]:
+    """A Redis Cluster for the tests that do not break it, started by the first that asks."""
+    cluster = SharedCluster()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+async def backing(request: pytest.FixtureRequest, shared_cluster: SharedCluster) -> AsyncIterator[Backing]:
+    """What several instances share, one of each kind: one Redis, and a Redis Cluster."""
+    if request.param == "cluster":
+        shared = await shared_cluster.get()
+        # REDIS_URL emptied: a cluster, not the one Redis the environment may name.
+        yield Backing(ClusterKeys(shared), {"REDIS_CLUSTER_NODES": shared.seeds, "REDIS_URL": ""})
+        return
+    async with open_redis_server() as server:
+        yield Backing(server, {"REDIS_URL": server.url})
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from chat.bus import (
 from chat.bus.memory import MemoryBus
 from chat.bus.redis import RedisBus
 
+from .redis_cluster import ClusterKeys, SharedCluster
 from .redis_server import RedisServer, open_redis_server, wait_until
 
 PRESENCE_TIMEOUT = 0.9
@@ -62,9 +63,10 @@ async def running(bus: Bus) -> AsyncIterator[Bus]:
 
 @asynccontextmanager
 async def redis_bus(
-    url: str, history_size: int = 50, history_bytes: int = 262_144, **options: float
+    url: str, history_size: int = 50, history_bytes: int = 262_144, cluster_nodes: str = "", **options: float
 ) -> AsyncIterator[RedisBus]:
-    """A RedisBus on its own trio-asyncio loop, as ``open_bus`` gives the server one."""
+    """A RedisBus on its own trio-asyncio loop, as ``open_bus`` gives the server one; on the
+    cluster of ``cluster_nodes`` when given."""
     async with trio_asyncio.open_loop() as loop:
         bus = RedisBus(
             url,
@@ -73,32 +75,51 @@ async def redis_bus(
             command_timeout_seconds=options.get("command_timeout", COMMAND_TIMEOUT),
             history_size=history_size,
             history_bytes=history_bytes,
+            cluster_nodes=cluster_nodes,
         )
         async with running(bus):
             assert bus.ready
             yield bus
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+BACKENDS = ["memory", "redis", "cluster"]
+# A backend's name, and the shared cluster its "cluster" runs on.
+Kind = tuple[str, SharedCluster]
+
+
+@pytest.fixture(params=BACKENDS)
+async def backend(request: pytest.FixtureRequest, shared_cluster: SharedCluster) -> AsyncIterator[Backend]:
     if request.param == "memory":
         async with running(MemoryBus()) as bus:
             yield Backend(bus)
+        return
+    if request.param == "cluster":
+        cluster = await shared_cluster.get()
+        async with redis_bus("", cluster_nodes=cluster.seeds) as bus:
+            yield Backend(bus, ClusterKeys(cluster))
         return
     async with open_redis_server() as server, redis_bus(server.url) as bus:
         yield Backend(bus, server)
 
 
-@pytest.fixture(params=["memory", "redis"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(params=BACKENDS)
+def kind(request: pytest.FixtureRequest, shared_cluster: SharedCluster) -> Kind:
+    return str(request.param), shared_cluster
 
 
 @asynccontextmanager
-async def bus_of(kind: str, history_size: int = 50, history_bytes: int = 262_144) -> AsyncIterator[Bus]:
+async def bus_of(
+    kind: Kind, history_size: int = 50, history_bytes: int = 262_144
+) -> AsyncIterator[Bus]:
     """A bus of ``kind`` with the given history settings (the ``backend`` fixture's are the defaults)."""
-    if kind == "memory":
+    name, shared = kind
+    if name == "memory":
         async with running(MemoryBus(history_size=history_size, history_bytes=history_bytes)) as bus:
+            yield bus
+        return
+    if name == "cluster":
+        cluster = await shared.get()
+        async with redis_bus("", history_size, history_bytes, cluster_nodes=cluster.seeds) as bus:
             yield bus
         return
     async with open_redis_server() as server, redis_bus(server.url, history_size, history_bytes) as bus:
@@ -451,6 +472,8 @@ async def test_memory_bus_has_no_ghosts(autojump_clock: trio.testing.MockClock) 
 def test_a_rooms_keys_and_channel_share_one_cluster_slot(room_id: str) -> None:
     room_keys = [keys.room_meta(room_id), keys.room_users(room_id), keys.room_channel(room_id)]
     room_keys += [*keys.room_history(room_id), keys.room_ended(room_id)]
+    room_keys += [keys.room_dropped(room_id), keys.room_read(room_id), keys.conn(room_id, "c1")]
+    room_keys += [keys.room_names(room_id), keys.room_revoked(room_id)]
     assert len(set(room_keys)) == len(room_keys)
     assert {key_slot(key.encode()) for key in room_keys} == {key_slot(keys.room_meta(room_id).encode())}
     assert all(key.startswith(f"room:{{{room_id}}}:") for key in room_keys)
@@ -475,8 +498,8 @@ async def test_redis_keys_live_no_longer_than_the_room() -> None:
         found = await backend.our_keys(room.room_id, owner.connection_id, bus.instance_id)
         room_keys = {keys.room_meta(room.room_id), keys.room_users(room.room_id), *keys.room_history(room.room_id)}
         room_keys |= {keys.room_read(room.room_id), keys.room_names(room.room_id), keys.room_revoked(room.room_id)}
-        assert room_keys | {keys.conn(owner.connection_id)} <= set(found)
-        fields = await server.command("HGETALL", keys.conn(owner.connection_id))
+        assert room_keys | {keys.conn(room.room_id, owner.connection_id)} <= set(found)
+        fields = await server.command("HGETALL", keys.conn(room.room_id, owner.connection_id))
         assert fields["instance"] == bus.instance_id and fields["display_name"] == "Bob"
         for key in found:
             ttl_ms = await server.command("PTTL", key)
@@ -707,7 +730,7 @@ async def test_posts_get_consecutive_offsets_in_delivery_order(backend: Backend)
     }
 
 
-async def test_history_is_oldest_first_and_capped_by_count_and_bytes(kind: str) -> None:
+async def test_history_is_oldest_first_and_capped_by_count_and_bytes(kind: Kind) -> None:
     async with bus_of(kind, history_size=5) as bus:
         room = new_room()
         await bus.create_room(room)
@@ -742,7 +765,7 @@ async def test_history_is_oldest_first_and_capped_by_count_and_bytes(kind: str) 
         assert [offset_of(f) for f in small.frames] == [5, 6, 7] and small.complete
 
 
-async def test_a_resume_gets_exactly_what_it_missed_or_is_told_it_cannot(kind: str) -> None:
+async def test_a_resume_gets_exactly_what_it_missed_or_is_told_it_cannot(kind: Kind) -> None:
     async with bus_of(kind, history_size=5) as bus:
         room = new_room()
         await bus.create_room(room)
@@ -767,7 +790,7 @@ async def test_a_resume_gets_exactly_what_it_missed_or_is_told_it_cannot(kind: s
         assert (gone.position.epoch, gone.position.offset, gone.frames, gone.complete) == ("", 0, [], False)
 
 
-async def test_without_history_offsets_are_still_assigned_and_published(kind: str) -> None:
+async def test_without_history_offsets_are_still_assigned_and_published(kind: Kind) -> None:
     async with bus_of(kind, history_size=0) as bus:
         room = new_room()
         await bus.create_room(room)
@@ -917,7 +940,7 @@ async def test_a_resent_post_is_stored_and_delivered_once(backend: Backend) -> N
     assert [offset_of(f) for f in kept.frames] == [1, 2]
 
 
-async def test_dedupe_keys_are_kept_for_the_rooms_last_offsets(kind: str) -> None:
+async def test_dedupe_keys_are_kept_for_the_rooms_last_offsets(kind: Kind) -> None:
     """A room remembers a dedupe key while its post is among the last max(HISTORY_SIZE, 100)
     offsets (Redis forgets in steps of 32, so maybe a little longer): a resend within them
     is caught, one well older than that is a new message."""

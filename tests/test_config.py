@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chat.config import ConfigError, Settings, read_env_file
+from chat.config import ConfigError, Settings, parse_cluster_nodes, read_env_file
 
 
 def test_defaults_serve_on_the_memory_backend() -> None:
@@ -28,6 +28,19 @@ def test_document_variables_are_read() -> None:
     assert settings.uses_redis and settings.redis_dsn == "redis://:pw@cache:6380/0"
     assert settings.secret_key == "k" and not settings.generated_secret
     assert Settings.from_env({"REDIS_URL": "redis://r:1/2"}).redis_dsn == "redis://r:1/2"
+
+
+def test_cluster_nodes_select_a_redis_cluster() -> None:
+    nodes = "10.0.0.1:7000, cache-2:7001,[::1]:7002"
+    settings = Settings.from_env({"REDIS_CLUSTER_NODES": nodes, "REDIS_PASSWORD": "pw"})
+    assert settings.uses_redis and settings.redis_password == "pw"
+    assert parse_cluster_nodes(settings.redis_cluster_nodes) == [("10.0.0.1", 7000), ("cache-2", 7001), ("::1", 7002)]
+    for bad in ("cache", "cache:port", ":7000"):
+        with pytest.raises(ConfigError, match="REDIS_CLUSTER_NODES"):
+            Settings.from_env({"REDIS_CLUSTER_NODES": bad})
+    # One Redis or a cluster, not both at once.
+    with pytest.raises(ConfigError, match="REDIS_CLUSTER_NODES"):
+        Settings.from_env({"REDIS_CLUSTER_NODES": "cache:7000", "REDIS_URL": "redis://r:1/0"})
 
 
 def test_history_is_on_by_default_and_can_be_turned_off() -> None:

@@ -17,6 +17,7 @@ import orjson
 
 from chat import protocol
 
+from .redis_cluster import Backing
 from .support import Client, Server, connect, create_room, cut, join_room, running_app, settings
 from .test_lifecycle import closed_with, refused
 from .test_scaling import cluster, on
@@ -181,8 +182,8 @@ async def test_rest_reads_the_same_history(server: Server) -> None:
         assert (await http.get("/rooms/nope/messages")).status_code == 404
 
 
-async def test_a_member_resumes_on_the_other_instance() -> None:
-    async with cluster() as c:
+async def test_a_member_resumes_on_the_other_instance(backing: Backing) -> None:
+    async with cluster(backing=backing) as c:
         a, b = c.instances
         async with a.server.client() as http:
             room = await create_room(http, owner_name="Bob")

@@ -374,9 +374,9 @@ async def test_members_of_a_draining_instance_resume_through_nginx_with_nothing_
     assert servers[0].proc.returncode == 0
 
 
-async def subscriber_connection(redis: RedisServer, connection_id: str) -> str:
+async def subscriber_connection(redis: RedisServer, room_id: str, connection_id: str) -> str:
     """The Redis client id of the pub/sub connection of the instance holding this member."""
-    instance = await redis.command("HGET", keys.conn(connection_id), "instance")
+    instance = await redis.command("HGET", keys.conn(room_id, connection_id), "instance")
     listing: str = await redis.command("CLIENT", "LIST")
     name = f" name={CLIENT_NAME_PREFIX}{instance} "
     [line] = [line for line in listing.splitlines() if name in line and " sub=1 " in line]
@@ -399,7 +399,7 @@ async def test_members_of_an_instance_that_lost_its_subscription_miss_nothing() 
             await progress.until(lambda: ann.last == bob.last == 5, within=10)
             # A's one pub/sub connection goes (a network blip, a proxy, a Redis failover):
             # A reconnects at once while Bob, on B, goes on talking.
-            subscriber = await subscriber_connection(redis, ann.sessions[0].hello["connection_id"])
+            subscriber = await subscriber_connection(redis, room["room_id"], ann.sessions[0].hello["connection_id"])
             await redis.command("CLIENT", "KILL", "ID", subscriber)
             await bob.say_all([f"bob {i}" for i in range(5, 25)], 20)
             await progress.until(lambda: bob.done(25), within=10)

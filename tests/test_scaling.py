@@ -18,6 +18,7 @@ from chat.bus.channels import SESSION_CONNECTIONS
 from chat.bus.link import POOL_CONNECTIONS
 from chat.bus.redis import CLIENT_NAME_PREFIX
 
+from .redis_cluster import Backing
 from .redis_server import RedisServer, open_redis_server, wait_until
 from .support import ServerProcess, chat_both_ways, connect, create_room, join_room, server_process
 from .test_lifecycle import closed_with
@@ -44,21 +45,27 @@ class Cluster:
 
 @asynccontextmanager
 async def cluster(
-    count: int = 2, redis: RedisServer | None = None, env: dict[str, str] | None = None
+    count: int = 2,
+    redis: RedisServer | None = None,
+    env: dict[str, str] | None = None,
+    backing: Backing | None = None,
 ) -> AsyncIterator[Cluster]:
-    """``count`` instances on one Redis (a shared or private one), each with ``env`` on top."""
+    """``count`` instances on one Redis (a shared or private one) or on ``backing``, each with
+    ``env`` on top."""
     async with AsyncExitStack() as stack:
-        if redis is None:
-            redis = await stack.enter_async_context(open_redis_server())
+        if backing is None:
+            if redis is None:
+                redis = await stack.enter_async_context(open_redis_server())
+            backing = Backing(redis, {"REDIS_URL": redis.url})
         # Some tests create hundreds of rooms from one address: lift that limit here.
         env = {
-            "REDIS_URL": redis.url,
+            **backing.env,
             "PRESENCE_TIMEOUT_SECONDS": str(PRESENCE_TIMEOUT),
             "ROOMS_PER_MINUTE": "100000",
             **(env or {}),
         }
         instances = [await stack.enter_async_context(server_process(env)) for _ in range(count)]
-        yield Cluster(redis, instances)
+        yield Cluster(backing.redis, instances)
 
 
 def on(instance: ServerProcess, ws_url: str) -> str:
@@ -66,8 +73,8 @@ def on(instance: ServerProcess, ws_url: str) -> str:
     return ws_url.replace(urlsplit(ws_url).netloc, urlsplit(instance.url).netloc, 1)
 
 
-async def test_instances_share_messages_presence_and_details() -> None:
-    async with cluster() as c:
+async def test_instances_share_messages_presence_and_details(backing: Backing) -> None:
+    async with cluster(backing=backing) as c:
         a, b = c.instances
         async with a.server.client() as http_a, b.server.client() as http_b:
             room = await create_room(http_a, name="Lobby", owner_name="Bob")
@@ -100,8 +107,8 @@ async def test_an_instance_with_no_member_joins_and_details_the_room() -> None:
                 assert [u["display_name"] for u in details.json()["online_users"]] == ["Ann"]
 
 
-async def test_owner_closes_the_room_on_every_instance() -> None:
-    async with cluster() as c:
+async def test_owner_closes_the_room_on_every_instance(backing: Backing) -> None:
+    async with cluster(backing=backing) as c:
         a, b = c.instances
         async with a.server.client() as http_a, b.server.client() as http_b:
             room = await create_room(http_a, owner_name="Bob")
@@ -121,8 +128,8 @@ async def test_owner_closes_the_room_on_every_instance() -> None:
         await c.no_keys_left(room["room_id"], bob.connection_id, ann.connection_id)
 
 
-async def test_owner_going_offline_ends_the_room_on_the_other_instance() -> None:
-    async with cluster() as c:
+async def test_owner_going_offline_ends_the_room_on_the_other_instance(backing: Backing) -> None:
+    async with cluster(backing=backing) as c:
         a, b = c.instances
         async with a.server.client() as http_a:
             room = await create_room(http_a, owner_name="Bob")
@@ -165,8 +172,8 @@ async def _knock(url: str, outcomes: list[str], everyone_knocked: trio.Event) ->
         await everyone_knocked.wait()
 
 
-async def test_admission_is_atomic_across_instances() -> None:
-    async with cluster() as c:
+async def test_admission_is_atomic_across_instances(backing: Backing) -> None:
+    async with cluster(backing=backing) as c:
         a, b = c.instances
         async with a.server.client() as http_a:
             room = await create_room(http_a, owner_name="Bob", max_users=20)

@@ -160,3 +160,34 @@ class Batches:
                 except rx.ResponseError as error:  # Read whole: the connection stays in step.
                     replies.append(error)
             job.replies = replies
+
+
+class Unbatched:
+    """``Batches``' calls for a Redis Cluster, where one job's keys may live on other nodes
+    than the next job's: each job goes out alone, through the cluster client, which routes it
+    by slot. A job wrapped in MULTI/EXEC is sent as a transaction (its keys share one slot)."""
+
+    def __init__(self, link: RedisLink) -> None:
+        self._link = link
+
+    def session(self, nursery: trio.Nursery) -> None:
+        """Nothing runs for a whole session: each job is its own call."""
+
+    async def run(self, *commands: Command) -> list[Any]:
+        """The replies to ``commands``, as Redis sends them (a hash as a flat list).
+
+        For MULTI ... EXEC, only the replies of the commands inside."""
+        body = [command for command in commands if command not in (("MULTI",), ("EXEC",))]
+        pipe = self._link.client.pipeline(transaction=len(body) < len(commands))
+        for command in body:
+            pipe.execute_command(*command)
+        replies: list[Any] = await self._link.call(pipe.execute)
+        return [_flat(reply) for reply in replies]
+
+    async def script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
+        return await self._link.call(script, keys=keys, args=args)
+
+
+def _flat(reply: Any) -> Any:
+    # The cluster client turns a hash into a dict; a job's caller reads it as Redis sends it.
+    return [item for pair in reply.items() for item in pair] if isinstance(reply, dict) else reply

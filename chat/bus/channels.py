@@ -62,6 +62,8 @@ class Outgoing(NamedTuple):
 
 
 class RoomChannels:
+    publish_command = "PUBLISH"
+
     def __init__(self, link: RedisLink, posts: RedisPosts, on_room_end: Callable[[str], None]) -> None:
         self._link = link
         self._posts = posts
@@ -289,7 +291,7 @@ class RoomChannels:
             commands = [
                 self._posts.command(run[0].room_id, [(o.frame, o.dedupe) for o in run])
                 if run[0].post
-                else ("PUBLISH", keys.room_channel(run[0].room_id), run[0].frame)
+                else (self.publish_command, keys.room_channel(run[0].room_id), run[0].frame)
                 for run in runs
             ]
             self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds

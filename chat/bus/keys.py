@@ -1,10 +1,12 @@
 """Every Redis key and channel name the backend uses, in one place.
 
 Every key of one room, and its channel, carries the room's id as a hash tag
-(``room:{<id>}:...``), so on a Redis Cluster a room's keys share one slot and a room's
-script runs on one shard; the channel follows, so sharded pub/sub can take over without
-moving anything. The instance keys exist only while an instance has members: they let the
-survivors find the members of an instance that died.
+(``room:{<id>}:...``), its members' records included, so on a Redis Cluster a room's keys
+share one slot and a room's script runs on one shard; the channel follows, so sharded
+pub/sub carries it without moving anything. The instance keys exist only while an instance
+has members: they let the survivors find the members of an instance that died. Each
+instance's keys carry its id as their own hash tag (``instance:{<id>}:...``), so instances
+spread over the shards; no room script touches them (see ``instances``).
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ READ = "}:read"
 # Display names taken: the name as compared (chat.room_rules.name_key) -> its sender; and
 # the senders the owner removed, refused for the room's life.
 NAMES, REVOKED = "}:names", "}:revoked"
-CONN = "conn:"
+# A member's record (a hash), one per connection, under its room's tag.
+CONN = "}:conn:"
 # Set of the ids of instances that hold members (so a reaper need not SCAN).
 INSTANCES = "instances"
-# Set of the connection ids one instance serves.
-INSTANCE_CONNS = "instance:conns:"
+INSTANCE = "instance:{"
+# The connections one instance serves: a hash, connection id -> room id.
+INSTANCE_CONNS = "}:conns"
 # Present while the instance heartbeats; its expiry is how the others learn it died.
-INSTANCE_ALIVE = "instance:alive:"
+INSTANCE_ALIVE = "}:alive"
 # Fixed-window counters of the per-address limits. Not room state: each dies with its
 # window (a minute), so they are left out of PATTERNS, which audits what rooms leave behind.
 COUNTER = "limit:"
@@ -92,16 +96,21 @@ def room_of_channel(channel: str) -> str:
     return channel.removeprefix(ROOM).removesuffix(CHANNEL)
 
 
-def conn(connection_id: str) -> str:
-    return CONN + connection_id
+def conn_prefix(room_id: str) -> str:
+    """What a room's scripts put a connection id after to name its member's record."""
+    return _room_key(room_id, CONN)
+
+
+def conn(room_id: str, connection_id: str) -> str:
+    return conn_prefix(room_id) + connection_id
 
 
 def instance_conns(instance_id: str) -> str:
-    return INSTANCE_CONNS + instance_id
+    return INSTANCE + instance_id + INSTANCE_CONNS
 
 
 def instance_alive(instance_id: str) -> str:
-    return INSTANCE_ALIVE + instance_id
+    return INSTANCE + instance_id + INSTANCE_ALIVE
 
 
 def counter(key: str) -> str:
@@ -109,4 +118,4 @@ def counter(key: str) -> str:
 
 
 # Patterns that match every key above, for operators and tests that audit leftovers.
-PATTERNS = ("room:*", CONN + "*", INSTANCES, "instance:*")
+PATTERNS = ("room:*", INSTANCES, "instance:*")

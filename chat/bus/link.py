@@ -35,10 +35,23 @@ BACKOFF_MAX_SECONDS = 2.0
 
 UNAVAILABLE = "The chat backend (Redis) is unavailable; try again shortly"
 
-# Errors that mean "Redis cannot be reached", as opposed to a bad command.
-LOST = (rx.ConnectionError, rx.TimeoutError, OSError)
+# Errors that mean "Redis cannot be reached", as opposed to a bad command. On a cluster, a
+# slot with no master to serve it (before its replica takes over, or before the cluster
+# is formed) is one too.
+LOST = (rx.ConnectionError, rx.TimeoutError, OSError, rx.RedisClusterException)
 
 Session = Callable[[trio.Nursery], Awaitable[None]]
+
+# What every connection of ours to Redis is opened with (see ``RedisLink._client``).
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "socket_connect_timeout": CONNECT_TIMEOUT_SECONDS,
+    "socket_timeout": None,
+    "retry": Retry(NoBackoff(), 0),
+    "decode_responses": True,
+    # RESP2: pub/sub messages arrive as plain replies the reader parses, not as RESP3
+    # pushes that redis-py would route to its own handler.
+    "protocol": 2,
+}
 
 
 class RedisLink:
@@ -52,6 +65,15 @@ class RedisLink:
     ) -> None:
         self._loop = loop
         self._command_timeout = command_timeout_seconds
+        self.client = self._client(url, client_name)
+        self._ready = False
+        self._up = trio.Event()
+        # Sessions re-established after a loss (the first one is not counted).
+        self.reconnects = 0
+        self._session = trio.CancelScope()
+        self._on_loss: list[Callable[[], None]] = []
+
+    def _client(self, url: str, client_name: str) -> Any:
         # No redis-py retries: a failed command ends the session, and the session's
         # reconnect loop (with backoff) is the one place that retries.
         # No redis-py timeouts on commands either: each one leaves an asyncio timer that
@@ -62,23 +84,11 @@ class RedisLink:
             url,
             max_connections=POOL_CONNECTIONS,
             timeout=None,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            socket_timeout=None,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
+            **CONNECTION_OPTIONS,
             # Named, so CLIENT LIST tells operators which instance holds which connection.
             client_name=client_name,
-            # RESP2: pub/sub messages arrive as plain replies the reader parses, not as
-            # RESP3 pushes that redis-py would route to its own handler.
-            protocol=2,
         )
-        self.client = Redis(connection_pool=self.pool)
-        self._ready = False
-        self._up = trio.Event()
-        # Sessions re-established after a loss (the first one is not counted).
-        self.reconnects = 0
-        self._session = trio.CancelScope()
-        self._on_loss: list[Callable[[], None]] = []
+        return Redis(connection_pool=self.pool)
 
     @property
     def ready(self) -> bool:
@@ -174,7 +184,7 @@ class RedisLink:
                             if not started:
                                 started = True
                                 task_status.started()
-                    except* (rx.RedisError, OSError) as errors:
+                    except* (rx.RedisError, rx.RedisClusterException, OSError) as errors:
                         # Anything Redis answers with that breaks a session (even a bad
                         # reply) is retried with backoff rather than taking the server down.
                         self.lost(errors.exceptions[0])

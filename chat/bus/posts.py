@@ -20,10 +20,10 @@ class RedisPosts:
     connection where it loaded ``script`` first.
     """
 
-    script = scripts.POST
-    sha = hashlib.sha1(scripts.POST.encode()).hexdigest()
-
-    def __init__(self, history_size: int, history_bytes: int) -> None:
+    def __init__(self, history_size: int, history_bytes: int, *, sharded: bool = False) -> None:
+        # On a cluster the script publishes with SPUBLISH: to the room's shard alone.
+        self.script = scripts.POST_SHARDED if sharded else scripts.POST
+        self.sha = hashlib.sha1(self.script.encode()).hexdigest()
         self.history_size = history_size
         self.history_bytes = history_bytes
         self._dedupe_window = dedupe_window(history_size)

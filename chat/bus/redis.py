@@ -22,7 +22,7 @@ import trio_asyncio
 from redis.commands.core import AsyncScript
 
 from .. import clock
-from ..config import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE
+from ..config import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE, parse_cluster_nodes
 from . import (
     ENDED_SECONDS,
     NO_POSITION,
@@ -41,9 +41,11 @@ from . import (
     new_hold,
     scripts,
 )
-from .batches import Batches
+from .batches import Batches, Unbatched
 from .channels import RoomChannels
+from .cluster import ClusterLink, ShardedChannels
 from .history import new_epoch
+from .instances import InstanceIndex
 from .link import COMMAND_TIMEOUT_SECONDS, LOST, RedisLink
 from .posts import RedisPosts
 
@@ -109,23 +111,38 @@ class RedisBus:
         command_timeout_seconds: float = COMMAND_TIMEOUT_SECONDS,
         history_size: int = DEFAULT_HISTORY_SIZE,
         history_bytes: int = DEFAULT_HISTORY_BYTES,
+        cluster_nodes: str = "",
+        password: str = "",
     ) -> None:
+        """On one Redis at ``url``, or, given ``cluster_nodes`` (host:port,...), on a Redis Cluster."""
         self.instance_id = instance_id or secrets.token_hex(6)
-        self._link = RedisLink(
-            url,
-            loop,
-            client_name=f"{CLIENT_NAME_PREFIX}{self.instance_id}",
-            command_timeout_seconds=command_timeout_seconds,
-        )
-        self._channels = RoomChannels(self._link, RedisPosts(history_size, history_bytes), self._forget_room)
-        # Requests' steps (rate counts, creations, joins' looks, admissions), batched.
-        self._batches = Batches(self._link)
+        name = f"{CLIENT_NAME_PREFIX}{self.instance_id}"
+        if cluster_nodes:
+            cluster = ClusterLink(
+                parse_cluster_nodes(cluster_nodes),
+                loop,
+                password=password,
+                client_name=name,
+                command_timeout_seconds=command_timeout_seconds,
+            )
+            posts = RedisPosts(history_size, history_bytes, sharded=True)
+            self._link: RedisLink = cluster
+            self._channels: RoomChannels = ShardedChannels(cluster, posts, self._forget_room)
+            # A job's commands may span slots, and so nodes: each goes out on its own.
+            self._batches: Batches | Unbatched = Unbatched(cluster)
+        else:
+            self._link = RedisLink(url, loop, client_name=name, command_timeout_seconds=command_timeout_seconds)
+            self._channels = RoomChannels(self._link, RedisPosts(history_size, history_bytes), self._forget_room)
+            # Requests' steps (rate counts, creations, joins' looks, admissions), batched.
+            self._batches = Batches(self._link)
         # Heartbeat every third of the timeout; the key lives two thirds, so one late beat
         # is forgiven, and a sweep every third finds a dead instance within the timeout.
         self._beat_seconds = presence_timeout_seconds / 3
         self._alive_ms = max(1, int(presence_timeout_seconds * 2000 / 3))
         self._ready_at = float("inf")
-        self._orphans: set[str] = set()
+        self._index = InstanceIndex(self._link, self.instance_id, self._alive_ms)
+        # Members (room id, connection id) whose departure failed: the next sweep hands them back.
+        self._orphans: set[tuple[str, str]] = set()
         # What this instance would put back if Redis returns empty: its members, and the
         # stored fields of the rooms they are in (until those rooms end).
         self._held: dict[str, dict[str, MemberRecord]] = {}  # room id -> connection id -> member
@@ -135,11 +152,11 @@ class RedisBus:
         self._depart = client.register_script(scripts.DEPART)
         self._drop = client.register_script(scripts.DROP)
         self._claim = client.register_script(scripts.CLAIM)
+        self._sender_instances = client.register_script(scripts.SENDER_INSTANCES)
         self._depart_dropped = client.register_script(scripts.DEPART_DROPPED)
         self._delete = client.register_script(scripts.DELETE_ROOM)
         self._members = client.register_script(scripts.MEMBERS)
-        self._reap = client.register_script(scripts.REAP)
-        self._heartbeat = client.register_script(scripts.HEARTBEAT)
+        self._records = client.register_script(scripts.RECORDS)
         self._restore_room = client.register_script(scripts.RESTORE)
         self._count = client.register_script(scripts.COUNT)
         self._history = client.register_script(scripts.HISTORY)
@@ -168,16 +185,16 @@ class RedisBus:
         self._ready_at = trio.current_time()
 
     async def _beat(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        args = [*scripts.PREFIXES, self._alive_ms]
-        beat_keys = [keys.instance_conns(self.instance_id), keys.instance_alive(self.instance_id)]
-        await self._link.command(self._heartbeat, keys=beat_keys, args=args)
+        await self._index.beat()
         task_status.started()
-        try:
-            while True:
-                await trio.sleep(self._beat_seconds)
-                await self._link.command(self._heartbeat, keys=beat_keys, args=args)
-        except LOST as error:
-            self._link.lost(error)
+        while True:
+            await trio.sleep(self._beat_seconds)
+            try:
+                await self._index.beat()
+            except LOST as error:
+                # One Redis: this ends the session (this task with it). A cluster: one node
+                # failed, and the next beat may find this instance's keys on its replica.
+                self._link.lost(error)
 
     async def create_room(self, room: RoomRecord) -> None:
         meta = keys.room_meta(room.room_id)
@@ -203,13 +220,23 @@ class RedisBus:
         room_keys += [keys.room_ended(room_id), keys.room_dropped(room_id), keys.room_read(room_id)]
         room_keys += [keys.room_names(room_id), keys.room_revoked(room_id)]
         try:
-            removed = await self._link.call(
-                self._delete, keys=room_keys, args=[*scripts.PREFIXES, final_frame or "", _ms(ENDED_SECONDS)]
+            removed, *flat = await self._link.call(
+                self._delete,
+                keys=room_keys,
+                args=[keys.conn_prefix(room_id), final_frame or "", _ms(ENDED_SECONDS)],
             )
         except BusUnavailable:
             if expired:  # Its keys expire inside Redis on their own: nothing is left undone.
                 return False
             raise
+        served: dict[str, list[str]] = {}
+        for cid, instance in _rows(flat, 2):
+            served.setdefault(instance or self.instance_id, []).append(cid)
+        try:
+            for instance, cids in served.items():
+                await self._index.forget(instance, cids)
+        except BusUnavailable:
+            pass  # The room is gone; index entries left behind expire, or a sweep clears them.
         return bool(removed)
 
     async def ended(self, room_id: str) -> str | None:
@@ -226,17 +253,14 @@ class RedisBus:
             meta = self._room_meta.get(room_id)
             if meta is None:
                 continue
-            args: list[str | int] = [*scripts.PREFIXES, self.instance_id, self._alive_ms, room_id, len(meta) // 2]
+            args: list[str | int] = [keys.conn_prefix(room_id), self.instance_id, room_id, len(meta) // 2]
             args += meta
             for m in members.values():
                 args += [m.connection_id, m.display_name, repr(m.connected_at), _flag(m.is_owner)]
-            room_keys = [
-                keys.room_meta(room_id),
-                keys.room_users(room_id),
-                keys.instance_conns(self.instance_id),
-                keys.instance_alive(self.instance_id),
-            ]
-            await self._link.command(self._restore_room, keys=room_keys, args=args)
+            room_keys = [keys.room_meta(room_id), keys.room_users(room_id)]
+            expires_ms = int(await self._link.command(self._restore_room, keys=room_keys, args=args))
+            if expires_ms:
+                await self._index.enlist(((cid, room_id) for cid in members), expires_ms, session=True)
 
     async def admit(self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "") -> AdmitResult:
         status, count, *meta = await self._batches.script(
@@ -244,21 +268,18 @@ class RedisBus:
             keys=[
                 keys.room_meta(room_id),
                 keys.room_users(room_id),
-                keys.conn(member.connection_id),
-                keys.instance_conns(self.instance_id),
-                keys.instance_alive(self.instance_id),
+                keys.conn(room_id, member.connection_id),
                 keys.room_names(room_id),
                 keys.room_revoked(room_id),
             ],
             args=[
-                *scripts.PREFIXES,
+                keys.conn_prefix(room_id),
                 member.connection_id,
                 room_id,
                 member.display_name,
                 repr(member.connected_at),
                 _flag(member.is_owner),
                 self.instance_id,
-                self._alive_ms,
                 sender,
                 name_key,
             ],
@@ -269,7 +290,17 @@ class RedisBus:
             return AdmitResult(outcome, int(count))
         self._held.setdefault(room_id, {})[member.connection_id] = member
         self._room_meta[room_id] = meta[0]
+        await self._enlist(room_id, member.connection_id, meta[0])
         return AdmitResult(outcome, int(count), _room(room_id, _fields(meta[0])))
+
+    async def _enlist(self, room_id: str, connection_id: str, meta: list[str]) -> None:
+        try:
+            await self._index.enlist([(connection_id, room_id)], int(_expires_ms(meta)))
+        except BusUnavailable:
+            # Seated, but out of the index: the next sweep hands it back, so it still leaves.
+            self._let_go(room_id, connection_id)
+            self._orphans.add((room_id, connection_id))
+            raise
 
     async def depart(self, room_id: str, connection_id: str) -> Departure | None:
         return await self._departure(self._depart, room_id, connection_id)
@@ -287,20 +318,27 @@ class RedisBus:
                 keys=[
                     keys.room_meta(room_id),
                     keys.room_users(room_id),
-                    keys.conn(connection_id),
+                    keys.conn(room_id, connection_id),
                     keys.room_dropped(room_id),
                     keys.room_names(room_id),
                 ],
-                args=[*scripts.PREFIXES, connection_id, self.instance_id, *extra],
+                args=[keys.conn_prefix(room_id), connection_id, *extra],
             )
         except BusUnavailable:
             # Its socket is gone but its seat is not: the next sweep hands it back as a
             # ghost, so the room still hears it left. One entry per member we served.
-            self._orphans.add(connection_id)
+            self._orphans.add((room_id, connection_id))
             raise
-        if result is None:
+        if result is None:  # Not held any more (claimed meanwhile): someone else's now.
             return None
-        online_count, owner_online = result
+        instance, *rest = result
+        try:
+            await self._index.forget(instance or self.instance_id, [connection_id])
+        except BusUnavailable:
+            pass  # It left its room; the entry left behind is cleared with its instance.
+        if not rest:
+            return None
+        online_count, owner_online = rest
         return Departure(int(online_count), bool(owner_online))
 
     def _let_go(self, room_id: str, connection_id: str) -> None:
@@ -317,35 +355,47 @@ class RedisBus:
         held = await self._link.call(
             self._drop,
             keys=[keys.room_meta(room_id), keys.room_users(room_id), keys.room_dropped(room_id)],
-            args=[*scripts.PREFIXES, connection_id, f"{sender} {hold}"],
+            args=[keys.conn_prefix(room_id), connection_id, f"{sender} {hold}"],
         )
         return hold if held else None
 
     async def claim(self, room_id: str, sender: str) -> Claim | None:
+        # Seats of instances that died are the sender's to take back: which of those holding
+        # its seats are alive, the index says (those keys live outside the room's slot).
+        holders = await self._link.call(
+            self._sender_instances,
+            keys=[keys.room_meta(room_id), keys.room_users(room_id)],
+            args=[keys.conn_prefix(room_id), sender],
+        )
+        alive = await self._index.alive(holders)
         found = await self._link.call(
             self._claim,
             keys=[
                 keys.room_meta(room_id),
                 keys.room_users(room_id),
                 keys.room_dropped(room_id),
-                keys.instance_conns(self.instance_id),
-                keys.instance_alive(self.instance_id),
                 keys.room_revoked(room_id),
             ],
-            args=[*scripts.PREFIXES, sender, self.instance_id, self._alive_ms],
+            args=[keys.conn_prefix(room_id), sender, self.instance_id, *alive],
         )
         if not found:
             return None
-        cid, name, connected_at, is_owner, online_count, meta = found
+        cid, name, connected_at, is_owner, online_count, meta, held_by = found
         member = MemberRecord(cid, name, float(connected_at), is_owner == "1")
         self._held.setdefault(room_id, {})[cid] = member
         self._room_meta[room_id] = meta
+        if held_by and held_by != self.instance_id:
+            try:
+                await self._index.forget(held_by, [cid])
+            except BusUnavailable:
+                pass  # The seat is ours; the old entry is cleared with that instance.
+        await self._enlist(room_id, cid, meta)
         return Claim(_room(room_id, _fields(meta)), member, int(online_count))
 
     async def revoke(self, room_id: str, connection_id: str) -> str | None:
         room_keys = [keys.room_meta(room_id), keys.room_users(room_id), keys.room_revoked(room_id)]
         sender: str | None = await self._link.call(
-            self._revoke, keys=room_keys, args=[*scripts.PREFIXES, connection_id]
+            self._revoke, keys=room_keys, args=[keys.conn_prefix(room_id), connection_id]
         )
         return sender
 
@@ -354,7 +404,7 @@ class RedisBus:
 
     async def members(self, room_id: str) -> list[MemberRecord]:
         flat: list[str] = await self._link.call(
-            self._members, keys=[keys.room_meta(room_id), keys.room_users(room_id)], args=list(scripts.PREFIXES)
+            self._members, keys=[keys.room_meta(room_id), keys.room_users(room_id)], args=[keys.conn_prefix(room_id)]
         )
         return [
             MemberRecord(cid, name, float(connected_at), is_owner == "1")
@@ -412,13 +462,27 @@ class RedisBus:
                 break
         orphans, self._orphans = self._orphans, set()
         try:
-            flat: list[str] = await self._link.call(self._reap, args=[*scripts.PREFIXES, *orphans])
+            ghosts = [ghost for room_id, cid in sorted(orphans) for ghost in await self._ghosts(room_id, [cid])]
+            for instance, rooms in (await self._index.dead_members()).items():
+                for room_id, cids in rooms.items():
+                    found = await self._ghosts(room_id, cids)
+                    # Entries whose member is gone from its room are dropped, so a dead
+                    # instance's keys do not outlive its rooms.
+                    gone = set(cids) - {ghost.member.connection_id for ghost in found}
+                    await self._index.forget(instance, gone)
+                    ghosts += found
         except BusUnavailable:
             self._orphans |= orphans
             raise
+        return ghosts
+
+    async def _ghosts(self, room_id: str, connection_ids: list[str]) -> list[Ghost]:
+        flat: list[str] = await self._link.call(
+            self._records, keys=[keys.room_meta(room_id)], args=[keys.conn_prefix(room_id), *connection_ids]
+        )
         return [
             Ghost(room_id, MemberRecord(cid, name, float(connected_at), is_owner == "1"))
-            for cid, room_id, name, connected_at, is_owner in _rows(flat, 5)
+            for cid, name, connected_at, is_owner in _rows(flat, 4)
         ]
 
 
@@ -451,6 +515,8 @@ async def open_redis_bus(
     presence_timeout_seconds: float,
     history_size: int = DEFAULT_HISTORY_SIZE,
     history_bytes: int = DEFAULT_HISTORY_BYTES,
+    cluster_nodes: str = "",
+    password: str = "",
 ) -> AsyncIterator[RedisBus]:
     """A RedisBus on a trio-asyncio loop that lives exactly as long as this context.
 
@@ -464,4 +530,6 @@ async def open_redis_bus(
             presence_timeout_seconds=presence_timeout_seconds,
             history_size=history_size,
             history_bytes=history_bytes,
+            cluster_nodes=cluster_nodes,
+            password=password,
         )

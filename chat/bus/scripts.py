@@ -1,92 +1,60 @@
 """The Lua scripts that make each multi-key step of the Redis backend atomic.
 
-Every script takes the same four leading ARGV (key prefixes from ``keys``), so key names
-stay defined in one place while scripts can reach keys they only learn while running.
+A room's scripts touch only that room's keys (one hash tag, so one slot of a Redis
+Cluster); each takes the room's member-record prefix (``keys.conn_prefix``) as ARGV[1], so
+it can reach the records of members it only learns while running. What spans rooms, the
+index of which instance serves which member, is kept by separate calls (``instances``).
 """
 
 from __future__ import annotations
 
-from . import keys
-
-# ARGV[1..4] of every script.
-PREFIXES = (keys.CONN, keys.INSTANCE_CONNS, keys.INSTANCE_ALIVE, keys.INSTANCES)
-
 _PRELUDE = """
-local CONN, ICONNS, ALIVE, REGISTRY = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
--- Never shorten a shared key's life: it may also serve rooms that outlive this one.
-local function extend(key, at)
-  local ttl = redis.call('PTTL', key)
-  if ttl < 0 or now_ms() + ttl < tonumber(at) then
-    redis.call('PEXPIREAT', key, at)
-  end
-end
-
--- Drop a connection from its instance's index; an instance left with none keeps no key.
-local function forget(instance, cid)
-  local conns = ICONNS .. instance
-  redis.call('SREM', conns, cid)
-  if redis.call('EXISTS', conns) == 0 then
-    redis.call('DEL', ALIVE .. instance)
-    redis.call('SREM', REGISTRY, instance)
-  end
-end
+local CONN = ARGV[1]
 """
 
-# KEYS: meta, users, conn, instance conns, instance alive, names, revoked.
-# ARGV[5..]: cid, room_id, display_name, connected_at, is_owner, instance, alive_ms, sender,
-# name key ('' for no check).
+# KEYS: meta, users, conn, names, revoked. ARGV[2..]: cid, room_id, display_name, connected_at,
+# is_owner, instance, sender, name key ('' for no check).
 # Returns {0, 0} no room, {1, count} full, {2, count, meta as a flat list} admitted,
 # {3, count} sender removed by the owner, {4, count} name taken.
 ADMIT = _PRELUDE + """
 local expires = redis.call('HGET', KEYS[1], 'expires_ms')
 if not expires then return {0, 0} end
 local count = redis.call('SCARD', KEYS[2])
-if ARGV[12] ~= '' and redis.call('SISMEMBER', KEYS[7], ARGV[12]) == 1 then return {3, count} end
-local name = ARGV[13]
+if ARGV[8] ~= '' and redis.call('SISMEMBER', KEYS[5], ARGV[8]) == 1 then return {3, count} end
+local name = ARGV[9]
 if name ~= '' then
-  if ARGV[9] ~= '1' and name == redis.call('HGET', KEYS[1], 'owner_key') then return {4, count} end
-  local holder = redis.call('HGET', KEYS[6], name)
-  if holder and holder ~= ARGV[12] then return {4, count} end
+  if ARGV[6] ~= '1' and name == redis.call('HGET', KEYS[1], 'owner_key') then return {4, count} end
+  local holder = redis.call('HGET', KEYS[4], name)
+  if holder and holder ~= ARGV[8] then return {4, count} end
 end
 if count >= tonumber(redis.call('HGET', KEYS[1], 'max_users')) then return {1, count} end
 -- The owner's name is reserved by the room itself (meta's owner_key), for its whole life.
 -- Beside each name, "\0<sender>" counts that sender's seats, so a departure needs no scan.
-if name ~= '' and ARGV[9] ~= '1' then
-  redis.call('HSET', KEYS[6], name, ARGV[12])
-  redis.call('HINCRBY', KEYS[6], '\0' .. ARGV[12], 1)
-  redis.call('PEXPIREAT', KEYS[6], expires)
+if name ~= '' and ARGV[6] ~= '1' then
+  redis.call('HSET', KEYS[4], name, ARGV[8])
+  redis.call('HINCRBY', KEYS[4], '\0' .. ARGV[8], 1)
+  redis.call('PEXPIREAT', KEYS[4], expires)
 end
-redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('SADD', KEYS[2], ARGV[2])
 redis.call('PEXPIREAT', KEYS[2], expires)
-redis.call('HSET', KEYS[3], 'room_id', ARGV[6], 'display_name', ARGV[7], 'connected_at', ARGV[8],
-           'is_owner', ARGV[9], 'instance', ARGV[10], 'sender', ARGV[12], 'name_key', name)
+redis.call('HSET', KEYS[3], 'room_id', ARGV[3], 'display_name', ARGV[4], 'connected_at', ARGV[5],
+           'is_owner', ARGV[6], 'instance', ARGV[7], 'sender', ARGV[8], 'name_key', name)
 redis.call('PEXPIREAT', KEYS[3], expires)
-if ARGV[9] == '1' then redis.call('HINCRBY', KEYS[1], 'owners_online', 1) end
-redis.call('SADD', KEYS[4], ARGV[5])
-extend(KEYS[4], expires)
--- Alive from the first member on, so no reaper mistakes it for dead before its heartbeat.
-redis.call('SET', KEYS[5], '1', 'PX', ARGV[11])
-redis.call('SADD', REGISTRY, ARGV[10])
-extend(REGISTRY, expires)
+if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'owners_online', 1) end
 return {2, count + 1, redis.call('HGETALL', KEYS[1])}
 """
 
-# KEYS: meta, users, conn, dropped, names. ARGV[5..]: cid, the caller's instance (when conn
-# has expired). Returns nil when the room or the member is gone, else {online count, owner
-# online 0/1}. The member's name is free again once the last seat of its sender is gone.
+# KEYS: meta, users, conn, dropped, names. ARGV[2..]: cid.
+# Returns {instance} (the member's, '' when its record expired) when the room or the member
+# is gone, else {instance, online count, owner online 0/1}. The member's name is free again
+# once the last seat of its sender is gone.
 _DEPART = """
-redis.call('HDEL', KEYS[4], ARGV[5])
+redis.call('HDEL', KEYS[4], ARGV[2])
 local conn = redis.call('HMGET', KEYS[3], 'instance', 'is_owner', 'sender', 'name_key')
+local instance = conn[1] or ''
 redis.call('DEL', KEYS[3])
-forget(conn[1] or ARGV[6], ARGV[5])
-if redis.call('SREM', KEYS[2], ARGV[5]) == 0 then return false end
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if redis.call('SREM', KEYS[2], ARGV[2]) == 0 then return {instance} end
+if redis.call('EXISTS', KEYS[1]) == 0 then return {instance} end
 if conn[4] and conn[4] ~= '' and redis.call('HGET', KEYS[5], conn[4]) == conn[3] then
   if redis.call('HINCRBY', KEYS[5], '\0' .. conn[3], -1) <= 0 then
     redis.call('HDEL', KEYS[5], conn[4], '\0' .. conn[3])
@@ -94,36 +62,39 @@ if conn[4] and conn[4] ~= '' and redis.call('HGET', KEYS[5], conn[4]) == conn[3]
 end
 local owners = tonumber(redis.call('HGET', KEYS[1], 'owners_online') or '0')
 if conn[2] == '1' then owners = redis.call('HINCRBY', KEYS[1], 'owners_online', -1) end
-return {redis.call('SCARD', KEYS[2]), owners > 0 and 1 or 0}
+return {instance, redis.call('SCARD', KEYS[2]), owners > 0 and 1 or 0}
 """
 DEPART = _PRELUDE + _DEPART
 
 # A seat whose socket was lost, held for its sender: dropped is a hash cid -> the hold,
 # "<sender> <hold id>" (a sender has no spaces). KEYS: meta, users, dropped.
-# ARGV[5..]: cid, the hold. Returns 1 when held, 0 when the seat is gone.
+# ARGV[2..]: cid, the hold. Returns 1 when held, 0 when the seat is gone.
 DROP = _PRELUDE + """
 local expires = redis.call('HGET', KEYS[1], 'expires_ms')
-if not expires or redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 0 then return 0 end
-redis.call('HSET', KEYS[3], ARGV[5], ARGV[6])
+if not expires or redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
 redis.call('PEXPIREAT', KEYS[3], expires)
 return 1
 """
 
 # The sender's newest held seat (dropped, or left behind by an instance that died), moved
-# to the claiming instance. KEYS: meta, users, dropped,
-# instance conns, instance alive, revoked. ARGV[5..]: sender, instance, alive_ms.
-# Returns {} when none is held (or the owner removed the sender), else {cid, display_name,
-# connected_at, is_owner, online count, meta as a flat list}.
+# to the claiming instance. KEYS: meta, users, dropped, revoked. ARGV[2..]: sender, instance,
+# then the ids of the instances alive now (the caller reads them: their keys live in other
+# slots). Returns {} when none is held (or the owner removed the sender), else {cid,
+# display_name, connected_at, is_owner, online count, meta as a flat list, the instance that
+# held it ('' when none)}.
 CLAIM = _PRELUDE + """
 local expires = redis.call('HGET', KEYS[1], 'expires_ms')
-if not expires or redis.call('SISMEMBER', KEYS[6], ARGV[5]) == 1 then return {} end
+if not expires or redis.call('SISMEMBER', KEYS[4], ARGV[2]) == 1 then return {} end
+local alive = {}
+for i = 4, #ARGV do alive[ARGV[i]] = true end
 local held = redis.call('HGETALL', KEYS[3])
 local cid, newest = nil, nil
 local function consider(candidate)
   local at = tonumber(redis.call('HGET', CONN .. candidate, 'connected_at') or '0')
   if newest == nil or at > newest then cid, newest = candidate, at end
 end
-local mine = ARGV[5] .. ' '
+local mine = ARGV[2] .. ' '
 for i = 1, #held, 2 do
   if string.sub(held[i + 1], 1, #mine) == mine then consider(held[i]) end
 end
@@ -131,53 +102,60 @@ end
 -- seat is the sender's to take back until the sweep reaps it.
 for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local c = redis.call('HMGET', CONN .. member, 'sender', 'instance')
-  if c[1] == ARGV[5] and c[2] and redis.call('EXISTS', ALIVE .. c[2]) == 0 then consider(member) end
+  if c[1] == ARGV[2] and c[2] and not alive[c[2]] then consider(member) end
 end
 if cid == nil then return {} end
 redis.call('HDEL', KEYS[3], cid)
 local c = redis.call('HMGET', CONN .. cid, 'instance', 'display_name', 'connected_at', 'is_owner')
 if not c[2] then return {} end
-if c[1] then forget(c[1], cid) end
-redis.call('HSET', CONN .. cid, 'instance', ARGV[6])
-redis.call('SADD', KEYS[4], cid)
-extend(KEYS[4], expires)
-redis.call('SET', KEYS[5], '1', 'PX', ARGV[7])
-redis.call('SADD', REGISTRY, ARGV[6])
-extend(REGISTRY, expires)
-return {cid, c[2], c[3], c[4], redis.call('SCARD', KEYS[2]), redis.call('HGETALL', KEYS[1])}
+redis.call('HSET', CONN .. cid, 'instance', ARGV[3])
+return {cid, c[2], c[3], c[4], redis.call('SCARD', KEYS[2]), redis.call('HGETALL', KEYS[1]), c[1] or ''}
+"""
+
+# The instances that hold the seats of sender ARGV[2] in this room (CLAIM's caller asks which
+# of them are alive: their heartbeat keys live in other slots). KEYS: meta, users.
+SENDER_INSTANCES = _PRELUDE + """
+local out, seen = {}, {}
+for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local c = redis.call('HMGET', CONN .. member, 'sender', 'instance')
+  if c[1] == ARGV[2] and c[2] and not seen[c[2]] then seen[c[2]] = true; table.insert(out, c[2]) end
+end
+return out
 """
 
 # DEPART, only while the seat is still held by the same hold (not claimed meanwhile).
-# KEYS as DEPART; ARGV as DEPART, then the hold.
+# KEYS as DEPART; ARGV as DEPART, then the hold. Returns false when not held.
 DEPART_DROPPED = _PRELUDE + """
-local held = redis.call('HGET', KEYS[4], ARGV[5])
-if not held or string.sub(held, -(#ARGV[7] + 1)) ~= ' ' .. ARGV[7] then return false end
+local held = redis.call('HGET', KEYS[4], ARGV[2])
+if not held or string.sub(held, -(#ARGV[3] + 1)) ~= ' ' .. ARGV[3] then return false end
 """ + _DEPART
 
 # KEYS: meta, users, the room's history keys (keys.room_history: pos, log, dedupe), ended,
 # dropped, read, names, revoked.
-# ARGV[5..]: final frame ('' for none), how long to keep it (ms).
-# Returns 1 only for the call that removed the room, which alone leaves the final frame.
+# ARGV[2..]: final frame ('' for none), how long to keep it (ms).
+# Returns {1 only for the call that removed the room (which alone leaves the final frame),
+# then cid, instance of each member removed}.
 DELETE_ROOM = _PRELUDE + """
 local removed = redis.call('DEL', KEYS[1])
 redis.call('DEL', KEYS[3], KEYS[4], KEYS[5], KEYS[8], KEYS[9], KEYS[10])
-if removed == 1 and ARGV[5] ~= '' then redis.call('SET', KEYS[6], ARGV[5], 'PX', ARGV[6]) end
+if removed == 1 and ARGV[2] ~= '' then redis.call('SET', KEYS[6], ARGV[2], 'PX', ARGV[3]) end
+local out = {removed}
 for _, cid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local instance = redis.call('HGET', CONN .. cid, 'instance')
   redis.call('DEL', CONN .. cid)
-  if instance then forget(instance, cid) end
+  table.insert(out, cid); table.insert(out, instance or '')
 end
 redis.call('DEL', KEYS[2], KEYS[7])
-return removed
+return out
 """
 
 # The owner removes a member: its sender is refused for the room's life (revoked lives and
-# dies with meta). KEYS: meta, users, revoked. ARGV[5]: cid.
+# dies with meta). KEYS: meta, users, revoked. ARGV[2]: cid.
 # Returns the sender ('' when it has none), or false when the room or the member is gone.
 REVOKE = _PRELUDE + """
 local expires = redis.call('HGET', KEYS[1], 'expires_ms')
-if not expires or redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 0 then return false end
-local sender = redis.call('HGET', CONN .. ARGV[5], 'sender') or ''
+if not expires or redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 0 then return false end
+local sender = redis.call('HGET', CONN .. ARGV[2], 'sender') or ''
 if sender ~= '' then
   redis.call('SADD', KEYS[3], sender)
   redis.call('PEXPIREAT', KEYS[3], expires)
@@ -211,57 +189,41 @@ end
 return out
 """
 
-# Members of instances whose heartbeat key expired, then those of the connection ids in
-# ARGV[5..] (the caller's own, whose departure failed), as a flat list:
-# cid, room_id, display_name, connected_at, is_owner, ... Index entries whose connection
-# already expired are dropped here, so a dead instance's keys do not outlive its rooms.
-REAP = _PRELUDE + """
+# The records of the members ARGV[2..] (connection ids) that the room still has, as a flat
+# list: cid, display_name, connected_at, is_owner, ... (a reaper's question about one room).
+# KEYS: meta, only to name the room's slot.
+RECORDS = _PRELUDE + """
 local out = {}
-for _, instance in ipairs(redis.call('SMEMBERS', REGISTRY)) do
-  if redis.call('EXISTS', ALIVE .. instance) == 0 then
-    local conns = ICONNS .. instance
-    for _, cid in ipairs(redis.call('SMEMBERS', conns)) do
-      local c = redis.call('HMGET', CONN .. cid, 'room_id', 'display_name', 'connected_at', 'is_owner')
-      if c[1] then
-        for _, v in ipairs({cid, c[1], c[2], c[3], c[4]}) do table.insert(out, v) end
-      else
-        redis.call('SREM', conns, cid)
-      end
-    end
-    if redis.call('EXISTS', conns) == 0 then redis.call('SREM', REGISTRY, instance) end
-  end
-end
-for i = 5, #ARGV do
-  local c = redis.call('HMGET', CONN .. ARGV[i], 'room_id', 'display_name', 'connected_at', 'is_owner')
+for i = 2, #ARGV do
+  local c = redis.call('HMGET', CONN .. ARGV[i], 'display_name', 'connected_at', 'is_owner')
   if c[1] then
-    for _, v in ipairs({ARGV[i], c[1], c[2], c[3], c[4]}) do table.insert(out, v) end
+    for _, v in ipairs({ARGV[i], c[1], c[2], c[3]}) do table.insert(out, v) end
   end
 end
 return out
 """
 
-# KEYS: instance conns, instance alive. ARGV[5]: alive_ms. Only instances with members beat.
-HEARTBEAT = _PRELUDE + """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[5]) end
-return 0
-"""
-
 # After Redis came back empty (a restart without persistence), one instance puts back a
 # room it serves and its own members there; what Redis kept, or another instance already
-# restored, is left alone. KEYS: meta, users, instance conns, instance alive.
-# ARGV[5..]: instance, alive_ms, room_id, number of meta fields N, N field/value pairs, then
+# restored, is left alone. KEYS: meta, users.
+# ARGV[2..]: instance, room_id, number of meta fields N, N field/value pairs, then
 # cid, display_name, connected_at, is_owner for each member.
+# Returns the room's expiry (ms), or 0 when it has ended.
 RESTORE = _PRELUDE + """
-local instance, alive_ms, room_id, n = ARGV[5], ARGV[6], ARGV[7], tonumber(ARGV[8])
-local at = 9 + 2 * n
+local instance, room_id, n = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local at = 5 + 2 * n
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local meta = {}
-  for i = 9, at - 1 do table.insert(meta, ARGV[i]) end
+  for i = 5, at - 1 do table.insert(meta, ARGV[i]) end
   redis.call('HSET', KEYS[1], unpack(meta))
   redis.call('HSET', KEYS[1], 'owners_online', 0)
 end
 local expires = redis.call('HGET', KEYS[1], 'expires_ms')
-if tonumber(expires) <= now_ms() then redis.call('DEL', KEYS[1]) return 0 end
+local t = redis.call('TIME')
+if tonumber(expires) <= tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then
+  redis.call('DEL', KEYS[1])
+  return 0
+end
 redis.call('PEXPIREAT', KEYS[1], expires)
 for i = at, #ARGV, 4 do
   local cid = ARGV[i]
@@ -270,15 +232,10 @@ for i = at, #ARGV, 4 do
                'connected_at', ARGV[i + 2], 'is_owner', ARGV[i + 3], 'instance', instance)
     redis.call('PEXPIREAT', CONN .. cid, expires)
     if ARGV[i + 3] == '1' then redis.call('HINCRBY', KEYS[1], 'owners_online', 1) end
-    redis.call('SADD', KEYS[3], cid)
-    extend(KEYS[3], expires)
-    redis.call('SET', KEYS[4], '1', 'PX', alive_ms)
-    redis.call('SADD', REGISTRY, instance)
-    extend(REGISTRY, expires)
   end
 end
 redis.call('PEXPIREAT', KEYS[2], expires)
-return 1
+return tonumber(expires)
 """
 
 # KEYS[1] counter; ARGV[1] window in ms. No prelude: it touches only its own key.
@@ -379,6 +336,10 @@ if math.floor(offset / 32) > math.floor(was / 32) then
 end
 return out
 """
+
+# POST for a Redis Cluster: the channel shares the room's hash tag, so the script may
+# SPUBLISH it, to the subscribers of the room's shard alone.
+POST_SHARDED = POST.replace("redis.call('PUBLISH', ARGV[1], frame)", "redis.call('SPUBLISH', ARGV[1], frame)")
 
 # The room's position and stored messages, read together.
 # ARGV: epoch candidate, since ('' for the newest), the client's epoch, limit.
