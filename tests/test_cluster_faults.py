@@ -81,7 +81,10 @@ async def room_pair(
 async def test_a_room_whose_master_is_killed_works_again_and_other_shards_keep_working() -> None:
     async with open_redis_cluster() as redis_cluster:
         backing = Backing(ClusterKeys(redis_cluster), {"REDIS_CLUSTER_NODES": redis_cluster.seeds, "REDIS_URL": ""})
-        async with cluster(backing=backing, env={"HISTORY_SIZE": HISTORY}) as c:
+        # Heartbeats that outlive the failover (2-3 s here): an instance whose heartbeat key sat
+        # on the killed master is not taken for dead, with its members, while the replica takes over.
+        env = {"HISTORY_SIZE": HISTORY, "PRESENCE_TIMEOUT_SECONDS": "10"}
+        async with cluster(backing=backing, env=env) as c:
             _, b = c.instances
             room, joined, master = await room_pair(c, redis_cluster)
             other, other_joined, _ = await room_pair(c, redis_cluster, avoid=master)
