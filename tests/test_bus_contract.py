@@ -873,6 +873,38 @@ async def test_redis_restarted_empty_gives_the_room_a_new_epoch() -> None:
         assert (texts(fresh.frames), fresh.complete) == (["three"], True)
 
 
+async def test_redis_restarted_empty_keeps_names_taken_and_removed_members_out() -> None:
+    """The instances put back who holds which name and whom the owner removed, so a Redis
+    restart is no way to take a name in use or to come back after being removed."""
+    async with open_redis_server(private=True) as server, redis_bus(server.url) as bus:
+        room = new_room()
+        rid = room.room_id
+        await bus.create_room(room)
+        await bus.admit(rid, member("Bob", owner=True), "tBob", "bob")
+        jane = member("Jane")
+        assert (await bus.admit(rid, jane, "tJane", "jane")).status is Admission.ADMITTED
+        mallory = member("Mallory")
+        await bus.admit(rid, mallory, "tMallory", "mallory")
+        assert await bus.revoke(rid, mallory.connection_id) == "tMallory"
+        await bus.depart(rid, mallory.connection_id)
+        await server.stop()
+        await server.start()
+
+        async def restored() -> bool:
+            return bus.ready and await bus.get_room(rid) is not None
+
+        await wait_until(restored, 10)
+        assert (await bus.admit(rid, member("JANE"), "tOther", "jane")).status is Admission.NAME_TAKEN
+        assert (await bus.admit(rid, member("Mallory"), "tMallory", "mallory")).status is Admission.REMOVED
+        assert await bus.revoked(rid, "tMallory")
+        # Jane's own second seat is still hers, and once she has left her name is free again.
+        assert (await bus.admit(rid, member("Jane"), "tJane", "jane")).status is Admission.ADMITTED
+        for m in await bus.members(rid):
+            if m.display_name == "Jane":
+                await bus.depart(rid, m.connection_id)
+        assert (await bus.admit(rid, member("Jane"), "tOther", "jane")).status is Admission.ADMITTED
+
+
 async def test_redis_tells_a_post_in_doubt_it_may_be_lost() -> None:
     bound = 0.3
     async with open_redis_server(private=True) as server, redis_bus(server.url, command_timeout=bound) as bus:

@@ -21,6 +21,8 @@ SUBSCRIPTION_FRAMES = 1024
 DEDUPE_MIN = 100
 # How long the final frame of a room that ended is kept for members who arrive too late.
 ENDED_SECONDS = 60.0
+# What every control frame on a room's channel starts with (no chat frame does: those are JSON).
+CONTROL = "\x00"
 # Sent on a room's channel after its final system message: every instance ends the room.
 ROOM_END = "\x00end"
 # Put into a room's subscription when the backend subscribed it again after losing it:

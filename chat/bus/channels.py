@@ -34,7 +34,7 @@ from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection
 
 from ..arrivals import while_more_arrive
-from . import ROOM_END, ROOM_RESYNC, SUBSCRIPTION_FRAMES, BusUnavailable, Receipt, keys
+from . import CONTROL, ROOM_RESYNC, SUBSCRIPTION_FRAMES, BusUnavailable, Receipt, keys
 from .link import LOST, UNAVAILABLE, RedisLink
 from .posts import POSTS_PER_CALL, RedisPosts
 
@@ -64,10 +64,11 @@ class Outgoing(NamedTuple):
 class RoomChannels:
     publish_command = "PUBLISH"
 
-    def __init__(self, link: RedisLink, posts: RedisPosts, on_room_end: Callable[[str], None]) -> None:
+    def __init__(self, link: RedisLink, posts: RedisPosts, on_control: Callable[[str, str], None]) -> None:
         self._link = link
         self._posts = posts
-        self._on_room_end = on_room_end
+        # Told (room id, frame) of every control frame (ROOM_END, ROOM_REMOVE ...) as it arrives.
+        self._on_control = on_control
         self._local: dict[str, set[trio.MemorySendChannel[str]]] = {}
         # Channels SUBSCRIBEd (and not since UNSUBSCRIBEd) on the current connection.
         self._subscribed: set[str] = set()
@@ -185,8 +186,8 @@ class RoomChannels:
         kind = reply[0]
         if kind == "message":
             room_id = keys.room_of_channel(reply[1])
-            if reply[2] == ROOM_END:
-                self._on_room_end(room_id)
+            if reply[2].startswith(CONTROL):
+                self._on_control(room_id, reply[2])
             await self._hand_on(room_id, reply[2])
         elif kind == "subscribe":
             confirmed = self._confirmations.pop(reply[1], None)

@@ -26,6 +26,8 @@ from ..config import DEFAULT_HISTORY_BYTES, DEFAULT_HISTORY_SIZE, parse_cluster_
 from . import (
     ENDED_SECONDS,
     NO_POSITION,
+    ROOM_END,
+    ROOM_REMOVE,
     Admission,
     AdmitResult,
     BusUnavailable,
@@ -44,6 +46,7 @@ from . import (
 from .batches import Batches, Unbatched
 from .channels import RoomChannels
 from .cluster import ClusterLink, ShardedChannels
+from .held import HeldRooms, Seat
 from .history import new_epoch
 from .instances import InstanceIndex
 from .link import COMMAND_TIMEOUT_SECONDS, LOST, RedisLink
@@ -127,12 +130,12 @@ class RedisBus:
             )
             posts = RedisPosts(history_size, history_bytes, sharded=True)
             self._link: RedisLink = cluster
-            self._channels: RoomChannels = ShardedChannels(cluster, posts, self._forget_room)
+            self._channels: RoomChannels = ShardedChannels(cluster, posts, self._on_control)
             # A job's commands may span slots, and so nodes: each goes out on its own.
             self._batches: Batches | Unbatched = Unbatched(cluster)
         else:
             self._link = RedisLink(url, loop, client_name=name, command_timeout_seconds=command_timeout_seconds)
-            self._channels = RoomChannels(self._link, RedisPosts(history_size, history_bytes), self._forget_room)
+            self._channels = RoomChannels(self._link, RedisPosts(history_size, history_bytes), self._on_control)
             # Requests' steps (rate counts, creations, joins' looks, admissions), batched.
             self._batches = Batches(self._link)
         # Heartbeat every third of the timeout; the key lives two thirds, so one late beat
@@ -143,10 +146,7 @@ class RedisBus:
         self._index = InstanceIndex(self._link, self.instance_id, self._alive_ms)
         # Members (room id, connection id) whose departure failed: the next sweep hands them back.
         self._orphans: set[tuple[str, str]] = set()
-        # What this instance would put back if Redis returns empty: its members, and the
-        # stored fields of the rooms they are in (until those rooms end).
-        self._held: dict[str, dict[str, MemberRecord]] = {}  # room id -> connection id -> member
-        self._room_meta: dict[str, list[str]] = {}
+        self._held = HeldRooms()
         client = self._link.client
         self._admit = client.register_script(scripts.ADMIT)
         self._depart = client.register_script(scripts.DEPART)
@@ -214,8 +214,8 @@ class RedisBus:
         return (room, int(taken)) if room else None
 
     async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
-        expired = _ms(clock.now()) >= _expires_ms(self._room_meta.get(room_id))
-        self._forget_room(room_id)
+        expired = _ms(clock.now()) >= _expires_ms(self._held.meta(room_id))
+        self._held.forget(room_id)
         room_keys = [keys.room_meta(room_id), keys.room_users(room_id), *keys.room_history(room_id)]
         room_keys += [keys.room_ended(room_id), keys.room_dropped(room_id), keys.room_read(room_id)]
         room_keys += [keys.room_names(room_id), keys.room_revoked(room_id)]
@@ -243,24 +243,24 @@ class RedisBus:
         frame: str | None = await self._link.call(self._link.client.get, keys.room_ended(room_id))
         return frame
 
-    def _forget_room(self, room_id: str) -> None:
-        """The room ended: never put it back, whatever its members still do here."""
-        self._room_meta.pop(room_id, None)
+    def _on_control(self, room_id: str, frame: str) -> None:
+        if frame == ROOM_END:
+            self._held.forget(room_id)
+        elif frame.startswith(ROOM_REMOVE):
+            self._held.removed(room_id, frame[len(ROOM_REMOVE) :])
 
     async def _restore(self) -> None:
-        # A copy: members may leave while this awaits Redis.
-        for room_id, members in list(self._held.items()):
-            meta = self._room_meta.get(room_id)
-            if meta is None:
-                continue
-            args: list[str | int] = [keys.conn_prefix(room_id), self.instance_id, room_id, len(meta) // 2]
-            args += meta
-            for m in members.values():
-                args += [m.connection_id, m.display_name, repr(m.connected_at), _flag(m.is_owner)]
-            room_keys = [keys.room_meta(room_id), keys.room_users(room_id)]
+        rooms = self._held.restore_args(self.instance_id, keys.conn_prefix)
+        for room_id, args, cids in rooms:
+            room_keys = [
+                keys.room_meta(room_id),
+                keys.room_users(room_id),
+                keys.room_names(room_id),
+                keys.room_revoked(room_id),
+            ]
             expires_ms = int(await self._link.command(self._restore_room, keys=room_keys, args=args))
             if expires_ms:
-                await self._index.enlist(((cid, room_id) for cid in members), expires_ms, session=True)
+                await self._index.enlist(((cid, room_id) for cid in cids), expires_ms, session=True)
 
     async def admit(self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "") -> AdmitResult:
         status, count, *meta = await self._batches.script(
@@ -288,8 +288,7 @@ class RedisBus:
         outcome = outcomes[int(status)]
         if outcome is not Admission.ADMITTED:
             return AdmitResult(outcome, int(count))
-        self._held.setdefault(room_id, {})[member.connection_id] = member
-        self._room_meta[room_id] = meta[0]
+        self._held.seat(room_id, meta[0], Seat(member, sender, name_key))
         await self._enlist(room_id, member.connection_id, meta[0])
         return AdmitResult(outcome, int(count), _room(room_id, _fields(meta[0])))
 
@@ -298,7 +297,7 @@ class RedisBus:
             await self._index.enlist([(connection_id, room_id)], int(_expires_ms(meta)))
         except BusUnavailable:
             # Seated, but out of the index: the next sweep hands it back, so it still leaves.
-            self._let_go(room_id, connection_id)
+            self._held.let_go(room_id, connection_id)
             self._orphans.add((room_id, connection_id))
             raise
 
@@ -311,7 +310,7 @@ class RedisBus:
     async def _departure(
         self, script: AsyncScript, room_id: str, connection_id: str, *extra: str
     ) -> Departure | None:
-        self._let_go(room_id, connection_id)
+        self._held.let_go(room_id, connection_id)
         try:
             result = await self._link.call(
                 script,
@@ -341,16 +340,9 @@ class RedisBus:
         online_count, owner_online = rest
         return Departure(int(online_count), bool(owner_online))
 
-    def _let_go(self, room_id: str, connection_id: str) -> None:
-        """No longer put this member back should Redis return empty."""
-        held = self._held.get(room_id, {})
-        if held.pop(connection_id, None) is not None and not held:
-            del self._held[room_id]
-            self._room_meta.pop(room_id, None)
-
     async def drop(self, room_id: str, connection_id: str, sender: str) -> str | None:
         # A held seat is not put back after Redis returns empty: its resume then takes a new one.
-        self._let_go(room_id, connection_id)
+        self._held.let_go(room_id, connection_id)
         hold = new_hold()
         held = await self._link.call(
             self._drop,
@@ -380,10 +372,9 @@ class RedisBus:
         )
         if not found:
             return None
-        cid, name, connected_at, is_owner, online_count, meta, held_by = found
+        cid, name, connected_at, is_owner, online_count, meta, held_by, name_key = found
         member = MemberRecord(cid, name, float(connected_at), is_owner == "1")
-        self._held.setdefault(room_id, {})[cid] = member
-        self._room_meta[room_id] = meta
+        self._held.seat(room_id, meta, Seat(member, sender, name_key))
         if held_by and held_by != self.instance_id:
             try:
                 await self._index.forget(held_by, [cid])
@@ -397,6 +388,8 @@ class RedisBus:
         sender: str | None = await self._link.call(
             self._revoke, keys=room_keys, args=[keys.conn_prefix(room_id), connection_id]
         )
+        if sender:
+            self._held.removed(room_id, sender)
         return sender
 
     async def revoked(self, room_id: str, sender: str) -> bool:

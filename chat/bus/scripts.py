@@ -106,10 +106,10 @@ for _, member in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 if cid == nil then return {} end
 redis.call('HDEL', KEYS[3], cid)
-local c = redis.call('HMGET', CONN .. cid, 'instance', 'display_name', 'connected_at', 'is_owner')
+local c = redis.call('HMGET', CONN .. cid, 'instance', 'display_name', 'connected_at', 'is_owner', 'name_key')
 if not c[2] then return {} end
 redis.call('HSET', CONN .. cid, 'instance', ARGV[3])
-return {cid, c[2], c[3], c[4], redis.call('SCARD', KEYS[2]), redis.call('HGETALL', KEYS[1]), c[1] or ''}
+return {cid, c[2], c[3], c[4], redis.call('SCARD', KEYS[2]), redis.call('HGETALL', KEYS[1]), c[1] or '', c[5] or ''}
 """
 
 # The instances that hold the seats of sender ARGV[2] in this room (CLAIM's caller asks which
@@ -204,11 +204,12 @@ return out
 """
 
 # After Redis came back empty (a restart without persistence), one instance puts back a
-# room it serves and its own members there; what Redis kept, or another instance already
-# restored, is left alone. KEYS: meta, users.
-# ARGV[2..]: instance, room_id, number of meta fields N, N field/value pairs, then
-# cid, display_name, connected_at, is_owner for each member.
-# Returns the room's expiry (ms), or 0 when it has ended.
+# room it serves, its own members there with the names they hold, and the senders the owner
+# removed; what Redis kept, or another instance already restored, is left alone.
+# KEYS: meta, users, names, revoked.
+# ARGV[2..]: instance, room_id, number of meta fields N, N field/value pairs, number of removed
+# senders R, R senders, then cid, display_name, connected_at, is_owner, sender, name_key for
+# each member. Returns the room's expiry (ms), or 0 when it has ended.
 RESTORE = _PRELUDE + """
 local instance, room_id, n = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local at = 5 + 2 * n
@@ -225,13 +226,26 @@ if tonumber(expires) <= tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000
   return 0
 end
 redis.call('PEXPIREAT', KEYS[1], expires)
-for i = at, #ARGV, 4 do
-  local cid = ARGV[i]
+local removed = tonumber(ARGV[at])
+for i = at + 1, at + removed do redis.call('SADD', KEYS[4], ARGV[i]) end
+if removed > 0 then redis.call('PEXPIREAT', KEYS[4], expires) end
+for i = at + 1 + removed, #ARGV, 6 do
+  local cid, owner, sender, name = ARGV[i], ARGV[i + 3], ARGV[i + 4], ARGV[i + 5]
   if redis.call('SADD', KEYS[2], cid) == 1 then
     redis.call('HSET', CONN .. cid, 'room_id', room_id, 'display_name', ARGV[i + 1],
-               'connected_at', ARGV[i + 2], 'is_owner', ARGV[i + 3], 'instance', instance)
+               'connected_at', ARGV[i + 2], 'is_owner', owner, 'instance', instance,
+               'sender', sender, 'name_key', name)
     redis.call('PEXPIREAT', CONN .. cid, expires)
-    if ARGV[i + 3] == '1' then redis.call('HINCRBY', KEYS[1], 'owners_online', 1) end
+    if owner == '1' then redis.call('HINCRBY', KEYS[1], 'owners_online', 1) end
+    -- As ADMIT takes it: the owner's name is reserved by meta itself.
+    if name ~= '' and owner ~= '1' then
+      local holder = redis.call('HGET', KEYS[3], name)
+      if not holder or holder == sender then
+        redis.call('HSET', KEYS[3], name, sender)
+        redis.call('HINCRBY', KEYS[3], '\0' .. sender, 1)
+        redis.call('PEXPIREAT', KEYS[3], expires)
+      end
+    end
   end
 end
 redis.call('PEXPIREAT', KEYS[2], expires)
