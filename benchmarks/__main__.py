@@ -18,6 +18,9 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], None]] = {
     "ramp": messaging.ramp,
     "slow": messaging.slow,
     "conns": capacity.conns,
+    # Opening members in rooms of --max-users (the capacity model's rooms of 10, say): conns'
+    # measurement under its own name, as each arrival's presence goes to that many others.
+    "opens": capacity.conns,
     "idle": capacity.idle,
     "create": capacity.create,
     "resume": resume.resume,
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         args.pad = 0
     if args.scenario == "slow":
         args.rooms = 1
-    connections = {"conns": args.conns, "idle": 2 * args.rooms}.get(args.scenario, args.rooms * args.members)
+    held = {"conns": args.conns, "opens": args.conns, "idle": 2 * args.rooms}
+    connections = held.get(args.scenario, args.rooms * args.members)
     if connections > MAX_CONNECTIONS or args.secs > MAX_SECONDS or args.workers < 1:
         print(
             f"refusing: at most {MAX_CONNECTIONS} connections, {MAX_SECONDS:.0f} s, and one worker or more",

@@ -32,7 +32,7 @@ def conns(args: argparse.Namespace) -> None:
         emit(
             args,
             {
-                "scenario": "conns",
+                "scenario": args.scenario,
                 "conns": opened,
                 "rooms": rooms_needed,
                 "members_per_room": per_room,

@@ -26,6 +26,7 @@ REQUIRED = (
     "redis_cpu_ms_per_1000_messages",
     "redis_cpu_ms_per_1000_messages_extra_instance",
     "redis_cpu_ms_per_1000_opens",
+    "redis_cpu_ms_per_1000_history_appends",
 )
 
 
@@ -38,6 +39,7 @@ class Mix:
     storm_seconds: float
     headroom: float
     instance_memory_mib: float
+    history: bool = True  # HISTORY_SIZE=0 keeps offsets but appends nothing
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,8 @@ def plan(connections: int, mix: Mix, cost: dict[str, float]) -> Plan:
     per_message = (
         cost["redis_cpu_ms_per_1000_messages"] + (spread - 1) * cost["redis_cpu_ms_per_1000_messages_extra_instance"]
     )
+    if not mix.history:  # The measured message cost includes its history append.
+        per_message -= cost["redis_cpu_ms_per_1000_history_appends"]
     load = {
         "messages": messages * per_message / 1e6,
         "opens": opens * cost["redis_cpu_ms_per_1000_opens"] / 1e6,
@@ -119,13 +123,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--storm-seconds", type=float, default=60.0, help="everyone reconnects within this window")
     p.add_argument("--headroom", type=float, default=0.7, help="share of a core an instance or a shard may use")
     p.add_argument("--instance-memory-mib", type=float, default=2048.0, help="memory an instance may use")
+    p.add_argument("--no-history", action="store_true", help="rooms keep no history (HISTORY_SIZE=0)")
     args = p.parse_args(argv)
-    mix = Mix(args.members, args.messages_per_minute, args.storm_seconds, args.headroom, args.instance_memory_mib)
+    mix = Mix(
+        args.members,
+        args.messages_per_minute,
+        args.storm_seconds,
+        args.headroom,
+        args.instance_memory_mib,
+        history=not args.no_history,
+    )
     cost = load_inputs(args.inputs)
     print(
         f"rooms of {mix.members}, {mix.messages_per_minute:g} messages a member a minute, reconnect storm "
         f"over {mix.storm_seconds:g} s, {mix.headroom:.0%} of a core per process, "
-        f"{mix.instance_memory_mib:g} MiB an instance"
+        f"{mix.instance_memory_mib:g} MiB an instance{'' if mix.history else ', no history'}"
     )
     print(table([plan(n, mix, cost) for n in args.connections]))
 
