@@ -72,6 +72,10 @@ class RedisLink:
         self.reconnects = 0
         self._session = trio.CancelScope()
         self._on_loss: list[Callable[[], None]] = []
+        # Callers' commands in flight at once: one per pool connection. Those waiting for a
+        # turn wait here, before the command's time bound starts, so a burst of callers (a
+        # reconnect storm) queues instead of reading as a Redis that stopped answering.
+        self._turns = trio.Semaphore(POOL_CONNECTIONS)
 
     def _client(self, url: str, client_name: str) -> Any:
         # No redis-py retries: a failed command ends the session, and the session's
@@ -134,7 +138,10 @@ class RedisLink:
         if not self.ready:
             raise BusUnavailable(UNAVAILABLE)
         try:
-            return await self.command(fn, *args, **kwargs)
+            async with self._turns:
+                if not self.ready:  # Lost while this call waited for its turn.
+                    raise BusUnavailable(UNAVAILABLE)
+                return await self.command(fn, *args, **kwargs)
         except LOST as error:
             self.lost(error)
             raise BusUnavailable(UNAVAILABLE) from error
