@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 from typing import Any
 
 import pytest
@@ -104,3 +105,23 @@ async def test_a_write_that_meets_the_close_is_dropped() -> None:
     transport = HypercornTransport(ClosingStream())  # type: ignore[arg-type]
     assert not transport.direct
     await transport.write(b"frame")
+
+
+def test_a_peer_gone_before_its_handshake_was_answered_is_a_lost_connection() -> None:
+    """A client that gives up while its handshake waits (a reconnect storm) leaves a stream
+    without a wsproto connection: no goodbye, no socket option to set, and no crash."""
+
+    class UnansweredStream:
+        closed = True
+        state = ASGIWebsocketState.HANDSHAKE
+        stream_id = 1
+
+        async def send(self, event: object) -> None:
+            pass
+
+    transport = HypercornTransport(UnansweredStream())  # type: ignore[arg-type]
+    assert not transport.goodbye_received()
+    closed = socket.socket()
+    closed.close()
+    transport._socket = closed  # type: ignore[assignment]  # As it is once Hypercorn closed it.
+    transport.give_up_unacknowledged_after(30)

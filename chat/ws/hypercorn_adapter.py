@@ -122,7 +122,10 @@ class HypercornTransport:
         for ``seconds`` (TCP_USER_TIMEOUT, Linux): how a vanished peer is noticed."""
         option = getattr(socket_module, "TCP_USER_TIMEOUT", None)
         if self._socket is not None and option is not None:
-            self._socket.setsockopt(socket_module.IPPROTO_TCP, option, int(seconds * 1000))
+            try:
+                self._socket.setsockopt(socket_module.IPPROTO_TCP, option, int(seconds * 1000))
+            except OSError:
+                pass  # Closed already (the peer left during the handshake): nothing to watch.
 
     async def write(self, data: bytes) -> None:
         if not self.open:
@@ -139,8 +142,10 @@ class HypercornTransport:
     def goodbye_received(self) -> bool:
         """Whether the peer sent its close frame, rather than the connection being lost under
         it: Hypercorn reports both as a disconnect with code 1006, its wsproto connection
-        tells them apart."""
-        return self.stream.connection.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED)
+        tells them apart. A peer gone before its handshake was answered has no wsproto
+        connection yet: that is a lost connection, not a goodbye."""
+        connection = getattr(self.stream, "connection", None)
+        return connection is not None and connection.state in (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED)
 
     async def abort(self) -> None:
         """Drop the connection now, even while a write to it is stuck."""
