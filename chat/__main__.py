@@ -21,11 +21,17 @@ from .http import ChatApp, create_app
 
 log = logging.getLogger("chat")
 
+# Connections the kernel queues before the server accepts them (Linux caps it at
+# net.core.somaxconn, 4096 by default). Hypercorn's 100 drops the SYNs of a reconnect storm,
+# and each dropped client retries only after 1, 3, 7, 15 ... seconds.
+LISTEN_BACKLOG = 4096
+
 
 def hypercorn_config(settings: Settings) -> Config:
     config = Config()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     config.bind = [f"{host}:{settings.port}"]
+    config.backlog = LISTEN_BACKLOG
     # Pings come from the Hub (chat.ws.pings): one task for every socket, not one each.
     config.websocket_ping_interval = None
     config.websocket_max_message_size = settings.frame_max_bytes
