@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from . import capacity, messaging, resume
+from . import capacity, messaging, resume, storm
 from .api import ApiError
 from .pool import WorkerError
 
@@ -22,6 +22,8 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], None]] = {
     # measurement under its own name, as each arrival's presence goes to that many others.
     "opens": capacity.conns,
     "idle": capacity.idle,
+    # A reconnect storm: members joined beforehand all dial at once.
+    "storm": storm.storm,
     "create": capacity.create,
     "resume": resume.resume,
 }
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         args.pad = 0
     if args.scenario == "slow":
         args.rooms = 1
-    held = {"conns": args.conns, "opens": args.conns, "idle": 2 * args.rooms}
+    held = {"conns": args.conns, "opens": args.conns, "storm": args.conns, "idle": 2 * args.rooms}
     connections = held.get(args.scenario, args.rooms * args.members)
     if connections > MAX_CONNECTIONS or args.secs > MAX_SECONDS or args.workers < 1:
         print(
