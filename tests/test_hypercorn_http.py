@@ -1,0 +1,124 @@
+"""The one-write answer (chat/hypercorn_http.py), checked against the Hypercorn we run on: the
+bytes on the wire are those of the ASGI path, and the connection lives on as it would."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from chat import hypercorn_http
+from chat.hypercorn_http import answer, h11_stream
+from chat.ws.hypercorn_adapter import HYPERCORN_VERSION
+
+BODY = b'{"room_id":"0123456789abcdef"}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+DATE = re.compile(rb"\r\ndate: [^\r]*\r\n")
+
+SHAPE_CHANGED = (
+    f"Hypercorn {HYPERCORN_VERSION} is installed, and its HTTP/1.1 stream no longer has the shape "
+    "chat/hypercorn_http.py relies on (checked against 0.17 and 0.18)"
+)
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """/one answers with ``answer()``, /asgi with the ASGI messages Quart sends; both 201 + BODY."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while (await receive()).get("more_body"):
+        pass
+    if scope["path"] == "/one":
+        app.direct.append(h11_stream(send) is not None)  # type: ignore[attr-defined]
+        await answer(send, 201, HEADERS, BODY)
+    else:
+        await send({"type": "http.response.start", "status": 201, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": BODY, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@asynccontextmanager
+async def hypercorn(**options: Any) -> AsyncIterator[tuple[str, int]]:
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    for name, value in options.items():
+        setattr(config, name, value)
+    app.direct = []  # type: ignore[attr-defined]
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(lambda task_status: serve(app, config, task_status=task_status))
+        host, port = binds[0].removeprefix("http://").rsplit(":", 1)
+        yield host, int(port)
+        nursery.cancel_scope.cancel()
+
+
+async def exchange(stream: trio.SocketStream, path: str) -> bytes:
+    """One POST on a kept-alive connection, and its whole raw response."""
+    await stream.send_all(f"POST {path} HTTP/1.1\r\nhost: test\r\ncontent-length: 2\r\n\r\n{{}}".encode())
+    raw = b""
+    with trio.fail_after(10):
+        while not (b"\r\n\r\n" in raw and raw.endswith(BODY)):
+            chunk = await stream.receive_some()
+            assert chunk, f"connection closed after {raw!r}"
+            raw += chunk
+    return DATE.sub(b"\r\ndate: -\r\n", raw)
+
+
+async def closed(stream: trio.SocketStream) -> bool:
+    with trio.fail_after(10):
+        return await stream.receive_some() == b""
+
+
+async def test_the_one_write_answer_is_byte_for_byte_the_asgi_answer_and_keeps_the_connection() -> None:
+    async with hypercorn() as (host, port):
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            asgi = await exchange(stream, "/asgi")
+            assert asgi.startswith(b"HTTP/1.1 201 ")
+            assert await exchange(stream, "/one") == asgi
+            assert await exchange(stream, "/one") == asgi  # the connection was ready for more
+            assert await exchange(stream, "/asgi") == asgi
+    assert app.direct == [True, True], SHAPE_CHANGED  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("path", ["/one", "/asgi"])
+async def test_the_last_answer_a_connection_may_carry_closes_it_either_way(path: str) -> None:
+    async with hypercorn(keep_alive_max_requests=2) as (host, port):
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            assert b"connection: close" not in await exchange(stream, path)
+            assert b"\r\nconnection: close\r\n" in await exchange(stream, path)
+            assert await closed(stream)
+
+
+async def test_a_send_that_is_not_hypercorns_gets_the_asgi_messages() -> None:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await answer(send, 404, HEADERS, BODY)
+    assert sent == [
+        {"type": "http.response.start", "status": 404, "headers": HEADERS},
+        {"type": "http.response.body", "body": BODY, "more_body": False},
+    ]
+
+
+def test_a_hypercorn_send_of_another_shape_is_named_once(caplog: pytest.LogCaptureFixture) -> None:
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    send.__module__ = "hypercorn.protocol.somewhere_else"
+    hypercorn_http.shape_changed.cache_clear()
+    with caplog.at_level("WARNING", logger="chat.hypercorn_http"):
+        for _ in range(3):
+            assert h11_stream(send) is None
+    warnings = [r.getMessage() for r in caplog.records if r.name == "chat.hypercorn_http"]
+    assert len(warnings) == 1 and f"Hypercorn {HYPERCORN_VERSION}" in warnings[0]
