@@ -7,8 +7,10 @@ small JSON answer that is three lock rounds and scheduling points where one woul
 
 ``answer()`` asks the stream's own h11 connection for the very bytes those events make (the head
 with Hypercorn's ``date`` and ``server`` headers, and ``connection: close`` once the
-connection's request budget is spent), sends them in one write through Hypercorn's own send path
-(its lock, its shield, its handling of a peer that is gone), and then ends the stream as
+connection's request budget is spent) and writes them at once, in one non-blocking write straight
+to the socket when nothing else is sending on it (as chat/ws/hypercorn_adapter.py does for room
+frames), or whatever that did not take through Hypercorn's own send path (its lock, its shield,
+its handling of a peer that is gone); and then ends the stream as
 Hypercorn's last ASGI message would: state, access log, ``StreamClosed`` (which makes the
 connection ready for its next request, or closes it).
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from itertools import chain
 from time import time
 from typing import Any
@@ -34,7 +37,7 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.utils import build_and_validate_headers, suppress_body
 
-from .ws.hypercorn_adapter import HYPERCORN_VERSION
+from .ws.hypercorn_adapter import HYPERCORN_VERSION, tcp_under
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +89,31 @@ async def answer(send: Any, status: int, headers: Headers, body: bytes) -> None:
         data = _response_bytes(stream, protocol, status, headers, body)
         stream.state = ASGIHTTPState.RESPONSE
         if data is not None:
-            await protocol.send(RawData(data=data))
+            sent = _write_now(protocol, data)
+            if sent < len(data):
+                await protocol.send(RawData(data=data[sent:]))
         stream.state = ASGIHTTPState.CLOSED
         await stream.config.log.access(stream.scope, stream.response, time() - stream.start_time)
         await stream.send(StreamClosed(stream_id=stream.stream_id))
+
+
+def _write_now(protocol: H11Protocol, data: bytes) -> int:
+    """Write what the socket takes right now, without waiting, when nothing else is sending on
+    the connection: how many bytes that was. A healthy client's kernel buffer takes a small
+    answer whole, so the common case costs one syscall and no lock, cancel scope or task switch;
+    the rest (all of it under TLS, on a full or broken socket) goes Hypercorn's locked way."""
+    tcp = tcp_under(protocol)
+    if not isinstance(tcp, tuple):
+        if tcp is not None:
+            shape_changed(tcp)
+        return 0
+    lock, socket = tcp
+    if lock.locked():
+        return 0
+    try:
+        return os.write(socket.fileno(), data)
+    except OSError:
+        return 0
 
 
 def _response_bytes(

@@ -15,10 +15,18 @@ from hypercorn.trio import serve
 
 from chat import hypercorn_http
 from chat.hypercorn_http import answer, h11_stream
-from chat.ws.hypercorn_adapter import HYPERCORN_VERSION
+from chat.ws.hypercorn_adapter import HYPERCORN_VERSION, tcp_under
 
 BODY = b'{"room_id":"0123456789abcdef"}'
-HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+# Far beyond the socket buffers: the straight write takes part of it, Hypercorn's path the rest.
+BIG = b'{"padding":"' + b"x" * 8_000_000 + b'"}'
+
+
+def headers_for(body: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+
+
+HEADERS = headers_for(BODY)
 DATE = re.compile(rb"\r\ndate: [^\r]*\r\n")
 
 SHAPE_CHANGED = (
@@ -28,7 +36,8 @@ SHAPE_CHANGED = (
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """/one answers with ``answer()``, /asgi with the ASGI messages Quart sends; both 201 + BODY."""
+    """/one answers with ``answer()``, /asgi with the ASGI messages Quart sends; both 201 + BODY
+    (BIG under /big/)."""
     if scope["type"] == "lifespan":
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
@@ -36,12 +45,14 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     while (await receive()).get("more_body"):
         pass
-    if scope["path"] == "/one":
-        app.direct.append(h11_stream(send) is not None)  # type: ignore[attr-defined]
-        await answer(send, 201, HEADERS, BODY)
+    body = BIG if scope["path"].startswith("/big/") else BODY
+    if scope["path"].endswith("/one"):
+        found = h11_stream(send)
+        app.direct.append(found is not None and isinstance(tcp_under(found[1]), tuple))  # type: ignore[attr-defined]
+        await answer(send, 201, headers_for(body), body)
     else:
-        await send({"type": "http.response.start", "status": 201, "headers": HEADERS})
-        await send({"type": "http.response.body", "body": BODY, "more_body": True})
+        await send({"type": "http.response.start", "status": 201, "headers": headers_for(body)})
+        await send({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -63,8 +74,9 @@ async def exchange(stream: trio.SocketStream, path: str) -> bytes:
     """One POST on a kept-alive connection, and its whole raw response."""
     await stream.send_all(f"POST {path} HTTP/1.1\r\nhost: test\r\ncontent-length: 2\r\n\r\n{{}}".encode())
     raw = b""
+    body = BIG if path.startswith("/big/") else BODY
     with trio.fail_after(10):
-        while not (b"\r\n\r\n" in raw and raw.endswith(BODY)):
+        while not (b"\r\n\r\n" in raw and raw.endswith(body)):
             chunk = await stream.receive_some()
             assert chunk, f"connection closed after {raw!r}"
             raw += chunk
@@ -76,15 +88,17 @@ async def closed(stream: trio.SocketStream) -> bool:
         return await stream.receive_some() == b""
 
 
-async def test_the_one_write_answer_is_byte_for_byte_the_asgi_answer_and_keeps_the_connection() -> None:
+@pytest.mark.parametrize("under", ["", "/big"])
+async def test_the_one_write_answer_is_byte_for_byte_the_asgi_answer_and_keeps_the_connection(under: str) -> None:
     async with hypercorn() as (host, port):
         stream = await trio.open_tcp_stream(host, port)
         async with stream:
-            asgi = await exchange(stream, "/asgi")
+            asgi = await exchange(stream, f"{under}/asgi")
             assert asgi.startswith(b"HTTP/1.1 201 ")
-            assert await exchange(stream, "/one") == asgi
-            assert await exchange(stream, "/one") == asgi  # the connection was ready for more
-            assert await exchange(stream, "/asgi") == asgi
+            assert await exchange(stream, f"{under}/one") == asgi
+            assert await exchange(stream, f"{under}/one") == asgi  # the connection was ready for more
+            assert await exchange(stream, f"{under}/asgi") == asgi
+    # The straight write to the socket, not a fallback, is what ran.
     assert app.direct == [True, True], SHAPE_CHANGED  # type: ignore[attr-defined]
 
 
