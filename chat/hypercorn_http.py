@@ -12,7 +12,8 @@ to the socket when nothing else is sending on it (as chat/ws/hypercorn_adapter.p
 frames), or whatever that did not take through Hypercorn's own send path (its lock, its shield,
 its handling of a peer that is gone); and then ends the stream as
 Hypercorn's last ASGI message would: state, access log, ``StreamClosed`` (which makes the
-connection ready for its next request, or closes it).
+connection ready for its next request, or closes it). The connection's keep-alive timer becomes
+an ``IdleTimer`` on the way: one task whose deadline moves, rather than one started per answer.
 
 Checked against Hypercorn 0.17 and 0.18 (tests/test_hypercorn_http.py compares the bytes on the
 wire with those of the ASGI path and fails naming the installed version when the shape changes).
@@ -35,6 +36,8 @@ from hypercorn.events import RawData
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import TrioSingleTask
 from hypercorn.utils import build_and_validate_headers, suppress_body
 
 from .ws.hypercorn_adapter import HYPERCORN_VERSION, tcp_under
@@ -94,6 +97,7 @@ async def answer(send: Any, status: int, headers: Headers, body: bytes) -> None:
                 await protocol.send(RawData(data=data[sent:]))
         stream.state = ASGIHTTPState.CLOSED
         await stream.config.log.access(stream.scope, stream.response, time() - stream.start_time)
+        _time_idleness_cheaply(protocol)
         await stream.send(StreamClosed(stream_id=stream.stream_id))
 
 
@@ -114,6 +118,82 @@ def _write_now(protocol: H11Protocol, data: bytes) -> int:
         return os.write(socket.fileno(), data)
     except OSError:
         return 0
+
+
+class IdleTimer:
+    """Hypercorn's keep-alive timer of one connection (``TCPServer.idle_task``), as one task
+    whose deadline moves, in place of a task started per answer.
+
+    Hypercorn restarts the timer each time the connection falls idle (``restart``: a new task
+    in the connection's task group, which waits ``keep_alive_timeout`` or for the server to
+    terminate, then closes the connection) and stops it when a request arrives (``stop``: that
+    task cancelled); for a stream of small requests that start and cancel are a good part of
+    each request's cost. Here one task waits for the server to terminate inside a cancel scope
+    whose deadline is the idle deadline; either ending closes the connection as Hypercorn's
+    task does. A termination in the middle of a request waits until the connection is idle
+    again, as Hypercorn would only start its task then. While a request is in progress the
+    deadline stays one ``keep_alive_timeout`` ahead of its start, and if it passes first the
+    task ends without closing anything: a connection that ends mid-request (and so never idles
+    again) keeps no task alive, and the next idle spell starts a new one.
+    """
+
+    __slots__ = ("_idle", "_scope", "_server", "_woken")
+
+    def __init__(self, server: TCPServer) -> None:
+        self._server = server
+        self._scope: trio.CancelScope | None = None
+        self._idle = False
+        self._woken: trio.Event | None = None
+
+    async def restart(self, task_group: Any, action: Any) -> None:
+        """The connection is idle: close it after ``keep_alive_timeout`` unless a request comes."""
+        self._idle = True
+        deadline = trio.current_time() + self._server.config.keep_alive_timeout
+        if self._scope is None or self._scope.cancel_called:
+            self._scope = trio.CancelScope(deadline=deadline)
+            task_group.spawn(self._run, self._scope)
+        else:
+            self._scope.deadline = deadline
+        if self._woken is not None:
+            self._woken.set()
+
+    async def stop(self) -> None:
+        """A request came: no closing for idleness until it has been answered."""
+        self._idle = False
+        if self._scope is not None and not self._scope.cancel_called:
+            self._scope.deadline = trio.current_time() + self._server.config.keep_alive_timeout
+
+    async def _run(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._server.context.terminated.wait()
+            while not self._idle:  # The server terminates mid-request: close once it is answered.
+                self._woken = trio.Event()
+                await self._woken.wait()
+        if self._scope is not scope:  # A new idle spell began after this one's deadline passed.
+            return
+        self._scope = None
+        if scope.cancelled_caught and not self._idle:
+            return  # A request outlasted the deadline: end; the next idle spell starts afresh.
+        with trio.CancelScope(shield=True):
+            await self._server._initiate_server_close()
+
+
+def _time_idleness_cheaply(protocol: H11Protocol) -> None:
+    """Put an IdleTimer in place of the connection's own timer, while that one is stopped (as it
+    is while a request is in progress), so that nothing it started is left running."""
+    server = getattr(protocol.send, "__self__", None)
+    timer = getattr(server, "idle_task", None)
+    if isinstance(timer, IdleTimer):
+        return
+    if (
+        not isinstance(server, TCPServer)
+        or type(timer) is not TrioSingleTask
+        or not hasattr(server, "_initiate_server_close")
+    ):
+        shape_changed(f"TCPServer.idle_task is {type(timer).__name__}, not a TrioSingleTask")
+        return
+    if getattr(timer, "_handle", True) is None:
+        server.idle_task = IdleTimer(server)
 
 
 def _response_bytes(

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
@@ -27,6 +28,7 @@ def headers_for(body: bytes) -> list[tuple[bytes, bytes]]:
 
 
 HEADERS = headers_for(BODY)
+KEEP_ALIVE_SECONDS = 5
 DATE = re.compile(rb"\r\ndate: [^\r]*\r\n")
 
 SHAPE_CHANGED = (
@@ -45,6 +47,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     while (await receive()).get("more_body"):
         pass
+    if scope["path"].startswith("/slow/"):
+        app.busy.set()  # type: ignore[attr-defined]
+        await trio.sleep(3 * KEEP_ALIVE_SECONDS)  # a request that outlasts the keep-alive timeout
+    elif scope["path"].startswith("/while/"):
+        await trio.sleep(0.6 * KEEP_ALIVE_SECONDS)  # one that does not
     body = BIG if scope["path"].startswith("/big/") else BODY
     if scope["path"].endswith("/one"):
         found = h11_stream(send)
@@ -57,14 +64,18 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @asynccontextmanager
-async def hypercorn(**options: Any) -> AsyncIterator[tuple[str, int]]:
+async def hypercorn(shutdown: trio.Event | None = None, **options: Any) -> AsyncIterator[tuple[str, int]]:
     config = Config()
     config.bind = ["127.0.0.1:0"]
     for name, value in options.items():
         setattr(config, name, value)
     app.direct = []  # type: ignore[attr-defined]
+    app.busy = trio.Event()  # type: ignore[attr-defined]
+    trigger = (trio.Event() if shutdown is None else shutdown).wait
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: serve(app, config, task_status=task_status))
+        binds = await nursery.start(
+            lambda task_status: serve(app, config, shutdown_trigger=trigger, task_status=task_status)
+        )
         host, port = binds[0].removeprefix("http://").rsplit(":", 1)
         yield host, int(port)
         nursery.cancel_scope.cancel()
@@ -75,7 +86,7 @@ async def exchange(stream: trio.SocketStream, path: str) -> bytes:
     await stream.send_all(f"POST {path} HTTP/1.1\r\nhost: test\r\ncontent-length: 2\r\n\r\n{{}}".encode())
     raw = b""
     body = BIG if path.startswith("/big/") else BODY
-    with trio.fail_after(10):
+    with trio.fail_after(60):
         while not (b"\r\n\r\n" in raw and raw.endswith(body)):
             chunk = await stream.receive_some()
             assert chunk, f"connection closed after {raw!r}"
@@ -136,3 +147,63 @@ def test_a_hypercorn_send_of_another_shape_is_named_once(caplog: pytest.LogCaptu
             assert h11_stream(send) is None
     warnings = [r.getMessage() for r in caplog.records if r.name == "chat.hypercorn_http"]
     assert len(warnings) == 1 and f"Hypercorn {HYPERCORN_VERSION}" in warnings[0]
+
+
+async def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_not_before(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with hypercorn(keep_alive_timeout=KEEP_ALIVE_SECONDS) as (host, port):
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            for _ in range(3):  # the first answer puts the cheaper timer in place, the next ones use it
+                await exchange(stream, "/while/one")  # each request takes a while: idleness counts from its end
+                idle_since = trio.current_time()
+            assert await closed(stream)
+            assert trio.current_time() - idle_since == pytest.approx(KEEP_ALIVE_SECONDS, abs=0.5)
+
+
+async def test_a_request_that_outlasts_the_keep_alive_timeout_is_answered_and_the_connection_kept(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with hypercorn(keep_alive_timeout=KEEP_ALIVE_SECONDS) as (host, port):
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            asgi = await exchange(stream, "/one")
+            assert await exchange(stream, "/slow/one") == asgi
+            assert await exchange(stream, "/one") == asgi
+            idle_since = trio.current_time()
+            assert await closed(stream)
+            assert trio.current_time() - idle_since == pytest.approx(KEEP_ALIVE_SECONDS, abs=0.5)
+
+
+async def test_a_server_that_shuts_down_closes_its_idle_connections_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shutdown = trio.Event()
+    async with hypercorn(shutdown, keep_alive_timeout=1000) as (host, port):
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await exchange(stream, "/one")
+            await exchange(stream, "/one")
+            shutdown.set()
+            asked = trio.current_time()
+            assert await closed(stream)
+            assert trio.current_time() - asked < 1
+
+
+async def test_a_server_that_shuts_down_mid_request_answers_it_before_closing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    shutdown = trio.Event()
+    async with hypercorn(shutdown, keep_alive_timeout=KEEP_ALIVE_SECONDS, graceful_timeout=1000) as (host, port):
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream, trio.open_nursery() as nursery:
+            asgi = await exchange(stream, "/one")
+
+            async def shut_down_once_busy() -> None:
+                await app.busy.wait()  # type: ignore[attr-defined]
+                shutdown.set()
+
+            nursery.start_soon(shut_down_once_busy)
+            assert await exchange(stream, "/slow/one") == asgi
+            assert await closed(stream)
