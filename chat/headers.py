@@ -21,25 +21,35 @@ DOCS_PATHS = ("/docs",)
 CORS_MAX_AGE_SECONDS = 600
 
 
+# Every answer's, whatever it is: no type sniffing, and room tokens and passwords travel in
+# URLs, so never leak them in a Referer.
+ALWAYS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"))
+
+
+def cors(origins: Origins, origin: str | None, method: str) -> list[tuple[str, str]]:
+    """The CORS headers of an answer to a request from ``origin`` (none for our own pages)."""
+    if not origin or not origins.cross_site_allowed(origin):
+        return []
+    headers = [("Access-Control-Allow-Origin", "*" if origins.any else origin), ("Vary", "Origin")]
+    if method == "OPTIONS":
+        headers += [
+            ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Content-Type, Authorization"),
+            ("Access-Control-Max-Age", str(CORS_MAX_AGE_SECONDS)),
+        ]
+    return headers
+
+
 def install(app: Quart, origins: Origins) -> None:
     @app.after_request
     async def add_headers(response: Response) -> Response:
         headers = response.headers
-        headers["X-Content-Type-Options"] = "nosniff"
-        # Room tokens and passwords travel in URLs: never leak them in a Referer.
-        headers["Referrer-Policy"] = "no-referrer"
+        headers.update(ALWAYS)
         if response.mimetype == "text/html" and request.path not in DOCS_PATHS:
             headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
             headers["X-Frame-Options"] = "DENY"
         if request.path == "/" or request.path.startswith("/static/"):
             # Revalidate, so an upgrade of the client reaches browsers at once.
             headers["Cache-Control"] = "no-cache"
-        origin = request.headers.get("Origin")
-        if origin and origins.cross_site_allowed(origin):
-            headers["Access-Control-Allow-Origin"] = "*" if origins.any else origin
-            headers["Vary"] = "Origin"
-            if request.method == "OPTIONS":
-                headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-                headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization"
-                headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_SECONDS)
+        headers.update(cors(origins, request.headers.get("Origin"), request.method))
         return response

@@ -1,7 +1,8 @@
 """The app factory: wiring, the instance's services, and the ASGI entry that routes sockets.
 
-Translates nothing itself: REST lives in chat.routes and chat.operations, a room's socket
-in chat.ws.session, and the room rules in chat.rooms. Holds no room logic.
+Translates nothing itself: REST lives in chat.routes and chat.operations (room creation and
+joining served on plain ASGI by chat.rest_lane), a room's socket in chat.ws.session, and the
+room rules in chat.rooms. Holds no room logic.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .metrics import Metrics
 from .nursery import Hub
 from .operations import operations
 from .origins import Origins
+from .rest_lane import RestLane
 from .rooms import Rooms
 from .routes import rooms
 from .ws.session import Session
@@ -69,7 +71,8 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     origins = Origins(settings.allowed_origins)
     headers.install(app, origins)
     _run_services(app)
-    app.asgi_app = _asgi(app, Session(settings, app.rooms, app.hub, origins, app.metrics))  # type: ignore[method-assign]
+    session = Session(settings, app.rooms, app.hub, origins, app.metrics)
+    app.asgi_app = _asgi(app, session, RestLane(app, origins))  # type: ignore[method-assign]
     return app
 
 
@@ -96,16 +99,18 @@ def _run_services(app: ChatApp) -> None:
         services.cancel()
 
 
-def _asgi(app: ChatApp, session: Session) -> Any:
+def _asgi(app: ChatApp, session: Session, lane: RestLane) -> Any:
     quart_asgi = app.asgi_app
 
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Room sockets are served on plain ASGI, without Quart's per-message layers: this is
-        # the hot path, and it needs Hypercorn's send callable for batched writes.
+        # the hot path, and it needs Hypercorn's send callable for batched writes. So are room
+        # creation and joining (chat.rest_lane), which come in bursts.
         if scope["type"] == "websocket" and (room_id := _room_of_socket(scope["path"])):
             await session.serve(AsgiSocket(scope, receive, send, app.settings.frame_max_bytes), room_id)
         elif scope["type"] == "http":
-            await quart_asgi(scope, receive, partial(_shielded, send))
+            if not await lane.serve(scope, receive, send):
+                await quart_asgi(scope, receive, partial(_shielded, send))
         else:
             await quart_asgi(scope, receive, send)
 

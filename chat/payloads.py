@@ -23,17 +23,20 @@ class BadRequest(Exception):
         self.detail, self.status = detail, status
 
 
+JSON = "application/json"
+
+
 def json_response(payload: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(payload), status=status, content_type="application/json")
-
-
-def error_response(detail: str, status: int) -> Response:
-    return json_response({"detail": detail}, status)
+    return Response(orjson.dumps(payload), status=status, content_type=JSON)
 
 
 async def body(model: type[M]) -> M:
     """The request body as ``model``; any content type is read as JSON, an empty body as {}."""
-    raw = await request.get_data(cache=True)
+    return parse(await request.get_data(cache=True), model)
+
+
+def parse(raw: bytes, model: type[M]) -> M:
+    """``raw`` (a whole request body) as ``model``, or BadRequest saying what is wrong."""
     try:
         data = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:
@@ -58,5 +61,10 @@ def client_address() -> str:
 
 
 def bearer_token() -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return bearer(request.headers.get("Authorization", ""))
+
+
+def bearer(authorization: str) -> str | None:
+    """The token of an ``Authorization: Bearer …`` header's value."""
+    scheme, _, token = authorization.partition(" ")
     return token.strip() or None if scheme.lower() == "bearer" else None

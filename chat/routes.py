@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -17,9 +19,9 @@ from quart_schema import document_querystring, document_request, document_respon
 from werkzeug.exceptions import HTTPException
 
 from . import clock
-from .app import current
+from .app import ChatApp, current
 from .bus import BusUnavailable, MemberRecord, RoomRecord
-from .payloads import BadRequest, bearer_token, body, client_address, error_response, json_response, query
+from .payloads import BadRequest, M, bearer, bearer_token, body, client_address, json_response, parse, query
 from .rooms import NewRoom, RateLimited, RoomError, WrongPassword
 from .schemas import (
     CloseRoom,
@@ -44,26 +46,47 @@ log = logging.getLogger(__name__)
 rooms = Blueprint("rooms", __name__)
 
 
-def ws_url(room_id: str, token: str) -> str:
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What a room call needs of its request, whichever way it was served (Quart, or the
+    plain-ASGI lane of chat.rest_lane): who asks, where it called, and its body on demand
+    (read only once the rate limit let the call through, as a 429 comes before a 413)."""
+
+    address: str
+    scheme: str
+    host: str
+    authorization: str
+    read_body: Callable[[], Awaitable[bytes]]
+
+    async def body(self, model: type[M]) -> M:
+        return parse(await self.read_body(), model)
+
+    @property
+    def bearer_token(self) -> str | None:
+        return bearer(self.authorization)
+
+
+def _quart_caller() -> Caller:
+    return Caller(
+        client_address(), request.scheme, request.host, request.headers.get("Authorization", ""), _request_body
+    )
+
+
+async def _request_body() -> bytes:
+    return await request.get_data(cache=True)
+
+
+def ws_url(app: ChatApp, caller: Caller, room_id: str, token: str) -> str:
     """Where the client opens the room's socket: ``DOMAIN`` if set, else the host it called."""
-    scheme = "wss" if request.scheme in ("https", "wss") else "ws"
-    host = current().settings.domain or request.host
+    scheme = "wss" if caller.scheme in ("https", "wss") else "ws"
+    host = app.settings.domain or caller.host
     return f"{scheme}://{host}/rooms/{room_id}/ws?token={quote(token)}"
 
 
-# One rule for /rooms/ and /rooms: no redirect a client could trip on, one operation id.
-@rooms.post("/rooms/", strict_slashes=False)
-@document_request(CreateRoom)
-@document_response(RoomCreated, 200)
-@document_response(Error, 413)
-@document_response(Error, 422)
-@document_response(Error, 429)
-@document_response(Error, 503)
-async def create_room() -> Response:
-    """Create a room. Keep `owner_token`: it is the only proof of ownership."""
-    app = current()
-    await app.rooms.allow("create", client_address(), app.settings.rooms_per_minute)
-    new = await body(CreateRoom)
+async def create(app: ChatApp, caller: Caller) -> dict[str, Any]:
+    """POST /rooms/: the new room's answer."""
+    await app.rooms.allow("create", caller.address, app.settings.rooms_per_minute)
+    new = await caller.body(CreateRoom)
     room, token = await app.rooms.create(
         NewRoom(
             name=new.name,
@@ -76,14 +99,34 @@ async def create_room() -> Response:
             e2e_salt=new.e2e_salt,
         )
     )
-    return json_response(
-        {
-            "room_id": room.room_id,
-            "ws_url": ws_url(room.room_id, token),
-            "expires_at": clock.iso(room.expires_at),
-            "owner_token": token,
-        }
-    )
+    return {
+        "room_id": room.room_id,
+        "ws_url": ws_url(app, caller, room.room_id, token),
+        "expires_at": clock.iso(room.expires_at),
+        "owner_token": token,
+    }
+
+
+async def join(app: ChatApp, room_id: str, caller: Caller) -> dict[str, Any]:
+    """POST /rooms/{room_id}/join: the joiner's answer."""
+    await app.rooms.allow("join", caller.address, app.settings.joins_per_minute)
+    joining = await caller.body(JoinRoom)
+    room, token = await app.rooms.join(room_id, joining.display_name, joining.password or None, caller.bearer_token)
+    url = ws_url(app, caller, room.room_id, token) + ("" if joining.read_receipts else "&read_receipts=false")
+    return {"ws_url": url, "expires_at": clock.iso(room.expires_at)}
+
+
+# One rule for /rooms/ and /rooms: no redirect a client could trip on, one operation id.
+@rooms.post("/rooms/", strict_slashes=False)
+@document_request(CreateRoom)
+@document_response(RoomCreated, 200)
+@document_response(Error, 413)
+@document_response(Error, 422)
+@document_response(Error, 429)
+@document_response(Error, 503)
+async def create_room() -> Response:
+    """Create a room. Keep `owner_token`: it is the only proof of ownership."""
+    return json_response(await create(current(), _quart_caller()))
 
 
 @rooms.post("/rooms/<room_id>/join")
@@ -100,12 +143,7 @@ async def join_room(room_id: str) -> Response:
     """Get a `ws_url` for the room: checks the password, that a seat is free and that the
     name is not taken (409). A client that sends a token it holds for the room
     (`Authorization: Bearer`) is refused with 403 if the owner removed it."""
-    app = current()
-    await app.rooms.allow("join", client_address(), app.settings.joins_per_minute)
-    joining = await body(JoinRoom)
-    room, token = await app.rooms.join(room_id, joining.display_name, joining.password or None, bearer_token())
-    url = ws_url(room.room_id, token) + ("" if joining.read_receipts else "&read_receipts=false")
-    return json_response({"ws_url": url, "expires_at": clock.iso(room.expires_at)})
+    return json_response(await join(current(), room_id, _quart_caller()))
 
 
 @rooms.get("/rooms/<room_id>")
@@ -194,36 +232,58 @@ async def remove_member(room_id: str, connection_id: str) -> Response:
     return json_response({"message": "Member removed"})
 
 
+# Errors a call answers in its own words; any other is a bug, logged and answered with a 500.
+EXPECTED_ERRORS = (RoomError, BusUnavailable, BadRequest, HTTPException)
+
+
+def error_answer(error: Exception) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+    """How an error of a room call is answered: status, body and headers of its own. The one
+    translation, for calls served by Quart (the handlers below) and by chat.rest_lane alike."""
+    if isinstance(error, WrongPassword) and error.e2e_salt is not None:
+        return error.status, {"detail": error.detail, "e2e_salt": error.e2e_salt}, []
+    if isinstance(error, RateLimited):
+        return error.status, {"detail": error.detail}, [("Retry-After", str(max(1, math.ceil(error.retry_after))))]
+    if isinstance(error, RoomError | BadRequest):
+        return error.status, {"detail": error.detail}, []
+    if isinstance(error, BusUnavailable):
+        return 503, {"detail": str(error)}, []
+    if isinstance(error, HTTPException):
+        return error.code or 500, {"detail": error.description or error.name}, []
+    return 500, {"detail": "Internal server error"}, []
+
+
+def _error_response(error: Exception) -> Response:
+    status, payload, headers = error_answer(error)
+    response = json_response(payload, status)
+    response.headers.update(headers)
+    return response
+
+
 @rooms.app_errorhandler(RoomError)
 async def room_error(error: RoomError) -> Response:
-    if isinstance(error, WrongPassword) and error.e2e_salt is not None:
-        return json_response({"detail": error.detail, "e2e_salt": error.e2e_salt}, error.status)
-    response = error_response(error.detail, error.status)
-    if isinstance(error, RateLimited):
-        response.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
-    return response
+    return _error_response(error)
 
 
 @rooms.app_errorhandler(BusUnavailable)
 async def bus_unavailable(error: BusUnavailable) -> Response:
-    return error_response(str(error), 503)
+    return _error_response(error)
 
 
 @rooms.app_errorhandler(BadRequest)
 async def bad_request(error: BadRequest) -> Response:
-    return error_response(error.detail, error.status)
+    return _error_response(error)
 
 
 @rooms.app_errorhandler(HTTPException)
 async def http_error(error: HTTPException) -> Response:
-    return error_response(error.description or error.name, error.code or 500)
+    return _error_response(error)
 
 
 @rooms.app_errorhandler(Exception)
 async def unexpected(error: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.path)
     current().metrics.error("unhandled")
-    return error_response("Internal server error", 500)
+    return _error_response(error)
 
 
 def _details(room: RoomRecord, members: list[MemberRecord], read_offsets: dict[str, int]) -> dict[str, Any]:

@@ -396,8 +396,10 @@ class RedisBus:
         return bool(await self._link.call(self._link.client.sismember, keys.room_revoked(room_id), sender))
 
     async def members(self, room_id: str) -> list[MemberRecord]:
-        flat: list[str] = await self._link.call(
-            self._members, keys=[keys.room_meta(room_id), keys.room_users(room_id)], args=[keys.conn_prefix(room_id)]
+        # Batched: a REST join asks for the members after its look at the room, and crossing to
+        # asyncio alone for it cost more than the rest of the join's Redis work.
+        flat: list[str] = await self._batches.script(
+            self._members, [keys.room_meta(room_id), keys.room_users(room_id)], [keys.conn_prefix(room_id)]
         )
         return [
             MemberRecord(cid, name, float(connected_at), is_owner == "1")

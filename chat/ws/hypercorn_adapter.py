@@ -68,6 +68,12 @@ def _tcp(stream: WSStream) -> tuple[trio.Lock, Any] | str | None:
         return None  # WebSocket frames go inside HTTP/2 frames there: never raw on the socket
     if not isinstance(protocol, H11Protocol):
         return f"WSStream.send is bound to {type(protocol).__name__}, not H11Protocol"
+    return tcp_under(protocol)
+
+
+def tcp_under(protocol: H11Protocol) -> tuple[trio.Lock, Any] | str | None:
+    """Hypercorn's send lock and the plain TCP socket under an HTTP/1.1 connection; None under
+    TLS; otherwise what differs from the shape we rely on."""
     server = getattr(getattr(protocol, "send", None), "__self__", None)
     if not isinstance(server, TCPServer):
         return f"H11Protocol.send is bound to {type(server).__name__}, not the Trio worker's TCPServer"
