@@ -33,6 +33,9 @@ NOT_SENT = "A message of yours may not have reached the room (the chat backend f
 SINCE_MAX_DIGITS = 18
 EPOCH_MAX_CHARS = 64
 # ``read_receipts=`` values that turn read receipts off for the socket's member.
+# Sockets let through handshake and admission at once (see Session._entering): enough to keep
+# the backend's pipeline full, few enough that each finishes in milliseconds.
+ENTERING_AT_ONCE = 64
 RECEIPTS_OFF = frozenset({"false", "0", "no", "off"})
 
 
@@ -85,6 +88,10 @@ class Session:
     def __init__(self, settings: Settings, rooms: Rooms, hub: Hub, origins: Origins, metrics: Metrics) -> None:
         self.settings, self.rooms, self.hub = settings, rooms, hub
         self.origins, self.metrics = origins, metrics
+        # Sockets between their handshake and their seat, at once. A reconnect storm's
+        # thousands then enter a few dozen at a time, each quickly, instead of all together
+        # so slowly that their backend calls outlast its time bound (read as Redis gone).
+        self._entering = trio.Semaphore(ENTERING_AT_ONCE)
 
     def _refusal(self, socket: AsgiSocket, room_id: str) -> tuple[int, str, str] | None:
         """Why this socket may not even try to enter: close code, reason, metric label."""
@@ -102,37 +109,39 @@ class Session:
     async def serve(self, socket: AsgiSocket, room_id: str) -> None:
         metrics = self.metrics
         with self.hub.serving():
-            try:
-                await socket.accept()
-            except Disconnected:
-                return
-            # Two pings unanswered by the peer's kernel: it is gone (see chat.ws.pings).
-            socket.give_up_unacknowledged_after(2 * self.settings.ws_ping_seconds)
-            refusal = self._refusal(socket, room_id)
-            if refusal is not None:
-                code, reason, label = refusal
-                metrics.refused(label)
-                await socket.close(code, reason)
-                return
-            try:
-                since, epoch = _resume_point(socket)
-                entry, online_count = await self.rooms.admit(
-                    room_id, socket.token(), socket.display_name(), resuming=since is not None
-                )
-            except (RoomError, InvalidName, InvalidResume) as error:
-                if isinstance(error, NameTaken | Removed):
-                    reason = "name_taken" if isinstance(error, NameTaken) else "removed"
-                elif isinstance(error, RoomError):
-                    reason = refusal_reason(error.status)
-                else:
-                    reason = "invalid_name" if isinstance(error, InvalidName) else "invalid_resume"
-                metrics.refused(reason)
-                await socket.close(protocol.CLOSE_POLICY, error.reason if isinstance(error, NameTaken) else str(error))
-                return
-            except BusUnavailable as error:
-                metrics.refused("backend_unavailable")
-                await socket.close(protocol.CLOSE_TRY_AGAIN, str(error))
-                return
+            async with self._entering:
+                try:
+                    await socket.accept()
+                except Disconnected:
+                    return
+                # Two pings unanswered by the peer's kernel: it is gone (see chat.ws.pings).
+                socket.give_up_unacknowledged_after(2 * self.settings.ws_ping_seconds)
+                refusal = self._refusal(socket, room_id)
+                if refusal is not None:
+                    code, reason, label = refusal
+                    metrics.refused(label)
+                    await socket.close(code, reason)
+                    return
+                try:
+                    since, epoch = _resume_point(socket)
+                    entry, online_count = await self.rooms.admit(
+                        room_id, socket.token(), socket.display_name(), resuming=since is not None
+                    )
+                except (RoomError, InvalidName, InvalidResume) as error:
+                    if isinstance(error, NameTaken | Removed):
+                        reason = "name_taken" if isinstance(error, NameTaken) else "removed"
+                    elif isinstance(error, RoomError):
+                        reason = refusal_reason(error.status)
+                    else:
+                        reason = "invalid_name" if isinstance(error, InvalidName) else "invalid_resume"
+                    metrics.refused(reason)
+                    told = error.reason if isinstance(error, NameTaken) else str(error)
+                    await socket.close(protocol.CLOSE_POLICY, told)
+                    return
+                except BusUnavailable as error:
+                    metrics.refused("backend_unavailable")
+                    await socket.close(protocol.CLOSE_TRY_AGAIN, str(error))
+                    return
             await self._chat(socket, entry, online_count, since, epoch)
 
     async def _chat(
