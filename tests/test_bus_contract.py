@@ -905,6 +905,30 @@ async def test_redis_restarted_empty_keeps_names_taken_and_removed_members_out()
         assert (await bus.admit(rid, member("Jane"), "tOther", "jane")).status is Admission.ADMITTED
 
 
+async def test_redis_restarted_empty_keeps_a_removal_made_before_this_instance_had_the_room() -> None:
+    """The owner removed Mallory while only another instance served the room; that instance
+    has gone. The one left learned of the removal when it admitted its first member there."""
+    async with open_redis_server(private=True) as server, redis_bus(server.url) as bus:
+        room = new_room()
+        rid = room.room_id
+        async with redis_bus(server.url) as first:
+            await first.create_room(room)
+            await first.admit(rid, member("Bob", owner=True), "tBob", "bob")
+            mallory = member("Mallory")
+            await first.admit(rid, mallory, "tMallory", "mallory")
+            assert await first.revoke(rid, mallory.connection_id) == "tMallory"
+            await first.depart(rid, mallory.connection_id)
+            assert (await bus.admit(rid, member("Ann"), "tAnn", "ann")).status is Admission.ADMITTED
+        await server.stop()
+        await server.start()
+
+        async def restored() -> bool:
+            return bus.ready and await bus.get_room(rid) is not None
+
+        await wait_until(restored, 10)
+        assert (await bus.admit(rid, member("Mallory"), "tMallory", "mallory")).status is Admission.REMOVED
+
+
 async def test_redis_tells_a_post_in_doubt_it_may_be_lost() -> None:
     bound = 0.3
     async with open_redis_server(private=True) as server, redis_bus(server.url, command_timeout=bound) as bus:

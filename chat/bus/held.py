@@ -1,15 +1,16 @@
 """What one instance puts back should Redis come back empty (a restart without persistence).
 
 Each instance remembers, for the rooms its members are in, the room's stored fields, each of
-its members with the sender and name it was admitted under, and the senders the owner
-removed. After the restart, every instance writes back its share with RESTORE: the room, its
-own seats, the names those seats hold and the removals, so a name stays its holder's and a
-removed member stays out.
+its members with the sender and name it was admitted under, and the senders the owner removed
+(those before its first member there came, from the admission; those since, as they happen).
+After the restart, every instance writes back its share with RESTORE: the room, its own seats,
+the names those seats hold and the removals, so a name stays its holder's and a removed member
+stays out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from . import MemberRecord
@@ -33,12 +34,13 @@ class HeldRooms:
     def __init__(self) -> None:
         self._rooms: dict[str, HeldRoom] = {}
 
-    def seat(self, room_id: str, meta: list[str], seat: Seat) -> None:
+    def seat(self, room_id: str, meta: list[str], seat: Seat, removed: Iterable[str] = ()) -> None:
         room = self._rooms.get(room_id)
         if room is None:
             room = self._rooms[room_id] = HeldRoom(meta)
         room.meta = meta
         room.seats[seat.member.connection_id] = seat
+        room.removed.update(removed)
 
     def let_go(self, room_id: str, connection_id: str) -> None:
         """This member is no longer put back; nor is its room once it held nobody else."""

@@ -288,7 +288,8 @@ class RedisBus:
         outcome = outcomes[int(status)]
         if outcome is not Admission.ADMITTED:
             return AdmitResult(outcome, int(count))
-        self._held.seat(room_id, meta[0], Seat(member, sender, name_key))
+        # The removals so far too: this instance may be the only one left to put them back.
+        self._held.seat(room_id, meta[0], Seat(member, sender, name_key), removed=meta[1])
         await self._enlist(room_id, member.connection_id, meta[0])
         return AdmitResult(outcome, int(count), _room(room_id, _fields(meta[0])))
 

@@ -14,7 +14,7 @@ local CONN = ARGV[1]
 
 # KEYS: meta, users, conn, names, revoked. ARGV[2..]: cid, room_id, display_name, connected_at,
 # is_owner, instance, sender, name key ('' for no check).
-# Returns {0, 0} no room, {1, count} full, {2, count, meta as a flat list} admitted,
+# Returns {0, 0} no room, {1, count} full, {2, count, meta as a flat list, removed senders} admitted,
 # {3, count} sender removed by the owner, {4, count} name taken.
 ADMIT = _PRELUDE + """
 local expires = redis.call('HGET', KEYS[1], 'expires_ms')
@@ -41,7 +41,7 @@ redis.call('HSET', KEYS[3], 'room_id', ARGV[3], 'display_name', ARGV[4], 'connec
            'is_owner', ARGV[6], 'instance', ARGV[7], 'sender', ARGV[8], 'name_key', name)
 redis.call('PEXPIREAT', KEYS[3], expires)
 if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[1], 'owners_online', 1) end
-return {2, count + 1, redis.call('HGETALL', KEYS[1])}
+return {2, count + 1, redis.call('HGETALL', KEYS[1]), redis.call('SMEMBERS', KEYS[5])}
 """
 
 # KEYS: meta, users, conn, dropped, names. ARGV[2..]: cid.
