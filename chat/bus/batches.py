@@ -56,7 +56,6 @@ class Batches:
         self._link = link
         self._queue, self._queued = trio.open_memory_channel[Job](QUEUED_JOBS)
         self._scripts: dict[str, str] = {}  # sha -> source, of the scripts jobs have called
-        self._blocked: set[trio.CancelScope] = set()
         link.on_loss(self._release)
 
     def session(self, nursery: trio.Nursery) -> None:
@@ -64,13 +63,8 @@ class Batches:
 
     async def run(self, *commands: Command) -> list[Any]:
         """The replies to ``commands``, sent together with those of concurrent jobs."""
-        if not self._link.ready:
-            raise BusUnavailable(UNAVAILABLE)
         job = Job(list(commands))
-        try:
-            self._queue.send_nowait(job)
-        except trio.WouldBlock:
-            await self._wait_to_queue(job)
+        await self._link.enqueue(self._queue, job)
         await job.done.wait()
         if job.error is not None:
             raise BusUnavailable(UNAVAILABLE) from job.error
@@ -86,21 +80,8 @@ class Batches:
         (reply,) = await self.run(("EVALSHA", script.sha, len(keys), *keys, *args))
         return reply
 
-    async def _wait_to_queue(self, job: Job) -> None:
-        # Wait for space, unless Redis goes away meanwhile: then the request hears of it.
-        with trio.CancelScope() as waiting:
-            self._blocked.add(waiting)
-            try:
-                await self._queue.send(job)
-                return
-            finally:
-                self._blocked.discard(waiting)
-        raise BusUnavailable(UNAVAILABLE)
-
     def _release(self) -> None:
         """The session ended: the jobs still waiting fail now rather than at the next one."""
-        for waiting in self._blocked:
-            waiting.cancel()
         lost = BusUnavailable(UNAVAILABLE)
         while True:
             try:

@@ -34,8 +34,8 @@ from redis import exceptions as rx
 from redis.asyncio.connection import AbstractConnection
 
 from ..arrivals import while_more_arrive
-from . import CONTROL, ROOM_RESYNC, SUBSCRIPTION_FRAMES, BusUnavailable, Receipt, keys
-from .link import LOST, UNAVAILABLE, RedisLink
+from . import CONTROL, ROOM_RESYNC, SUBSCRIPTION_FRAMES, Receipt, keys
+from .link import LOST, RedisLink
 from .posts import POSTS_PER_CALL, RedisPosts
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,6 @@ class RoomChannels:
         self._lost: set[str] = set()
         self._changed = trio.Event()
         self._outgoing, self._queued = trio.open_memory_channel[Outgoing](OUTGOING_FRAMES)
-        self._blocked: set[trio.CancelScope] = set()
         # Frames taken from the queue for the next batch: kept across sessions, in order.
         self._gathered: list[Outgoing] = []
         # The batch handed to the sender, of which Redis has answered the first ``_answered``.
@@ -131,27 +130,9 @@ class RoomChannels:
         await self._queue(Outgoing(room_id, message, post=True, receipt=receipt, dedupe=dedupe))
 
     async def _queue(self, outgoing: Outgoing) -> None:
-        if not self._link.ready:
-            raise BusUnavailable(UNAVAILABLE)
-        try:
-            self._outgoing.send_nowait(outgoing)
-        except trio.WouldBlock:
-            await self._wait_to_publish(outgoing)
-
-    async def _wait_to_publish(self, outgoing: Outgoing) -> None:
-        # Wait for space, unless Redis goes away meanwhile: then the sender hears of it.
-        with trio.CancelScope() as waiting:
-            self._blocked.add(waiting)
-            try:
-                await self._outgoing.send(outgoing)
-                return
-            finally:
-                self._blocked.discard(waiting)
-        raise BusUnavailable(UNAVAILABLE)
+        await self._link.enqueue(self._outgoing, outgoing)
 
     def _release(self) -> None:
-        for waiting in self._blocked:
-            waiting.cancel()
         for confirmed in self._confirmations.values():
             confirmed.set()
         self._confirmations.clear()

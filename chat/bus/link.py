@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 import trio_asyncio
@@ -34,6 +34,8 @@ BACKOFF_MIN_SECONDS = 0.05
 BACKOFF_MAX_SECONDS = 2.0
 
 UNAVAILABLE = "The chat backend (Redis) is unavailable; try again shortly"
+
+T = TypeVar("T")
 
 # Errors that mean "Redis cannot be reached", as opposed to a bad command. On a cluster, a
 # slot with no master to serve it (before its replica takes over, or before the cluster
@@ -76,6 +78,8 @@ class RedisLink:
         # turn wait here, before the command's time bound starts, so a burst of callers (a
         # reconnect storm) queues instead of reading as a Redis that stopped answering.
         self._turns = trio.Semaphore(POOL_CONNECTIONS)
+        # Callers waiting for room in a queue a session drains (see ``enqueue``).
+        self._waiting: set[trio.CancelScope] = set()
 
     def _client(self, url: str, client_name: str) -> Any:
         # No redis-py retries: a failed command ends the session, and the session's
@@ -149,6 +153,25 @@ class RedisLink:
             log.error("redis command failed: %s", error)
             raise BusUnavailable(UNAVAILABLE) from error
 
+    async def enqueue(self, channel: trio.MemorySendChannel[T], item: T) -> None:
+        """Put ``item`` in a bounded queue that the session drains: at once if there is room,
+        else once there is, unless Redis goes away meanwhile (then the caller hears of it)."""
+        if not self.ready:
+            raise BusUnavailable(UNAVAILABLE)
+        try:
+            channel.send_nowait(item)
+            return
+        except trio.WouldBlock:
+            pass
+        with trio.CancelScope() as waiting:
+            self._waiting.add(waiting)
+            try:
+                await channel.send(item)
+                return
+            finally:
+                self._waiting.discard(waiting)
+        raise BusUnavailable(UNAVAILABLE)
+
     def lost(self, error: BaseException) -> None:
         """End the current session: Redis (or our connection to it) failed."""
         if self.ready:
@@ -196,6 +219,8 @@ class RedisLink:
                         # reply) is retried with backoff rather than taking the server down.
                         self.lost(errors.exceptions[0])
                 self.ready = False
+                for waiting in self._waiting:
+                    waiting.cancel()
                 for callback in self._on_loss:
                     callback()
                 await self._disconnect_pool()
