@@ -27,6 +27,7 @@ from . import api, probes
 from .messaging import seats
 from .pool import percentiles
 from .report import emit
+from .worker import raise_fd_limit
 
 # A dial that has no hello by then counts as failed: a phone would have given up and retried.
 HELLO_WITHIN_SECONDS = 60.0
@@ -95,10 +96,7 @@ async def _dial_all(urls: list[str], start_at: float, release: trio.Event) -> di
 
 
 def _dialler(pipe: Connection, urls: list[str], start_at: float) -> None:
-    import resource
-
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    raise_fd_limit()
     pipe.send(trio.run(_dial_all, urls, start_at, trio.Event()))
 
 
