@@ -307,8 +307,10 @@ async def check_compose(image: str) -> None:
             for base in bases:
                 await until_healthy(base)
                 await expect_ready(base, "RedisBus")
-            say(f"compose: Redis and two app containers up, /readyz ready (RedisBus) after "
-                f"{time.monotonic() - started:.2f}s")
+            say(
+                f"compose: Redis and two app containers up, /readyz ready (RedisBus) after "
+                f"{time.monotonic() - started:.2f}s"
+            )
             async with chatting(*bases) as sockets:
                 say("compose: a room made on app, joined on app2: messages crossed both ways through Redis")
                 for name in containers:
@@ -335,8 +337,10 @@ async def check_deploy(image: str) -> None:
             run(*compose, "up", "--detach", "--no-build", timeout=300, env=env)
             await until_healthy(base)
             await expect_ready(base, None)
-            say(f"deploy: nginx, three app containers and Redis up, /readyz ready through nginx after "
-                f"{time.monotonic() - started:.2f}s on 127.0.0.1:{port}")
+            say(
+                f"deploy: nginx, three app containers and Redis up, /readyz ready through nginx after "
+                f"{time.monotonic() - started:.2f}s on 127.0.0.1:{port}"
+            )
             async with chatting(base, base) as sockets:
                 say("deploy: a room created, two members chatted through nginx")
                 for name in containers[:-1]:
@@ -346,6 +350,20 @@ async def check_deploy(image: str) -> None:
             say(f"deploy: down: close 1001 to both members through nginx {seconds:.2f}s after it began")
     finally:
         quietly(*compose, "down", env=env)
+
+
+async def until_cluster_formed(node: str) -> None:
+    """The cluster as ``node`` sees it: 3 masters serving every slot, within START_SECONDS.
+    Nodes learn of each other by gossip after `redis-cli --cluster create`, so a node may
+    briefly see a master's slots as unassigned after the first "state ok"."""
+    info = "no answer"
+    with trio.move_on_after(START_SECONDS):
+        while True:
+            info = run("podman", "exec", node, "redis-cli", "cluster", "info")
+            if "cluster_state:ok" in info and "cluster_size:3" in info:
+                return
+            await trio.sleep(0.2)
+    raise CheckFailed(f"the Redis Cluster was not 3 masters serving every slot within {START_SECONDS}s:\n{info}")
 
 
 async def check_cluster_deploy(image: str) -> None:
@@ -369,11 +387,11 @@ async def check_cluster_deploy(image: str) -> None:
             await until_healthy(base)
             for _ in range(3):  # nginx takes turns among the three: each of them ready
                 await expect_ready(base, None)
-            say(f"cluster deploy: nginx, three app containers and a Redis Cluster of six nodes up, /readyz "
-                f"ready through nginx after {time.monotonic() - started:.2f}s on 127.0.0.1:{port}")
-            info = run("podman", "exec", nodes[0], "redis-cli", "cluster", "info")
-            if "cluster_state:ok" not in info or "cluster_size:3" not in info:
-                raise CheckFailed(f"the Redis Cluster is not 3 masters serving every slot:\n{info}")
+            say(
+                f"cluster deploy: nginx, three app containers and a Redis Cluster of six nodes up, /readyz "
+                f"ready through nginx after {time.monotonic() - started:.2f}s on 127.0.0.1:{port}"
+            )
+            await until_cluster_formed(nodes[0])
             async with chatting(base, base) as sockets:
                 say("cluster deploy: a room created, two members chatted through nginx over the cluster")
                 seconds = await drained(sockets, [*compose, "down"], env)
