@@ -48,6 +48,10 @@ RESYNC_WAIT_SECONDS = 10.0
 SLOW_LIMITS = "OUTBOX_FRAMES or OUTBOX_BYTES"
 # Frames that stop a batch: the room's end or resync, and frames a member relayed.
 STOPS = ("\x00", *protocol.RELAYED)
+# Members come and go in waves (a page of them opening, an instance's members coming back
+# after a restart): a presence frame waits this long for the rest of its wave, so the wave
+# costs each member one write instead of one per arrival. Well under what a person notices.
+PRESENCE_GATHER_SECONDS = 0.02
 
 
 class LiveRoom:
@@ -88,6 +92,8 @@ class LiveRoom:
                     self.subscribed.set()
                     task_status.started()
                     async for frame in frames:
+                        if frame.startswith(protocol.PRESENCE_PREFIX):
+                            await _gather_wave(frames)
                         await while_more_arrive(frames, FAN_OUT_FRAMES)
                         waiting: str | None = frame
                         while waiting is not None:
@@ -280,6 +286,12 @@ class LiveRoom:
         self.scope.cancel()
 
 
+
+
+async def _gather_wave(frames: trio.MemoryReceiveChannel[str]) -> None:
+    """Let the rest of a presence frame's wave arrive, unless a full batch waits already."""
+    if frames.statistics().current_buffer_used < FAN_OUT_FRAMES:
+        await trio.sleep(PRESENCE_GATHER_SECONDS)
 
 
 def _next_waiting(frames: trio.MemoryReceiveChannel[str]) -> str | None:
