@@ -21,6 +21,7 @@ import secrets
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypeVar
 
 from . import clock, protocol
@@ -223,13 +224,13 @@ class RoomRules:
         """The room and a member token, once the password (if any) is right, a seat is free
         and the name is not taken. ``token``: one the client already holds for the room (a
         rejoin); one of a member the owner removed is refused."""
-        room, seats_taken = await _found(self.bus.occupancy, room_id)
+        key = name_key(display_name)
+        room, seats_taken, name_held = await _found(partial(self.bus.occupancy, name_key=key), room_id)
         await self._check_password(room, password)
         if token and self.tokens.verify(token, room_id) and await self.bus.revoked(room_id, sender_of("t", token)):
             raise Removed()
         # A first look only: admission (atomic, on every instance) has the last word.
-        key = name_key(display_name)
-        if key == room.owner_key or any(name_key(m.display_name) == key for m in await self.bus.members(room_id)):
+        if key == room.owner_key or name_held:
             raise NameTaken(display_name)
         if seats_taken >= room.max_users:
             raise RoomFull()

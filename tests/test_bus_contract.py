@@ -209,11 +209,11 @@ async def test_admit_until_full_and_not_into_missing_rooms(backend: Backend) -> 
     room = new_room(max_users=2)
     await bus.create_room(room)
     first, second, third = member("Ann"), member("Bob", owner=True), member("Cid")
-    assert await bus.occupancy(room.room_id) == (room, 0)
+    assert await bus.occupancy(room.room_id) == (room, 0, False)
     admitted = await bus.admit(room.room_id, first)
     assert (admitted.online_count, admitted.room) == (1, room)
     assert (await bus.admit(room.room_id, second)).status is Admission.ADMITTED
-    assert await bus.occupancy(room.room_id) == (room, 2)
+    assert await bus.occupancy(room.room_id) == (room, 2, False)
     full = await bus.admit(room.room_id, third)
     assert (full.status, full.online_count, full.room) == (Admission.FULL, 2, None)
     assert (await bus.admit("no-such-room", third)).status is Admission.NO_ROOM
@@ -251,7 +251,7 @@ async def test_concurrent_creations_counts_and_admissions_each_get_their_own_ans
         hits.setdefault(room.room_id, []).append((await bus.count(f"create:{room.room_id}", 60))[0])
         await bus.create_room(room)
         found = await bus.occupancy(room.room_id)
-        assert found == (room, 0)
+        assert found == (room, 0, False)
         seated[room.room_id] = []
 
     async with trio.open_nursery() as nursery:
@@ -301,12 +301,16 @@ async def test_a_name_is_one_senders_until_its_last_seat_departs(backend: Backen
     assert (await bus.admit(rid, jane, "tJane", "jane")).status is Admission.ADMITTED
     assert (await bus.admit(rid, tab, "tJane", "jane")).status is Admission.ADMITTED  # Same sender.
     assert (await bus.admit(rid, other, "tOther", "jane")).status is Admission.NAME_TAKEN
+    # The first look a REST join takes sees it too, without listing the members.
+    assert await bus.occupancy(rid, "jane") == (room, 2, True)
+    assert await bus.occupancy(rid, "ann") == (room, 2, False)
     # The owner's name is the owner's alone, whether or not the owner is online.
     assert (await bus.admit(rid, member("BOB"), "tBob?", "bob")).status is Admission.NAME_TAKEN
     assert (await bus.admit(rid, member("Bob", owner=True), "tBob", "bob")).status is Admission.ADMITTED
     await bus.depart(rid, jane.connection_id)
     assert (await bus.admit(rid, other, "tOther", "jane")).status is Admission.NAME_TAKEN
     await bus.depart(rid, tab.connection_id)
+    assert await bus.occupancy(rid, "jane") == (room, 1, False)
     assert (await bus.admit(rid, other, "tOther", "jane")).status is Admission.ADMITTED
 
 
@@ -616,7 +620,7 @@ async def test_redis_requests_waiting_when_redis_stops_answering_fail_and_later_
         await wait_until(answering, 10)
         later = new_room()
         await bus.create_room(later)
-        assert await bus.occupancy(later.room_id) == (later, 0)
+        assert await bus.occupancy(later.room_id) == (later, 0, False)
         assert (await bus.admit(later.room_id, member())).status is Admission.ADMITTED
 
 
@@ -632,7 +636,7 @@ async def test_redis_steps_go_on_after_its_scripts_are_flushed() -> None:
             nursery.start_soon(bus.count, "join:a", 60)
             nursery.start_soon(bus.admit, room.room_id, member())
         assert (await bus.count("join:a", 60))[0] == 3
-        assert (await bus.occupancy(room.room_id)) == (room, 1)
+        assert (await bus.occupancy(room.room_id)) == (room, 1, False)
         assert bus.ready and bus.reconnects == 0
 
 

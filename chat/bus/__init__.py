@@ -176,8 +176,9 @@ class Bus(Protocol):
     async def get_room(self, room_id: str) -> RoomRecord | None:
         """The room, or None when it does not exist or has expired."""
 
-    async def occupancy(self, room_id: str) -> tuple[RoomRecord, int] | None:
-        """The room and how many of its seats are taken, in one step; None as ``get_room``."""
+    async def occupancy(self, room_id: str, name_key: str = "") -> tuple[RoomRecord, int, bool] | None:
+        """The room, how many of its seats are taken, and whether a member's seat holds
+        ``name_key`` (the name as compared; none: False), in one step; None as ``get_room``."""
 
     async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         """Remove the room, its presence and its history; True only for the one call that

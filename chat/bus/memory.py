@@ -124,9 +124,9 @@ class MemoryBus:
         room = self._live(room_id)
         return room.record if room else None
 
-    async def occupancy(self, room_id: str) -> tuple[RoomRecord, int] | None:
+    async def occupancy(self, room_id: str, name_key: str = "") -> tuple[RoomRecord, int, bool] | None:
         room = self._live(room_id)
-        return (room.record, len(room.members)) if room else None
+        return (room.record, len(room.members), bool(name_key) and name_key in room.names) if room else None
 
     async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         removed = self._rooms.pop(room_id, None) is not None

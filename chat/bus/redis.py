@@ -207,11 +207,15 @@ class RedisBus:
     async def get_room(self, room_id: str) -> RoomRecord | None:
         return _live_room(room_id, await self._link.call(self._link.client.hgetall, keys.room_meta(room_id)))
 
-    async def occupancy(self, room_id: str) -> tuple[RoomRecord, int] | None:
-        # Seats are counted as ADMIT counts them; ADMIT, atomic, has the last word anyway.
-        meta, taken = await self._batches.run(("HGETALL", keys.room_meta(room_id)), ("SCARD", keys.room_users(room_id)))
+    async def occupancy(self, room_id: str, name_key: str = "") -> tuple[RoomRecord, int, bool] | None:
+        # Seats and names are looked at as ADMIT does; ADMIT, atomic, has the last word anyway.
+        meta, taken, *held = await self._batches.run(
+            ("HGETALL", keys.room_meta(room_id)),
+            ("SCARD", keys.room_users(room_id)),
+            *([("HEXISTS", keys.room_names(room_id), name_key)] if name_key else []),
+        )
         room = _live_room(room_id, _fields(meta))
-        return (room, int(taken)) if room else None
+        return (room, int(taken), bool(held and int(held[0]))) if room else None
 
     async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         expired = _ms(clock.now()) >= _expires_ms(self._held.meta(room_id))
