@@ -27,6 +27,12 @@ async def ping_members(members: Callable[[], Sequence[Pingable]], interval: floa
     while True:
         everyone = members()
         for start in range(SLICES):
-            for member in everyone[start::SLICES]:
-                member.ping()
+            _ping(everyone[start::SLICES])
             await trio.sleep(interval / SLICES)
+
+
+def _ping(members: Sequence[Pingable]) -> None:
+    # A function of its own, so that no loop variable keeps the last member pinged alive
+    # while the task sleeps.
+    for member in members:
+        member.ping()
