@@ -563,6 +563,25 @@ async def test_redis_reaps_the_members_of_a_dead_instance() -> None:
         assert [m.connection_id for m in await survivor.members(room.room_id)] == [alive.connection_id]
 
 
+async def test_redis_reaps_an_instance_that_emptied_and_filled_again() -> None:
+    """Its last member's departure took it out of the registry: its next member puts it back,
+    or a reaper would never find that member once the instance dies."""
+    async with open_redis_server() as server, redis_bus(server.url) as survivor:
+        room = new_room()
+        await survivor.create_room(room)
+        rid = room.room_id
+        ghost = member("Bob")
+        async with redis_bus(server.url) as doomed:
+            first = member("Ann")
+            await doomed.admit(rid, first)
+            await doomed.depart(rid, first.connection_id)
+            await doomed.admit(rid, ghost)
+        with trio.fail_after(PRESENCE_TIMEOUT * 4):
+            while not (ours := [g for g in await survivor.reap() if g.room_id == rid]):
+                pass
+        assert [g.member for g in ours] == [ghost]
+
+
 async def test_a_redis_that_stops_answering_counts_as_down_until_it_answers_again() -> None:
     bound = 0.3
     async with open_redis_server(private=True) as server, redis_bus(server.url, command_timeout=bound) as bus:

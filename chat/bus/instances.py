@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import clock
 from . import keys
+from .batches import Batches, Unbatched
 from .link import RedisLink
 
 # KEYS: conns, alive. ARGV: alive_ms, expires (ms), then cid, room_id pairs.
@@ -65,10 +66,16 @@ return 1
 
 
 class InstanceIndex:
-    def __init__(self, link: RedisLink, instance_id: str, alive_ms: int) -> None:
+    def __init__(self, link: RedisLink, batches: Batches | Unbatched, instance_id: str, alive_ms: int) -> None:
         self._link = link
+        self._batches = batches
         self.instance_id = instance_id
         self._alive_ms = alive_ms
+        # Until when (ms) the registry holds this instance, as far as this instance knows:
+        # enlisting members of rooms that end sooner needs no REGISTER of its own. Should the
+        # registry lose it anyway (a Redis restarted empty, a reaper's mistake), the next
+        # heartbeat registers it again.
+        self._registered_until_ms = 0
         client = link.client
         self._enlist = client.register_script(ENLIST)
         self._forget = client.register_script(FORGET)
@@ -85,10 +92,16 @@ class InstanceIndex:
         flat = [value for pair in members for value in pair]
         if not flat:
             return
-        call = self._link.command if session else self._link.call
-        await call(self._enlist, keys=self._keys(self.instance_id), args=[self._alive_ms, expires_ms, *flat])
-        life_ms = max(1, expires_ms - _now_ms())
-        await call(self._register, keys=[keys.INSTANCES], args=[self.instance_id, life_ms])
+        index_keys, args = self._keys(self.instance_id), [self._alive_ms, expires_ms, *flat]
+        if session:  # Putting a restarted Redis back: registered again whatever it held.
+            await self._link.command(self._enlist, keys=index_keys, args=args)
+            await self._link.command(self._register, keys=[keys.INSTANCES], args=[self.instance_id, _life(expires_ms)])
+        else:  # A member entering: with other requests' steps.
+            await self._batches.script(self._enlist, index_keys, args)
+            if expires_ms <= self._registered_until_ms:
+                return
+            await self._batches.script(self._register, [keys.INSTANCES], [self.instance_id, _life(expires_ms)])
+        self._registered_until_ms = max(self._registered_until_ms, expires_ms)
 
     async def forget(self, instance_id: str, connection_ids: Iterable[str]) -> None:
         """No longer ``instance_id``'s members; an instance left with none leaves the registry."""
@@ -96,6 +109,8 @@ class InstanceIndex:
         if not cids:
             return
         if await self._link.call(self._forget, keys=self._keys(instance_id), args=cids):
+            if instance_id == self.instance_id:
+                self._registered_until_ms = 0
             await self._link.call(self._link.client.srem, keys.INSTANCES, instance_id)
             # A member enlisted meanwhile (its registry entry may have gone before ours went):
             # registered again, so a reaper still finds it.
@@ -130,3 +145,8 @@ class InstanceIndex:
 
 def _now_ms() -> int:
     return int(clock.now() * 1000)
+
+
+def _life(expires_ms: int) -> int:
+    """How long the registry must hold an instance whose members' rooms end at ``expires_ms``."""
+    return max(1, expires_ms - _now_ms())

@@ -143,7 +143,7 @@ class RedisBus:
         self._beat_seconds = presence_timeout_seconds / 3
         self._alive_ms = max(1, int(presence_timeout_seconds * 2000 / 3))
         self._ready_at = float("inf")
-        self._index = InstanceIndex(self._link, self.instance_id, self._alive_ms)
+        self._index = InstanceIndex(self._link, self._batches, self.instance_id, self._alive_ms)
         # Members (room id, connection id) whose departure failed: the next sweep hands them back.
         self._orphans: set[tuple[str, str]] = set()
         self._held = HeldRooms()
@@ -432,10 +432,10 @@ class RedisBus:
         await self._channels.post(room_id, message, receipt, dedupe)
 
     async def history(self, room_id: str, since: int | None, epoch: str | None, limit: int) -> History:
-        reply = await self._link.call(
+        reply = await self._batches.script(
             self._history,
-            keys=[keys.room_meta(room_id), *keys.room_history(room_id)],
-            args=[new_epoch(), "" if since is None else since, epoch or "", max(0, limit)],
+            [keys.room_meta(room_id), *keys.room_history(room_id)],
+            [new_epoch(), "" if since is None else since, epoch or "", max(0, limit)],
         )
         if not reply:
             return History(NO_POSITION, [], False)
