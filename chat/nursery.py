@@ -48,10 +48,6 @@ RESYNC_WAIT_SECONDS = 10.0
 SLOW_LIMITS = "OUTBOX_FRAMES or OUTBOX_BYTES"
 # Frames that stop a batch: the room's end or resync, and frames a member relayed.
 STOPS = ("\x00", *protocol.RELAYED)
-# Members come and go in waves (a page of them opening, an instance's members coming back
-# after a restart): a presence frame waits this long for the rest of its wave, so the wave
-# costs each member one write instead of one per arrival. Well under what a person notices.
-PRESENCE_GATHER_SECONDS = 0.02
 
 
 class LiveRoom:
@@ -71,8 +67,6 @@ class LiveRoom:
         self._skip_upto: int | None = None
         # Set once the room stops taking members: it ended, expired or emptied.
         self.ended = False
-        # The presence wave being gathered or sent, if any.
-        self.wave: Wave | None = None
 
     @property
     def room_id(self) -> str:
@@ -94,16 +88,26 @@ class LiveRoom:
                     self.subscribed.set()
                     task_status.started()
                     async for frame in frames:
-                        try:
-                            if frame.startswith(protocol.PRESENCE_PREFIX) and _room_for_more(frames):
-                                self.wave = Wave()
-                                await self.wave.gather()
-                            if not await self._fan_out_from(frame, frames):
+                        await while_more_arrive(frames, FAN_OUT_FRAMES)
+                        waiting: str | None = frame
+                        while waiting is not None:
+                            batch, stop = self._backlog(waiting, frames)
+                            if batch:
+                                self.fan_out(batch)
+                            if stop is None:
+                                break
+                            if stop == ROOM_END:
+                                self.end(protocol.CLOSE_NORMAL, "Room closed")
                                 return
-                        finally:
-                            if self.wave is not None:
-                                self.wave.sent.set()
-                                self.wave = None
+                            if stop == ROOM_RESYNC:
+                                if not await self._resync():
+                                    await self._end_as_found()
+                                    return
+                            elif stop.startswith(ROOM_REMOVE):
+                                self.remove_sender(stop[len(ROOM_REMOVE) :])
+                            else:
+                                self.relay(stop)
+                            waiting = _next_waiting(frames)
             if self.scope.cancelled_caught and trio.current_time() >= self.scope.deadline:
                 log.info("room %s ended: expired", self.room_id, extra={"room_id": self.room_id, "event": "room_ended"})
                 self.end(protocol.CLOSE_NORMAL, "Room expired", protocol.system(self.room_id, protocol.EXPIRED))
@@ -117,31 +121,6 @@ class LiveRoom:
                 self.hub.metrics.error("room_failed")
                 self.end(protocol.CLOSE_INTERNAL, "Room failed; reconnect")
             self.subscribed.set()
-
-    async def _fan_out_from(self, frame: str, frames: trio.MemoryReceiveChannel[str]) -> bool:
-        """``frame`` and those that follow it meanwhile, to every member; False once the
-        room has ended."""
-        await while_more_arrive(frames, FAN_OUT_FRAMES)
-        waiting: str | None = frame
-        while waiting is not None:
-            batch, stop = self._backlog(waiting, frames)
-            if batch:
-                self.fan_out(batch)
-            if stop is None:
-                return True
-            if stop == ROOM_END:
-                self.end(protocol.CLOSE_NORMAL, "Room closed")
-                return False
-            if stop == ROOM_RESYNC:
-                if not await self._resync():
-                    await self._end_as_found()
-                    return False
-            elif stop.startswith(ROOM_REMOVE):
-                self.remove_sender(stop[len(ROOM_REMOVE) :])
-            else:
-                self.relay(stop)
-            waiting = _next_waiting(frames)
-        return True
 
     async def _locate(self) -> bool:
         """Where the room's messages stand now that it is subscribed; False if it is gone."""
@@ -303,29 +282,6 @@ class LiveRoom:
 
 
 
-def _room_for_more(frames: trio.MemoryReceiveChannel[str]) -> bool:
-    return frames.statistics().current_buffer_used < FAN_OUT_FRAMES
-
-
-class Wave:
-    """A presence frame waiting for the rest of its wave. A member entering meanwhile cuts
-    the wait short and enters once the wave is sent: what the room heard before it came is
-    not news to it."""
-
-    __slots__ = ("_waiting", "sent")
-
-    def __init__(self) -> None:
-        self._waiting = trio.CancelScope(deadline=trio.current_time() + PRESENCE_GATHER_SECONDS)
-        self.sent = trio.Event()
-
-    async def gather(self) -> None:
-        with self._waiting:
-            await trio.sleep_forever()
-
-    def send_now(self) -> None:
-        self._waiting.cancel()
-
-
 def _next_waiting(frames: trio.MemoryReceiveChannel[str]) -> str | None:
     try:
         return frames.receive_nowait()
@@ -443,11 +399,6 @@ class Hub:
             room.members[member.connection_id] = member
             await self._nursery.start(room.run)
         else:
-            if room.wave is not None:
-                room.wave.send_now()
-                await room.wave.sent.wait()
-                if room.ended:  # Ended meanwhile: the member starts it afresh.
-                    return await self.add(record, member)
             room.members[member.connection_id] = member
             await room.subscribed.wait()
         return room

@@ -122,11 +122,6 @@ def chat_message(room_id: str, connection_id: str, display_name: str, text: str)
     )
 
 
-# Every presence frame starts so (``encode`` keeps the key order): a LiveRoom tells one apart
-# without decoding it.
-PRESENCE_PREFIX = '{"type":"presence",'
-
-
 def presence(
     room_id: str, event: str, connection_id: str, display_name: str, online_count: int, is_owner: bool = False
 ) -> str:

@@ -210,28 +210,3 @@ async def test_end_is_idempotent() -> None:
             assert system_messages(socket) == [protocol.SHUTTING_DOWN]
             assert socket.closed == (1001, "Server shutting down")
         assert hub.rooms == {} and room_tasks() == []
-
-
-async def test_a_wave_of_presence_is_one_write_and_news_only_to_who_was_there(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    """Presence frames close together go out in one write per member; a member entering
-    while they gather gets none of them (they came before it), only what follows."""
-    async with running_hub() as (bus, hub, nursery):
-        record = room_record()
-        await bus.create_room(record)
-        rid = record.room_id
-        ann, ann_socket = recording_member("ann", nursery)
-        await hub.add(record, ann)
-        online = [protocol.presence(rid, "user_online", f"c-{name}", name, 2) for name in ("bob", "cid", "dan")]
-        await bus.publish(rid, online[0])
-        await bus.publish(rid, online[1])
-        await trio.testing.wait_all_tasks_blocked()  # The room gathers the rest of the wave.
-        assert ann_socket.writes == []
-        bob, bob_socket = recording_member("bob", nursery)
-        await hub.add(record, bob)
-        assert ann_socket.texts() == online[:2] and len(ann_socket.writes) == 1
-        assert bob_socket.texts() == []
-        await bus.publish(rid, online[2])
-        await trio.sleep(1)
-        assert ann_socket.texts() == online and bob_socket.texts() == [online[2]]
