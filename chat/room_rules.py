@@ -21,7 +21,6 @@ import secrets
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import TypeVar
 
 from . import clock, protocol
@@ -151,6 +150,18 @@ def sender_of(kind: str, proof: str) -> str:
     return kind + hashlib.blake2b(proof.encode(), digest_size=12).hexdigest()
 
 
+def _within_limit(action: str, counted: tuple[int, float], per_minute: int) -> None:
+    """RateLimited once a client's ``counted`` hits of ``action`` (and the seconds left in
+    its window) pass ``per_minute``."""
+    hits, left = counted
+    if hits > per_minute:
+        raise RateLimited(
+            f"Too many {action} requests from your address (at most {per_minute} a minute); "
+            f"try again in {max(1, round(left))} s",
+            retry_after=left,
+        )
+
+
 async def _found(look_up: Callable[[str], Awaitable[T | None]], room_id: str) -> T:
     """What ``look_up`` finds for a room that exists; ``RoomNotFound`` otherwise."""
     found = await look_up(room_id) if len(room_id) <= ROOM_ID_MAX_CHARS else None
@@ -169,13 +180,7 @@ class RoomRules:
 
     async def allow(self, action: str, address: str, per_minute: int) -> None:
         """Count one ``action`` ("create", "join") from a client address against its limit."""
-        hits, left = await self.bus.count(f"{action}:{address}", 60)
-        if hits > per_minute:
-            raise RateLimited(
-                f"Too many {action} requests from your address (at most {per_minute} a minute); "
-                f"try again in {max(1, round(left))} s",
-                retry_after=left,
-            )
+        _within_limit(action, await self.bus.count(f"{action}:{address}", 60), per_minute)
 
     async def find(self, room_id: str) -> RoomRecord:
         return await _found(self.bus.get_room, room_id)
@@ -219,13 +224,30 @@ class RoomRules:
         return room, self._token(room, new.owner_name, "owner")
 
     async def join(
-        self, room_id: str, display_name: str, password: str | None, token: str | None = None
+        self,
+        room_id: str,
+        display_name: str,
+        password: str | None,
+        token: str | None = None,
+        *,
+        address: str | None = None,
     ) -> tuple[RoomRecord, str]:
         """The room and a member token, once the password (if any) is right, a seat is free
         and the name is not taken. ``token``: one the client already holds for the room (a
-        rejoin); one of a member the owner removed is refused."""
+        rejoin); one of a member the owner removed is refused. ``address``: the client's,
+        counted against JOINS_PER_MINUTE in the same step as the first look at the room."""
         key = name_key(display_name)
-        room, seats_taken, name_held = await _found(partial(self.bus.occupancy, name_key=key), room_id)
+        if address is None:
+            found = await self.bus.occupancy(room_id, key) if len(room_id) <= ROOM_ID_MAX_CHARS else None
+        elif len(room_id) > ROOM_ID_MAX_CHARS:
+            await self.allow("join", address, self.settings.joins_per_minute)
+            found = None
+        else:
+            counted, found = await self.bus.count_and_occupancy(f"join:{address}", 60, room_id, key)
+            _within_limit("join", counted, self.settings.joins_per_minute)
+        if found is None:
+            raise RoomNotFound()
+        room, seats_taken, name_held = found
         await self._check_password(room, password)
         if token and self.tokens.verify(token, room_id) and await self.bus.revoked(room_id, sender_of("t", token)):
             raise Removed()

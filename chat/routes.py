@@ -109,9 +109,15 @@ async def create(app: ChatApp, caller: Caller) -> dict[str, Any]:
 
 async def join(app: ChatApp, room_id: str, caller: Caller) -> dict[str, Any]:
     """POST /rooms/{room_id}/join: the joiner's answer."""
-    await app.rooms.allow("join", caller.address, app.settings.joins_per_minute)
-    joining = await caller.body(JoinRoom)
-    room, token = await app.rooms.join(room_id, joining.display_name, joining.password or None, caller.bearer_token)
+    try:
+        joining = await caller.body(JoinRoom)
+    except Exception:
+        # Too many requests is said before a bad body is, and a bad body counts too.
+        await app.rooms.allow("join", caller.address, app.settings.joins_per_minute)
+        raise
+    room, token = await app.rooms.join(
+        room_id, joining.display_name, joining.password or None, caller.bearer_token, address=caller.address
+    )
     url = ws_url(app, caller, room.room_id, token) + ("" if joining.read_receipts else "&read_receipts=false")
     return {"ws_url": url, "expires_at": clock.iso(room.expires_at)}
 

@@ -222,6 +222,20 @@ async def test_admit_until_full_and_not_into_missing_rooms(backend: Backend) -> 
     assert listed == [first, second]
 
 
+async def test_a_count_and_a_look_at_the_room_in_one_step(backend: Backend) -> None:
+    bus = backend.bus
+    room = replace(new_room(), owner_key="bob")
+    await bus.create_room(room)
+    await bus.admit(room.room_id, member("Jane"), "tJane", "jane")
+    key = f"join:{secrets.token_hex(8)}"
+    (hits, left), found = await bus.count_and_occupancy(key, 60, room.room_id, "jane")
+    assert hits == 1 and 0 < left <= 60 and found == (room, 1, True)
+    (hits, _), found = await bus.count_and_occupancy(key, 60, room.room_id, "ann")
+    assert hits == 2 and found == (room, 1, False)
+    (hits, _), found = await bus.count_and_occupancy(key, 60, "no-such-room")
+    assert hits == 3 and found is None
+
+
 async def test_admission_is_atomic_under_a_race(backend: Backend) -> None:
     bus = backend.bus
     room = new_room(max_users=20)

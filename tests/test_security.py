@@ -101,6 +101,28 @@ async def test_room_creations_and_joins_are_limited_per_address() -> None:
             await join_room(http, room["room_id"], "Ann")
         refused_join = await http.post(f"/rooms/{room['room_id']}/join", json={"display_name": "Ann"})
         assert refused_join.status_code == 429 and "Retry-After" in refused_join.headers
+        # The count is said first: no look at rooms, names or bodies past the limit.
+        for path, body in (
+            ("/rooms/no-such-room/join", {"display_name": "Ann"}),
+            (f"/rooms/{room['room_id']}/join", {"display_name": "owner"}),
+            (f"/rooms/{room['room_id']}/join", {"display_name": ""}),
+        ):
+            assert (await http.post(path, json=body)).status_code == 429, path
+
+
+async def test_joins_are_limited_across_instances_through_redis() -> None:
+    async with open_redis_server() as redis:
+        env = {"REDIS_URL": redis.url, "JOINS_PER_MINUTE": "3"}
+        async with server_process(env) as one, server_process(env) as two:
+            async with one.server.client() as first, two.server.client() as second:
+                room = await create_room(first)
+                codes = [
+                    (await client.post(f"/rooms/{room['room_id']}/join", json={"display_name": name})).status_code
+                    for client, name in ((first, "Ann"), (second, "owner"), (first, "Cid"), (second, "Dan"))
+                ]
+                unknown = await first.post("/rooms/no-such-room/join", json={"display_name": "Eve"})
+        # The owner's name is taken (409), and still counted; the fourth is one too many.
+        assert codes == [200, 409, 200, 429] and unknown.status_code == 429
 
 
 async def test_limits_hold_across_instances_through_redis() -> None:

@@ -180,6 +180,12 @@ class Bus(Protocol):
         """The room, how many of its seats are taken, and whether a member's seat holds
         ``name_key`` (the name as compared; none: False), in one step; None as ``get_room``."""
 
+    async def count_and_occupancy(
+        self, key: str, window_seconds: float, room_id: str, name_key: str = ""
+    ) -> tuple[tuple[int, float], tuple[RoomRecord, int, bool] | None]:
+        """``count`` and ``occupancy`` together, in one step where the backend can: a REST
+        join's rate count and its first look at the room."""
+
     async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         """Remove the room, its presence and its history; True only for the one call that
         removed it. That call leaves ``final_frame`` (the system message saying why the room

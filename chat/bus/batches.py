@@ -76,9 +76,13 @@ class Batches:
 
     async def script(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """One call of a registered Lua script, as a job of its own."""
-        self._scripts[script.sha] = script.script  # type: ignore[assignment]
-        (reply,) = await self.run(("EVALSHA", script.sha, len(keys), *keys, *args))
+        (reply,) = await self.run(self.evalsha(script, keys, args))
         return reply
+
+    def evalsha(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Command:
+        """A call of a registered Lua script, as one of a job's commands."""
+        self._scripts[script.sha] = script.script  # type: ignore[assignment]
+        return ("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def _release(self) -> None:
         """The session ended: the jobs still waiting fail now rather than at the next one."""

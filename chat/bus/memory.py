@@ -128,6 +128,11 @@ class MemoryBus:
         room = self._live(room_id)
         return (room.record, len(room.members), bool(name_key) and name_key in room.names) if room else None
 
+    async def count_and_occupancy(
+        self, key: str, window_seconds: float, room_id: str, name_key: str = ""
+    ) -> tuple[tuple[int, float], tuple[RoomRecord, int, bool] | None]:
+        return await self.count(key, window_seconds), await self.occupancy(room_id, name_key)
+
     async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         removed = self._rooms.pop(room_id, None) is not None
         if removed and final_frame:  # An empty one is none, as on Redis.

@@ -43,7 +43,7 @@ from . import (
     new_hold,
     scripts,
 )
-from .batches import Batches, Unbatched
+from .batches import Batches, Command, Unbatched
 from .channels import RoomChannels
 from .cluster import ClusterLink, ShardedChannels
 from .held import HeldRooms, Seat
@@ -208,14 +208,16 @@ class RedisBus:
         return _live_room(room_id, await self._link.call(self._link.client.hgetall, keys.room_meta(room_id)))
 
     async def occupancy(self, room_id: str, name_key: str = "") -> tuple[RoomRecord, int, bool] | None:
-        # Seats and names are looked at as ADMIT does; ADMIT, atomic, has the last word anyway.
-        meta, taken, *held = await self._batches.run(
-            ("HGETALL", keys.room_meta(room_id)),
-            ("SCARD", keys.room_users(room_id)),
-            *([("HEXISTS", keys.room_names(room_id), name_key)] if name_key else []),
-        )
-        room = _live_room(room_id, _fields(meta))
-        return (room, int(taken), bool(held and int(held[0]))) if room else None
+        return _occupancy(room_id, await self._batches.run(*_occupancy_commands(room_id, name_key)))
+
+    async def count_and_occupancy(
+        self, key: str, window_seconds: float, room_id: str, name_key: str = ""
+    ) -> tuple[tuple[int, float], tuple[RoomRecord, int, bool] | None]:
+        if not isinstance(self._batches, Batches):  # A cluster: the counter lives on another node.
+            return await self.count(key, window_seconds), await self.occupancy(room_id, name_key)
+        counted = self._batches.evalsha(self._count, [keys.counter(key)], [_window_ms(window_seconds)])
+        (hits, ttl_ms), *look = await self._batches.run(counted, *_occupancy_commands(room_id, name_key))
+        return (int(hits), max(0, int(ttl_ms)) / 1000), _occupancy(room_id, look)
 
     async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         expired = _ms(clock.now()) >= _expires_ms(self._held.meta(room_id))
@@ -448,8 +450,7 @@ class RedisBus:
             yield frames
 
     async def count(self, key: str, window_seconds: float) -> tuple[int, float]:
-        window_ms = max(1, int(window_seconds * 1000))
-        hits, ttl_ms = await self._batches.script(self._count, [keys.counter(key)], [window_ms])
+        hits, ttl_ms = await self._batches.script(self._count, [keys.counter(key)], [_window_ms(window_seconds)])
         return int(hits), max(0, int(ttl_ms)) / 1000
 
     async def reap(self) -> list[Ghost]:
@@ -484,6 +485,24 @@ class RedisBus:
             Ghost(room_id, MemberRecord(cid, name, float(connected_at), is_owner == "1"))
             for cid, name, connected_at, is_owner in _rows(flat, 4)
         ]
+
+
+def _occupancy_commands(room_id: str, name_key: str) -> list[Command]:
+    # Seats and names are looked at as ADMIT does; ADMIT, atomic, has the last word anyway.
+    commands: list[Command] = [("HGETALL", keys.room_meta(room_id)), ("SCARD", keys.room_users(room_id))]
+    if name_key:
+        commands.append(("HEXISTS", keys.room_names(room_id), name_key))
+    return commands
+
+
+def _occupancy(room_id: str, replies: list[Any]) -> tuple[RoomRecord, int, bool] | None:
+    meta, taken, *held = replies
+    room = _live_room(room_id, _fields(meta))
+    return (room, int(taken), bool(held and int(held[0]))) if room else None
+
+
+def _window_ms(window_seconds: float) -> int:
+    return max(1, int(window_seconds * 1000))
 
 
 def _live_room(room_id: str, fields: dict[str, str]) -> RoomRecord | None:
