@@ -6,6 +6,7 @@ source keeps them in step, and lets tests drive expiry with ``MockClock`` withou
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 
@@ -35,7 +36,21 @@ def deadline_at(epoch_seconds: float) -> float:
     return at + (epoch_seconds - wall)
 
 
+# The formatted second last asked for: every frame carries a timestamp, and most of those a
+# server makes in one second share everything but the milliseconds.
+_second: tuple[float, str] = (-1.0, "")
+
+
 def iso(epoch_seconds: float) -> str:
-    """ISO 8601 UTC with millisecond precision and a ``Z`` suffix."""
-    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """ISO 8601 UTC with millisecond precision and a ``Z`` suffix (as ``datetime`` rounds:
+    to the nearest microsecond, then down to the millisecond)."""
+    global _second
+    fraction, whole = math.modf(epoch_seconds)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    if _second[0] != whole:
+        _second = (whole, datetime.fromtimestamp(whole, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S."))
+    return f"{_second[1]}{micros // 1000:03d}Z"
