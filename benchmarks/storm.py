@@ -17,7 +17,6 @@ import time
 from array import array
 from collections import Counter
 from multiprocessing.connection import Connection
-from typing import Any
 
 import httpx
 import trio
@@ -52,7 +51,11 @@ async def _join_all(rooms: list[api.Room], urls: list[str], per_room: int) -> li
     return dial
 
 
-async def _dial_all(urls: list[str], start_at: float, release: trio.Event) -> dict[str, Any]:
+async def _dial_all(urls: list[str], start_at: float, pipe: Connection) -> None:
+    """Dial every url at ``start_at``; once each is back or failed, report to the parent and
+    hold the sockets until it says every dialler is done: an owner's socket closed early
+    would end its room under members still dialling from another process."""
+    release = trio.Event()
     hello_ms = array("d")
     failures: Counter[str] = Counter()
     settled = trio.Event()
@@ -90,14 +93,14 @@ async def _dial_all(urls: list[str], start_at: float, release: trio.Event) -> di
             nursery.start_soon(one, url)
         await settled.wait()  # Everyone back, or failed.
         last = max(hello_ms, default=0.0)
-        await trio.sleep(SETTLE_SECONDS)
+        pipe.send({"hello_ms": hello_ms.tobytes(), "failures": dict(failures), "last_ms": last})
+        await trio.to_thread.run_sync(pipe.recv)
         release.set()
-    return {"hello_ms": hello_ms.tobytes(), "failures": dict(failures), "last_ms": last}
 
 
 def _dialler(pipe: Connection, urls: list[str], start_at: float) -> None:
     raise_fd_limit()
-    pipe.send(trio.run(_dial_all, urls, start_at, trio.Event()))
+    trio.run(_dial_all, urls, start_at, pipe)
 
 
 def storm(args: argparse.Namespace) -> None:
@@ -116,6 +119,9 @@ def storm(args: argparse.Namespace) -> None:
         processes.append(process)
     with probes.CpuUse(args.pids) as servers:
         replies = [pipe.recv() for pipe in pipes]
+        time.sleep(SETTLE_SECONDS)  # Everyone is back or failed: held a moment, then let go.
+    for pipe in pipes:
+        pipe.send("release")
     for process in processes:
         process.join(30)
     hello_ms = array("d")
