@@ -21,10 +21,11 @@ from .http import ChatApp, create_app
 
 log = logging.getLogger("chat")
 
-# Connections the kernel queues before the server accepts them (Linux caps it at
-# net.core.somaxconn, 4096 by default). Hypercorn's 100 drops the SYNs of a reconnect storm,
-# and each dropped client retries only after 1, 3, 7, 15 ... seconds.
-LISTEN_BACKLOG = 4096
+# Connections the kernel queues before the server accepts them: as many as Linux allows, which
+# is net.core.somaxconn (4096 by default), so a host that takes bigger storms raises only that.
+# Hypercorn's 100 drops the SYNs of a reconnect storm, and each dropped client retries only
+# after 1, 3, 7, 15 ... seconds.
+LISTEN_BACKLOG = 65535
 
 
 def hypercorn_config(settings: Settings) -> Config:
