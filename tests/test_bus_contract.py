@@ -558,6 +558,17 @@ async def test_redis_leaves_no_key_once_rooms_end() -> None:
         assert await backend.our_keys(*names) == []
 
 
+async def restarted_empty(server: RedisServer, bus: RedisBus, room_id: str) -> None:
+    """Restart ``server`` with nothing in it; return once ``bus`` has put ``room_id`` back."""
+    await server.stop()
+    await server.start()
+
+    async def restored() -> bool:
+        return bus.ready and await bus.get_room(room_id) is not None
+
+    await wait_until(restored, 10)
+
+
 async def test_redis_reaps_the_members_of_a_dead_instance() -> None:
     async with open_redis_server() as server, redis_bus(server.url) as survivor:
         room = new_room()
@@ -895,13 +906,7 @@ async def test_redis_restarted_empty_gives_the_room_a_new_epoch() -> None:
         await bus.admit(room.room_id, member("Bob", owner=True))  # What this instance restores.
         await post_all(bus, room.room_id, chat("one"), chat("two"))
         before = (await bus.history(room.room_id, None, None, 50)).position
-        await server.stop()
-        await server.start()
-
-        async def restored() -> bool:
-            return bus.ready and await bus.get_room(room.room_id) is not None
-
-        await wait_until(restored, 10)
+        await restarted_empty(server, bus, room.room_id)
         after = await bus.history(room.room_id, 2, before.epoch, 50)
         assert after.position.epoch != before.epoch and after.position.offset == 0
         assert (after.frames, after.complete) == ([], False)
@@ -924,13 +929,7 @@ async def test_redis_restarted_empty_keeps_names_taken_and_removed_members_out()
         await bus.admit(rid, mallory, "tMallory", "mallory")
         assert await bus.revoke(rid, mallory.connection_id) == "tMallory"
         await bus.depart(rid, mallory.connection_id)
-        await server.stop()
-        await server.start()
-
-        async def restored() -> bool:
-            return bus.ready and await bus.get_room(rid) is not None
-
-        await wait_until(restored, 10)
+        await restarted_empty(server, bus, rid)
         assert (await bus.admit(rid, member("JANE"), "tOther", "jane")).status is Admission.NAME_TAKEN
         assert (await bus.admit(rid, member("Mallory"), "tMallory", "mallory")).status is Admission.REMOVED
         assert await bus.revoked(rid, "tMallory")
@@ -956,13 +955,7 @@ async def test_redis_restarted_empty_keeps_a_removal_made_before_this_instance_h
             assert await first.revoke(rid, mallory.connection_id) == "tMallory"
             await first.depart(rid, mallory.connection_id)
             assert (await bus.admit(rid, member("Ann"), "tAnn", "ann")).status is Admission.ADMITTED
-        await server.stop()
-        await server.start()
-
-        async def restored() -> bool:
-            return bus.ready and await bus.get_room(rid) is not None
-
-        await wait_until(restored, 10)
+        await restarted_empty(server, bus, rid)
         assert (await bus.admit(rid, member("Mallory"), "tMallory", "mallory")).status is Admission.REMOVED
 
 

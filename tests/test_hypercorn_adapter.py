@@ -21,6 +21,19 @@ FRAMES = 200
 PAYLOAD = 60_000  # 200 x 60 kB: far beyond the socket buffers, so writes go partial
 
 
+class ForeignStream:
+    """A WebSocket stream that is not Hypercorn's WSStream: only what the adapter reads of one."""
+
+    stream_id = 1
+
+    def __init__(self, *, closed: bool = False, state: ASGIWebsocketState = ASGIWebsocketState.CONNECTED) -> None:
+        self.closed = closed
+        self.state = state
+
+    async def send(self, event: object) -> None:
+        pass
+
+
 SHAPE_CHANGED = (
     f"Hypercorn {HYPERCORN_VERSION} is installed, and its connection objects no longer have the shape "
     "chat/ws/hypercorn_adapter.py relies on (checked against 0.17 and 0.18)"
@@ -72,13 +85,8 @@ async def test_batches_reach_the_peer_whole_and_in_order_through_both_write_path
 def test_a_connection_of_another_shape_falls_back_with_one_warning_naming_the_version(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    class OtherStream:
-        closed = False
-        state = ASGIWebsocketState.CONNECTED
-        stream_id = 1
-
-        async def send(self, event: object) -> None:
-            pass
+    class OtherStream(ForeignStream):
+        pass
 
     hypercorn_adapter.shape_changed.cache_clear()
     with caplog.at_level("WARNING", logger="chat.ws.hypercorn_adapter"):
@@ -94,11 +102,7 @@ async def test_a_write_that_meets_the_close_is_dropped() -> None:
     closes can find the socket busy; generated-input runs met it as a crashed handler
     ("Error in ASGI Framework: BusyResourceError"). The batch is dropped instead."""
 
-    class ClosingStream:
-        closed = False
-        state = ASGIWebsocketState.CONNECTED
-        stream_id = 1
-
+    class ClosingStream(ForeignStream):
         async def send(self, event: object) -> None:
             raise trio.BusyResourceError("another task is currently sending data on this SocketStream")
 
@@ -111,15 +115,8 @@ def test_a_peer_gone_before_its_handshake_was_answered_is_a_lost_connection() ->
     """A client that gives up while its handshake waits (a reconnect storm) leaves a stream
     without a wsproto connection: no goodbye, no socket option to set, and no crash."""
 
-    class UnansweredStream:
-        closed = True
-        state = ASGIWebsocketState.HANDSHAKE
-        stream_id = 1
-
-        async def send(self, event: object) -> None:
-            pass
-
-    transport = HypercornTransport(UnansweredStream())  # type: ignore[arg-type]
+    unanswered = ForeignStream(closed=True, state=ASGIWebsocketState.HANDSHAKE)
+    transport = HypercornTransport(unanswered)  # type: ignore[arg-type]
     assert not transport.goodbye_received()
     closed = socket.socket()
     closed.close()

@@ -32,10 +32,10 @@ NOT_SENT = "A message of yours may not have reached the room (the chat backend f
 # Longest ``since`` taken: offsets are counters, and a number this long is no offset of ours.
 SINCE_MAX_DIGITS = 18
 EPOCH_MAX_CHARS = 64
-# ``read_receipts=`` values that turn read receipts off for the socket's member.
 # Sockets let through handshake and admission at once (see Session._entering): enough to keep
 # the backend's pipeline full, few enough that each finishes in milliseconds.
 ENTERING_AT_ONCE = 64
+# ``read_receipts=`` values that turn read receipts off for the socket's member.
 RECEIPTS_OFF = frozenset({"false", "0", "no", "off"})
 
 
@@ -107,42 +107,50 @@ class Session:
         return None
 
     async def serve(self, socket: AsgiSocket, room_id: str) -> None:
-        metrics = self.metrics
         with self.hub.serving():
             async with self._entering:
-                try:
-                    await socket.accept()
-                except Disconnected:
-                    return
-                # Two pings unanswered by the peer's kernel: it is gone (see chat.ws.pings).
-                socket.give_up_unacknowledged_after(2 * self.settings.ws_ping_seconds)
-                refusal = self._refusal(socket, room_id)
-                if refusal is not None:
-                    code, reason, label = refusal
-                    metrics.refused(label)
-                    await socket.close(code, reason)
-                    return
-                try:
-                    since, epoch = _resume_point(socket)
-                    entry, online_count = await self.rooms.admit(
-                        room_id, socket.token(), socket.display_name(), resuming=since is not None
-                    )
-                except (RoomError, InvalidName, InvalidResume) as error:
-                    if isinstance(error, NameTaken | Removed):
-                        reason = "name_taken" if isinstance(error, NameTaken) else "removed"
-                    elif isinstance(error, RoomError):
-                        reason = refusal_reason(error.status)
-                    else:
-                        reason = "invalid_name" if isinstance(error, InvalidName) else "invalid_resume"
-                    metrics.refused(reason)
-                    told = error.reason if isinstance(error, NameTaken) else str(error)
-                    await socket.close(protocol.CLOSE_POLICY, told)
-                    return
-                except BusUnavailable as error:
-                    metrics.refused("backend_unavailable")
-                    await socket.close(protocol.CLOSE_TRY_AGAIN, str(error))
-                    return
-            await self._chat(socket, entry, online_count, since, epoch)
+                entered = await self._enter(socket, room_id)
+            if entered is not None:
+                await self._chat(socket, *entered)
+
+    async def _enter(
+        self, socket: AsgiSocket, room_id: str
+    ) -> tuple[Entry, int, int | None, str | None] | None:
+        """Handshake and seat: the member's entry, the online count and where it resumes
+        from; None once the socket was refused (and closed) or its peer left."""
+        metrics = self.metrics
+        try:
+            await socket.accept()
+        except Disconnected:
+            return None
+        # Two pings unanswered by the peer's kernel: it is gone (see chat.ws.pings).
+        socket.give_up_unacknowledged_after(2 * self.settings.ws_ping_seconds)
+        refusal = self._refusal(socket, room_id)
+        if refusal is not None:
+            code, reason, label = refusal
+            metrics.refused(label)
+            await socket.close(code, reason)
+            return None
+        try:
+            since, epoch = _resume_point(socket)
+            entry, online_count = await self.rooms.admit(
+                room_id, socket.token(), socket.display_name(), resuming=since is not None
+            )
+        except (RoomError, InvalidName, InvalidResume) as error:
+            if isinstance(error, NameTaken | Removed):
+                reason = "name_taken" if isinstance(error, NameTaken) else "removed"
+            elif isinstance(error, RoomError):
+                reason = refusal_reason(error.status)
+            else:
+                reason = "invalid_name" if isinstance(error, InvalidName) else "invalid_resume"
+            metrics.refused(reason)
+            await socket.close(protocol.CLOSE_POLICY, error.reason if isinstance(error, NameTaken) else str(error))
+            return None
+        except BusUnavailable as error:
+            metrics.refused("backend_unavailable")
+            await socket.close(protocol.CLOSE_TRY_AGAIN, str(error))
+            return None
+        return entry, online_count, since, epoch
 
     async def _chat(
         self, socket: AsgiSocket, entry: Entry, online_count: int, since: int | None, epoch: str | None
