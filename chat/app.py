@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from quart import current_app
 from quart_trio import QuartTrio
@@ -13,6 +13,9 @@ from .metrics import Metrics
 from .nursery import Hub
 from .rooms import Rooms
 
+if TYPE_CHECKING:
+    from .http import RoomSockets
+
 
 class ChatApp(QuartTrio):
     """Built by ``chat.http.create_app``; one per server."""
@@ -22,6 +25,8 @@ class ChatApp(QuartTrio):
     hub: Hub
     rooms: Rooms
     metrics: Metrics
+    # Served on their own connections (chat.connections) when Hypercorn's Trio worker serves.
+    room_sockets: RoomSockets
 
 
 def current() -> ChatApp:

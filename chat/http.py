@@ -29,6 +29,7 @@ from .origins import Origins
 from .rest_lane import RestLane
 from .rooms import Rooms
 from .routes import rooms
+from .ws.raw import RawWebSocket
 from .ws.session import Session
 from .ws.socket import AsgiSocket
 
@@ -73,6 +74,7 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     _run_services(app)
     session = Session(settings, app.rooms, app.hub, origins, app.metrics)
     app.asgi_app = _asgi(app, session, RestLane(app, origins))  # type: ignore[method-assign]
+    app.room_sockets = RoomSockets(session, settings.frame_max_bytes)
     return app
 
 
@@ -118,6 +120,22 @@ def _asgi(app: ChatApp, session: Session, lane: RestLane) -> Any:
         # Client address (per-address limits) and scheme (wss:// in ws_url) from the proxy.
         return ProxyFixMiddleware(asgi, mode="legacy", trusted_hops=app.settings.trusted_proxy_hops)
     return asgi
+
+
+class RoomSockets:
+    """Room sockets for chat.connections, which serves them on their connections."""
+
+    def __init__(self, session: Session, frame_max_bytes: int) -> None:
+        self._session = session
+        self._frame_max_bytes = frame_max_bytes
+
+    @staticmethod
+    def room_of(path: str) -> str | None:
+        return _room_of_socket(path)
+
+    async def serve(self, scope: dict[str, Any], websocket: RawWebSocket, room_id: str) -> None:
+        socket = AsgiSocket(scope, websocket.receive, websocket.send, self._frame_max_bytes, websocket)
+        await self._session.serve(socket, room_id)
 
 
 def _room_of_socket(path: str) -> str | None:

@@ -20,6 +20,7 @@ import trio
 from hypercorn.trio import serve
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from chat import connections
 from chat.__main__ import hypercorn_config
 from chat.app import ChatApp
 from chat.bus import Bus
@@ -56,6 +57,7 @@ async def running_app(config: Settings | None = None, bus: Bus | None = None) ->
     config = config or settings()
     app = create_app(config, bus)
     hyper = hypercorn_config(config)
+    connections.install()  # As chat.__main__ serves: room sockets on their own connections.
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(lambda task_status: serve(app, hyper, task_status=task_status))
         yield Server(binds[0], app)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 from pydantic import TypeAdapter, ValidationError
@@ -33,16 +33,42 @@ class Disconnected(Exception):
     """The peer closed the WebSocket or the connection dropped."""
 
 
+class Transport(Protocol):
+    """The connection under a socket, for what ASGI cannot say: ``HypercornTransport``, or
+    ``RawWebSocket`` for a socket served on its connection (chat.connections)."""
+
+    @property
+    def direct(self) -> bool: ...
+
+    def write_now(self, data: bytes) -> int: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    def give_up_unacknowledged_after(self, seconds: float) -> None: ...
+
+    def goodbye_received(self) -> bool: ...
+
+    async def abort(self) -> None: ...
+
+
 class AsgiSocket:
     __slots__ = ("_receive", "_send", "_transport", "closed", "disconnected", "dropped", "frame_max_bytes", "scope")
 
-    def __init__(self, scope: dict[str, Any], receive: Any, send: Any, frame_max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        frame_max_bytes: int | None = None,
+        transport: Transport | None = None,
+    ) -> None:
         self.scope = scope
         self.frame_max_bytes = frame_max_bytes
         self._receive = receive
         self._send = send
-        stream = hypercorn_stream(send)
-        self._transport = HypercornTransport(stream) if stream is not None else None
+        if transport is None and (stream := hypercorn_stream(send)) is not None:
+            transport = HypercornTransport(stream)
+        self._transport = transport
         self.closed = False
         self.disconnected = False
         # The connection ended without the peer's close frame (network lost, peer killed).
