@@ -27,7 +27,6 @@ import trio
 from hypercorn.config import Config
 from hypercorn.protocol.ws_stream import Handshake
 from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.utils import parse_socket_addr
 
 from .ws.hypercorn_adapter import HYPERCORN_VERSION
 from .ws.raw import MAX_RECV, RawWebSocket
@@ -75,6 +74,8 @@ class Replayed(trio.abc.HalfCloseableStream):
 class Connection:
     """Built by Hypercorn's worker for each accepted connection, in place of its TCPServer."""
 
+    __slots__ = ("app", "config", "context", "state", "stream")
+
     def __init__(self, app: Any, config: Config, context: Any, state: Any, stream: Any) -> None:
         self.app, self.config, self.context, self.state, self.stream = app, config, context, state, stream
 
@@ -105,17 +106,15 @@ class Connection:
         if waiting.cancelled_caught or (isinstance(event, h11.ConnectionClosed) and not received):
             await trio.aclose_forcefully(self.stream)  # Timed out, or connected and left silently.
             return
-        request = event if isinstance(event, h11.Request) else None
-        room_id = _room_socket(request, sockets) if request is not None else None
-        if request is None or room_id is None:
-            await self._hypercorn(bytes(received))
-            return
-        handshake = Handshake(request.headers, request.http_version.decode())
-        if not handshake.is_valid():
-            await self._hypercorn(bytes(received))  # Hypercorn's 400, as before.
+        upgrade = _upgrade(event, parser, sockets, self.stream, self.config)
+        # Neither the parser nor the request stays referenced from this frame for the
+        # socket's life: the WebSocket lets go of them once it has answered the handshake.
+        del event, parser
+        if upgrade is None:
+            await self._hypercorn(bytes(received))  # Hypercorn's answer, 400 included.
             return
         del received
-        await self._serve_room_socket(sockets, request, parser, handshake, room_id)
+        await self._serve_room_socket(sockets, *upgrade)
 
     async def _first_event(self, parser: h11.Connection, received: bytearray) -> Any:
         while True:
@@ -127,20 +126,8 @@ class Connection:
             parser.receive_data(data)
 
     async def _serve_room_socket(
-        self, sockets: RoomSockets, request: h11.Request, parser: h11.Connection, handshake: Handshake, room_id: str
+        self, sockets: RoomSockets, scope: dict[str, Any], websocket: RawWebSocket, room_id: str
     ) -> None:
-        socket = self.stream.socket
-        path, _, query_string = request.target.partition(b"?")
-        scope = {
-            "type": "websocket",
-            "scheme": "ws",
-            "http_version": request.http_version.decode(),
-            "path": unquote(path.decode("ascii")),
-            "query_string": query_string,
-            "headers": list(request.headers),
-            "client": parse_socket_addr(socket.family, socket.getpeername()),
-        }
-        websocket = RawWebSocket(self.stream, self.config, parser, handshake)
         try:
             await sockets.serve(scope, websocket, room_id)
         except Exception:
@@ -154,6 +141,26 @@ class Connection:
                 except (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError):
                     pass
                 await self.stream.aclose()
+
+
+def _upgrade(
+    event: Any, parser: h11.Connection, sockets: RoomSockets, stream: trio.SocketStream, config: Config
+) -> tuple[dict[str, Any], RawWebSocket, str] | None:
+    """A valid WebSocket upgrade to a room's socket: its scope, its socket and its room."""
+    if not isinstance(event, h11.Request) or (room_id := _room_socket(event, sockets)) is None:
+        return None
+    handshake = Handshake(event.headers, event.http_version.decode())
+    if not handshake.is_valid():
+        return None
+    path, _, query_string = event.target.partition(b"?")
+    # What the session reads of its socket (chat.ws.socket): the path, query and headers.
+    scope = {
+        "type": "websocket",
+        "path": unquote(path.decode("ascii")),
+        "query_string": query_string,
+        "headers": list(event.headers),
+    }
+    return scope, RawWebSocket(stream, config, parser, handshake), room_id
 
 
 def _room_socket(request: h11.Request, sockets: RoomSockets) -> str | None:

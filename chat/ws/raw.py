@@ -67,7 +67,8 @@ class RawWebSocket:
         self.h11: h11.Connection | None = h11_connection
         self._handshake: Handshake | None = handshake
         self.ws: Connection | None = None
-        self._lock = trio.Lock()
+        # Made when a write first has to wait: most sockets never need one.
+        self._lock: trio.Lock | None = None
         self._max_message: int | None = config.websocket_max_message_size
         self._pending: list[Event] = []
         self._fragments: list[Any] = []
@@ -198,7 +199,7 @@ class RawWebSocket:
     def write_now(self, data: bytes) -> int:
         """Write what the socket takes right now, without waiting; how many bytes that was.
         Synchronous, so nobody can start sending between the check of the lock and the write."""
-        if self._lock.locked() or not self.open:
+        if self._busy or not self.open:
             return 0
         try:
             return os.write(self._stream.socket.fileno(), data)
@@ -209,14 +210,17 @@ class RawWebSocket:
         """All of ``data``, after whatever another task is writing; dropped once the
         connection is gone. Shielded, as Hypercorn's sends are: a frame cut in half would
         garble every frame after it. A peer that stopped reading is cut off with abort()."""
-        if self._lock.locked():
-            await self._lock.acquire()
+        if self._lock is None:
+            self._lock = trio.Lock()
+        lock = self._lock
+        if lock.locked():
+            await lock.acquire()
             rest = data
         else:
             sent = self._write_raw(data)
             if sent == len(data):
                 return
-            self._lock.acquire_nowait()  # Before any checkpoint: nobody writes in between.
+            lock.acquire_nowait()  # Before any checkpoint: nobody writes in between.
             rest = data[sent:]
         try:
             with trio.CancelScope(shield=True):
@@ -224,7 +228,12 @@ class RawWebSocket:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:
-            self._lock.release()
+            lock.release()
+
+    @property
+    def _busy(self) -> bool:
+        """A write is under way: nothing may go before the rest of it."""
+        return self._lock is not None and self._lock.locked()
 
     def _write_raw(self, data: bytes) -> int:
         try:

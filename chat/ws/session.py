@@ -150,6 +150,7 @@ class Session:
             metrics.refused("backend_unavailable")
             await socket.close(protocol.CLOSE_TRY_AGAIN, str(error))
             return None
+        socket.entered()
         return entry, online_count, since, epoch
 
     async def _chat(

@@ -52,7 +52,17 @@ class Transport(Protocol):
 
 
 class AsgiSocket:
-    __slots__ = ("_receive", "_send", "_transport", "closed", "disconnected", "dropped", "frame_max_bytes", "scope")
+    __slots__ = (
+        "_own_scope",
+        "_receive",
+        "_send",
+        "_transport",
+        "closed",
+        "disconnected",
+        "dropped",
+        "frame_max_bytes",
+        "scope",
+    )
 
     def __init__(
         self,
@@ -66,6 +76,8 @@ class AsgiSocket:
         self.frame_max_bytes = frame_max_bytes
         self._receive = receive
         self._send = send
+        # A transport handed in comes with a scope made for this socket alone (chat.connections).
+        self._own_scope = transport is not None
         if transport is None and (stream := hypercorn_stream(send)) is not None:
             transport = HypercornTransport(stream)
         self._transport = transport
@@ -91,6 +103,12 @@ class AsgiSocket:
             if key.lower() == wanted:
                 return bytes(value).decode("latin-1")
         return None
+
+    def entered(self) -> None:
+        """Its headers were read on the way in (origin, host): a scope of our own (a socket
+        served on its connection) lets go of them rather than keep them for the socket's life."""
+        if self._own_scope:
+            self.scope.pop("headers", None)
 
     def arg(self, name: str) -> str | None:
         # Parsed on each call (twice per connection) rather than kept for its whole life.
