@@ -14,7 +14,7 @@ from .nursery import Hub
 from .rooms import Rooms
 
 if TYPE_CHECKING:
-    from .http import RoomSockets
+    from .http import Lanes
 
 
 class ChatApp(QuartTrio):
@@ -26,7 +26,7 @@ class ChatApp(QuartTrio):
     rooms: Rooms
     metrics: Metrics
     # Served on their own connections (chat.connections) when Hypercorn's Trio worker serves.
-    room_sockets: RoomSockets
+    lanes: Lanes
 
 
 def current() -> ChatApp:

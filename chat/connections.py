@@ -1,17 +1,18 @@
-"""Each accepted connection: a room's WebSocket served on it directly, anything else by Hypercorn.
+"""Each accepted connection: room sockets, room creation and joining served on it directly,
+anything else by Hypercorn.
 
-Hypercorn's Trio worker hands every accepted connection to its ``TCPServer``. Ours reads the
-connection's first request head itself (h11, with Hypercorn's size limit and keep-alive
-timeout). A WebSocket upgrade to ``/rooms/{room_id}/ws`` is served right there, in this task,
-by chat.ws.raw: no second task, ASGI queue or Hypercorn stream per member. Anything else (REST,
-pages, HTTP/2, a request h11 rejects, an upgrade Hypercorn would refuse) goes to Hypercorn's
-own ``TCPServer`` with the bytes read so far replayed in front of the stream, so it sees the
-connection exactly as it arrived and answers as it always did.
+Hypercorn's Trio worker hands every accepted connection to its ``TCPServer``. Ours reads each
+request head itself (h11, with Hypercorn's size limit and keep-alive timeout), in the
+connection's own task:
 
-Installed by replacing the ``TCPServer`` name in ``hypercorn.trio.run`` (what its worker builds
-per connection), checked against Hypercorn 0.17 and 0.18 (tests/test_connections.py). It serves
-room sockets only for an app that offers them (``ChatApp.room_sockets``): any other ASGI app
-served by the same process gets Hypercorn's connection unchanged; so does a TLS connection.
+- a WebSocket upgrade to ``/rooms/{room_id}/ws`` is served right there by chat.ws.raw: no
+  second task, ASGI queue or Hypercorn stream per member, and the connection is the socket's;
+- ``POST /rooms`` and ``POST /rooms/{room_id}/join`` (chat.rest_lane's) are answered by
+  chat.raw_http, and the connection goes on to its next request (keep-alive, as Hypercorn);
+- anything else (pages, the rest of the API, HTTP/2, a request h11 rejects, an upgrade Hypercorn
+  would refuse) goes to Hypercorn's own ``TCPServer`` with the bytes of that request so far
+  replayed in front of the stream, so Hypercorn sees the connection from there exactly as it
+  arrived and answers as it always did; the connection is Hypercorn's from then on.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ import trio
 from hypercorn.config import Config
 from hypercorn.protocol.ws_stream import Handshake
 from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.utils import parse_socket_addr
 
+from .raw_http import RawExchange
 from .ws.hypercorn_adapter import HYPERCORN_VERSION
 from .ws.raw import MAX_RECV, RawWebSocket
 
@@ -37,10 +40,16 @@ log = logging.getLogger(__name__)
 FINISH_SECONDS = 1.0
 
 
-class RoomSockets(Protocol):
+class Lanes(Protocol):
+    """What the app serves on its connections itself (chat.http.Lanes)."""
+
     def room_of(self, path: str) -> str | None: ...
 
-    def serve(self, scope: dict[str, Any], websocket: RawWebSocket, room_id: str) -> Awaitable[None]: ...
+    def serve_socket(self, scope: dict[str, Any], websocket: RawWebSocket, room_id: str) -> Awaitable[None]: ...
+
+    def takes(self, method: bytes, target: bytes) -> bool: ...
+
+    def serve_rest(self, scope: dict[str, Any], exchange: RawExchange) -> Awaitable[None]: ...
 
 
 class Replayed(trio.abc.HalfCloseableStream):
@@ -87,36 +96,46 @@ class Connection:
         return TCPServer(self.app, self.config, self.context, self.state, stream)
 
     async def run(self) -> None:
-        sockets: RoomSockets | None = getattr(getattr(self.app, "app", None), "room_sockets", None)
-        if sockets is None or not isinstance(self.stream, trio.SocketStream) or self.config.server_names:
+        lanes: Lanes | None = getattr(getattr(self.app, "app", None), "lanes", None)
+        if lanes is None or not isinstance(self.stream, trio.SocketStream) or self.config.server_names:
             await self._hypercorn()
             return
         parser = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size)
-        received = bytearray()
-        event: Any = None
-        # As Hypercorn: a connection whose first request head is not in by the keep-alive
-        # timeout is closed without an answer.
-        with trio.move_on_after(self.config.keep_alive_timeout) as waiting:
-            try:
-                event = await self._first_event(parser, received)
-            except h11.RemoteProtocolError:
-                pass  # Hypercorn's to answer (a 400), or to take as HTTP/2.
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+        answered = 0
+        while True:
+            # The bytes of this request so far, from its first: Hypercorn gets them if it is not ours.
+            received = bytearray(parser.trailing_data[0])
+            event: Any = None
+            # As Hypercorn: a connection whose next request head is not in by the keep-alive
+            # timeout is closed without an answer.
+            with trio.move_on_after(self.config.keep_alive_timeout) as waiting:
+                try:
+                    event = await self._next_event(parser, received)
+                except h11.RemoteProtocolError:
+                    pass  # Hypercorn's to answer (a 400), or to take as HTTP/2.
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return
+            if waiting.cancelled_caught or (isinstance(event, h11.ConnectionClosed) and not received):
+                await trio.aclose_forcefully(self.stream)  # Idle too long, or left without a word.
                 return
-        if waiting.cancelled_caught or (isinstance(event, h11.ConnectionClosed) and not received):
-            await trio.aclose_forcefully(self.stream)  # Timed out, or connected and left silently.
+            if isinstance(event, h11.Request) and lanes.takes(event.method, event.target):
+                answered += 1
+                if not await self._serve_rest(lanes, event, parser, answered):
+                    return
+                parser.start_next_cycle()
+                continue
+            upgrade = _upgrade(event, parser, lanes, self.stream, self.config)
+            # Neither the parser nor the request stays referenced from this frame for the
+            # socket's life: the WebSocket lets go of them once it has answered the handshake.
+            del event, parser
+            if upgrade is None:
+                await self._hypercorn(bytes(received))  # Hypercorn's answer, 400 included.
+                return
+            del received
+            await self._serve_room_socket(lanes, *upgrade)
             return
-        upgrade = _upgrade(event, parser, sockets, self.stream, self.config)
-        # Neither the parser nor the request stays referenced from this frame for the
-        # socket's life: the WebSocket lets go of them once it has answered the handshake.
-        del event, parser
-        if upgrade is None:
-            await self._hypercorn(bytes(received))  # Hypercorn's answer, 400 included.
-            return
-        del received
-        await self._serve_room_socket(sockets, *upgrade)
 
-    async def _first_event(self, parser: h11.Connection, received: bytearray) -> Any:
+    async def _next_event(self, parser: h11.Connection, received: bytearray) -> Any:
         while True:
             event = parser.next_event()
             if event is not h11.NEED_DATA:
@@ -125,29 +144,72 @@ class Connection:
             received += data
             parser.receive_data(data)
 
+    async def _serve_rest(self, lanes: Lanes, request: h11.Request, parser: h11.Connection, answered: int) -> bool:
+        """Serve one of chat.rest_lane's requests; whether the connection may take another."""
+        exchange = RawExchange(
+            self.stream, parser, self.config, close=answered >= self.config.keep_alive_max_requests
+        )
+        try:
+            await lanes.serve_rest(_http_scope(request, self.stream), exchange)
+        except Exception:
+            log.exception("REST request failed")
+            if not exchange.answered:
+                await exchange.answer(500, [(b"content-length", b"0")], b"")
+        if parser.our_state is h11.DONE and parser.their_state is h11.DONE:
+            return True
+        # Ended mid-request (a body left unread, a client gone) or told to close: as Hypercorn.
+        with trio.CancelScope(shield=True) as ending:
+            ending.deadline = trio.current_time() + FINISH_SECONDS
+            await _end(self.stream)
+        return False
+
     async def _serve_room_socket(
-        self, sockets: RoomSockets, scope: dict[str, Any], websocket: RawWebSocket, room_id: str
+        self, lanes: Lanes, scope: dict[str, Any], websocket: RawWebSocket, room_id: str
     ) -> None:
         try:
-            await sockets.serve(scope, websocket, room_id)
+            await lanes.serve_socket(scope, websocket, room_id)
         except Exception:
             log.exception("room socket failed")
         finally:
             with trio.CancelScope(shield=True) as ending:
                 ending.deadline = trio.current_time() + FINISH_SECONDS
                 await websocket.finish()
-                try:
-                    await self.stream.send_eof()
-                except (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError):
-                    pass
-                await self.stream.aclose()
+                await _end(self.stream)
+
+
+async def _end(stream: trio.SocketStream) -> None:
+    """End the connection as Hypercorn does: our side first (FIN), then the socket."""
+    try:
+        await stream.send_eof()
+    except (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError):
+        pass
+    await stream.aclose()
+
+
+def _http_scope(request: h11.Request, stream: trio.SocketStream) -> dict[str, Any]:
+    """An HTTP request's ASGI scope, as Hypercorn's HTTPStream makes it (what chat.rest_lane reads)."""
+    path, _, query_string = request.target.partition(b"?")
+    socket = stream.socket
+    return {
+        "type": "http",
+        "http_version": request.http_version.decode(),
+        "method": request.method.decode("ascii").upper(),
+        "scheme": "http",
+        "path": unquote(path.decode("ascii")),
+        "raw_path": path,
+        "query_string": query_string,
+        "root_path": "",
+        "headers": list(request.headers),
+        "client": parse_socket_addr(socket.family, socket.getpeername()),
+        "server": parse_socket_addr(socket.family, socket.getsockname()),
+    }
 
 
 def _upgrade(
-    event: Any, parser: h11.Connection, sockets: RoomSockets, stream: trio.SocketStream, config: Config
+    event: Any, parser: h11.Connection, lanes: Lanes, stream: trio.SocketStream, config: Config
 ) -> tuple[dict[str, Any], RawWebSocket, str] | None:
     """A valid WebSocket upgrade to a room's socket: its scope, its socket and its room."""
-    if not isinstance(event, h11.Request) or (room_id := _room_socket(event, sockets)) is None:
+    if not isinstance(event, h11.Request) or (room_id := _room_socket(event, lanes)) is None:
         return None
     handshake = Handshake(event.headers, event.http_version.decode())
     if not handshake.is_valid():
@@ -163,7 +225,7 @@ def _upgrade(
     return scope, RawWebSocket(stream, config, parser, handshake), room_id
 
 
-def _room_socket(request: h11.Request, sockets: RoomSockets) -> str | None:
+def _room_socket(request: h11.Request, lanes: Lanes) -> str | None:
     """The room of a WebSocket upgrade to a room's socket path (an upgrade as Hypercorn's
     HTTP/1.1 protocol tells one)."""
     if request.method != b"GET":
@@ -178,7 +240,7 @@ def _room_socket(request: h11.Request, sockets: RoomSockets) -> str | None:
         return None
     path = request.target.partition(b"?")[0]
     try:
-        return sockets.room_of(unquote(path.decode("ascii")))
+        return lanes.room_of(unquote(path.decode("ascii")))
     except UnicodeDecodeError:
         return None
 

@@ -11,6 +11,7 @@ import mimetypes
 import re
 from functools import partial
 from typing import Any
+from urllib.parse import unquote
 
 import trio
 from hypercorn.middleware import ProxyFixMiddleware
@@ -26,6 +27,7 @@ from .metrics import Metrics
 from .nursery import Hub
 from .operations import operations
 from .origins import Origins
+from .raw_http import RawExchange
 from .rest_lane import RestLane
 from .rooms import Rooms
 from .routes import rooms
@@ -73,8 +75,9 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
     headers.install(app, origins)
     _run_services(app)
     session = Session(settings, app.rooms, app.hub, origins, app.metrics)
-    app.asgi_app = _asgi(app, session, RestLane(app, origins))  # type: ignore[method-assign]
-    app.room_sockets = RoomSockets(session, settings.frame_max_bytes)
+    rest = RestLane(app, origins)
+    app.asgi_app = _asgi(app, session, rest)  # type: ignore[method-assign]
+    app.lanes = Lanes(session, rest, settings)
     return app
 
 
@@ -122,20 +125,48 @@ def _asgi(app: ChatApp, session: Session, lane: RestLane) -> Any:
     return asgi
 
 
-class RoomSockets:
-    """Room sockets for chat.connections, which serves them on their connections."""
+class Lanes:
+    """What chat.connections serves on a connection itself: room sockets, room creation and
+    joining (chat.rest_lane), each with the scope the ASGI path gives it (a trusted proxy's
+    forwarded address, scheme and host included)."""
 
-    def __init__(self, session: Session, frame_max_bytes: int) -> None:
+    def __init__(self, session: Session, rest: RestLane, settings: Settings) -> None:
         self._session = session
-        self._frame_max_bytes = frame_max_bytes
+        self._rest = rest
+        self._frame_max_bytes = settings.frame_max_bytes
+        hops = settings.trusted_proxy_hops
+        self._proxy = ProxyFixMiddleware(_scope_of, mode="legacy", trusted_hops=hops) if hops else None
 
     @staticmethod
     def room_of(path: str) -> str | None:
         return _room_of_socket(path)
 
-    async def serve(self, scope: dict[str, Any], websocket: RawWebSocket, room_id: str) -> None:
+    async def serve_socket(self, scope: dict[str, Any], websocket: RawWebSocket, room_id: str) -> None:
+        scope = await self._forwarded(scope)
         socket = AsgiSocket(scope, websocket.receive, websocket.send, self._frame_max_bytes, websocket)
         await self._session.serve(socket, room_id)
+
+    def takes(self, method: bytes, target: bytes) -> bool:
+        try:
+            path = unquote(target.partition(b"?")[0].decode("ascii"))
+        except UnicodeDecodeError:
+            return False
+        return self._rest.takes(method.decode("ascii").upper(), path)
+
+    async def serve_rest(self, scope: dict[str, Any], exchange: RawExchange) -> None:
+        await self._rest.serve(await self._forwarded(scope), exchange.receive, exchange.send)
+
+    async def _forwarded(self, scope: dict[str, Any]) -> dict[str, Any]:
+        if self._proxy is None:
+            return scope
+        found: list[dict[str, Any]] = []
+        await self._proxy(scope, found.append, None)
+        return found[0]
+
+
+async def _scope_of(scope: dict[str, Any], found: Any, _: Any) -> None:
+    """The ASGI app behind the proxy fix, when only the fixed scope is wanted."""
+    found(scope)
 
 
 def _room_of_socket(path: str) -> str | None:

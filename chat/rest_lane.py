@@ -54,17 +54,18 @@ class RestLane:
         self._body_timeout: float | None = app.config["BODY_TIMEOUT"]
         self._server_name: str = app.config["SERVER_NAME"] or ""
 
+    @staticmethod
+    def takes(method: str, path: str) -> bool:
+        """Whether a request (with no root path) is one of ours."""
+        return method == "POST" and (CREATE.fullmatch(path) is not None or JOIN.fullmatch(path) is not None)
+
     async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> bool:
         """Serve an HTTP request if it is one of ours; False (having done nothing) if not."""
-        if scope["method"] != "POST" or scope.get("root_path"):
-            return False
         path = scope["path"]
-        room_id: str | None = None
-        if not CREATE.fullmatch(path):
-            joining = JOIN.fullmatch(path)
-            if joining is None:
-                return False
-            room_id = joining[1]
+        if scope.get("root_path") or not self.takes(scope["method"], path):
+            return False
+        joining = JOIN.fullmatch(path)
+        room_id = joining[1] if joining is not None else None
         headers = _first_values(scope["headers"])
         caller = self._caller(scope, headers, receive)
         app = self._app

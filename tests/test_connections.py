@@ -4,13 +4,16 @@ request still answered by Hypercorn as the connection arrived."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import hypercorn.trio.run as hypercorn_run
+import pytest
 import trio
 from hypercorn.trio import serve
+from hypercorn.trio.tcp_server import TCPServer
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -230,3 +233,143 @@ def test_install_puts_our_connection_in_hypercorns_worker() -> None:
     connections.install()
     connections.install()  # twice is once
     assert hypercorn_run.TCPServer is connections.Connection
+
+
+# REST on the connection: room creation and joining (chat.raw_http), the rest Hypercorn's.
+
+DATE = re.compile(rb"\r\ndate: [^\r]*")
+
+
+async def read_answers(stream: trio.SocketStream, count: int, buffer: bytearray | None = None) -> list[bytes]:
+    """``count`` whole responses (head and Content-Length body, dates blanked), interim ones included."""
+    data = buffer if buffer is not None else bytearray()
+    answers: list[bytes] = []
+    with trio.fail_after(10):
+        while len(answers) < count:
+            end = data.find(b"\r\n\r\n")
+            if end >= 0:
+                head = bytes(data[: end + 4])
+                length = re.search(rb"\r\ncontent-length: (\d+)", head, re.IGNORECASE)
+                size = end + 4 + (int(length[1]) if length else 0)
+                if len(data) >= size:
+                    answers.append(DATE.sub(b"\r\ndate: -", bytes(data[:size])))
+                    del data[:size]
+                    continue
+            chunk = await stream.receive_some(65536)
+            assert chunk, f"closed after {answers!r} and {bytes(data)!r}"
+            data += chunk
+    return answers
+
+
+def post(path: str, body: bytes, *extra: str, version: str = "1.1") -> bytes:
+    head = [f"POST {path} HTTP/{version}", "host: test", "content-type: application/json", *extra]
+    return ("\r\n".join([*head, f"content-length: {len(body)}"]) + "\r\n\r\n").encode() + body
+
+
+@asynccontextmanager
+async def lane_and_hypercorn(**overrides: Any) -> AsyncIterator[tuple[str, str]]:
+    """The app served two ways at once: on our connections, and all through Hypercorn (an ASGI
+    callable in front of an app of its own hides its lanes); each with its own rooms."""
+    config = settings(**overrides)
+    ours, theirs = create_app(config), create_app(config)
+
+    async def hypercorn_only(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await theirs(scope, receive, send)
+
+    connections.install()
+    async with trio.open_nursery() as nursery:
+        urls = []
+        for app in (ours, hypercorn_only):
+            binds = await nursery.start(
+                lambda task_status, app=app: serve(app, hypercorn_config(config), task_status=task_status)
+            )
+            urls.append(binds[0].removeprefix("http://"))
+        yield urls[0], urls[1]
+        nursery.cancel_scope.cancel()
+
+
+async def ask_raw(where: str, request: bytes, count: int = 1) -> list[bytes]:
+    host, port = where.rsplit(":", 1)
+    async with await trio.open_tcp_stream(host, int(port)) as stream:
+        await stream.send_all(request)
+        return await read_answers(stream, count)
+
+
+async def test_creation_and_joining_answer_on_the_connection_as_hypercorn_does() -> None:
+    async with lane_and_hypercorn() as (ours, hypercorn):
+        for request in (
+            post("/rooms/", b"{not json"),
+            post("/rooms", b'{"name": "", "owner_name": "Jo"}'),
+            post("/rooms/", b'{"name": "x", "owner_name": "Jo", "max_users": -1}'),
+            post("/rooms/", b"x" * (64 * 1024 + 1)),
+            post("/rooms/nosuchroom/join", b'{"display_name": "Ann"}'),
+            post("/rooms/", b"[]", "origin: https://elsewhere.example"),
+        ):
+            assert await ask_raw(ours, request) == await ask_raw(hypercorn, request), request
+        created = post("/rooms/", b'{"name": "x", "owner_name": "Jo"}')
+        mine, theirs = (await ask_raw(ours, created))[0], (await ask_raw(hypercorn, created))[0]
+    # A new room's ids, tokens and URL (the ports differ) do; its status and headers do not.
+    length = re.compile(rb"\r\ncontent-length: \d+")
+    assert length.sub(b"", mine.split(b"\r\n\r\n")[0]) == length.sub(b"", theirs.split(b"\r\n\r\n")[0])
+    assert mine.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_kept_alive_connection_takes_any_request_after_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    handed_over: list[Any] = []
+
+    class Watched(TCPServer):
+        def __init__(self, *args: Any) -> None:
+            handed_over.append(args[-1])
+            super().__init__(*args)
+
+    monkeypatch.setattr(connections, "TCPServer", Watched)
+    async with lane_and_hypercorn() as (ours, _):
+        host, port = ours.rsplit(":", 1)
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(post("/rooms/", b'{"name": "x", "owner_name": "Jo"}'))
+            (created,) = await read_answers(stream, 1)
+            room_id = json.loads(created.split(b"\r\n\r\n", 1)[1])["room_id"]
+            assert handed_over == []  # served on the connection, not by Hypercorn
+            # Pipelined in one write: ours, Hypercorn's (from then on the connection is its), ours.
+            await stream.send_all(
+                post(f"/rooms/{room_id}/join", b'{"display_name": "Ann"}')
+                + b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n"
+                + post(f"/rooms/{room_id}/join", b'{"display_name": "Bob"}')
+            )
+            answers = await read_answers(stream, 3)
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 "] * 3, answers
+    assert len(handed_over) == 1  # from the GET on
+    assert b'"display_name":"Ann"' not in answers[1] and b"ws_url" in answers[2]
+
+
+async def test_a_client_that_waits_for_100_continue_gets_it_then_its_answer() -> None:
+    async with lane_and_hypercorn() as (ours, hypercorn):
+        request = post("/rooms/", b'{"name": "x", "owner_name": "Jo"}', "expect: 100-continue")
+        host, port = ours.rsplit(":", 1)
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            head, body = request.split(b"\r\n\r\n")
+            await stream.send_all(head + b"\r\n\r\n")
+            buffer = bytearray()
+            (interim,) = await read_answers(stream, 1, buffer)
+            await stream.send_all(body)
+            (final,) = await read_answers(stream, 1, buffer)
+        (theirs,) = await ask_raw(hypercorn, head + b"\r\n\r\n" + body, 1)
+    assert interim == theirs
+    assert interim.startswith(b"HTTP/1.1 100 ") and final.startswith(b"HTTP/1.1 200 "), (interim, final)
+
+
+async def test_a_connection_ends_after_its_answer_when_its_client_says_so() -> None:
+    length = re.compile(rb"\r\ncontent-length: \d+")
+    body = b'{"name": "x", "owner_name": "Jo"}'
+    async with lane_and_hypercorn() as (ours, hypercorn):
+        for request in (post("/rooms/", body, version="1.0"), post("/rooms/", body, "connection: close")):
+            heads = []
+            for where in (ours, hypercorn):
+                host, port = where.rsplit(":", 1)
+                async with await trio.open_tcp_stream(host, int(port)) as stream:
+                    await stream.send_all(request)
+                    (answer,) = await read_answers(stream, 1)
+                    with trio.fail_after(10):
+                        assert await stream.receive_some() == b"", request  # and the connection ends
+                heads.append(length.sub(b"", answer.split(b"\r\n\r\n")[0]))
+            assert heads[0] == heads[1], request
