@@ -100,7 +100,7 @@ class Connection:
         if lanes is None or not isinstance(self.stream, trio.SocketStream) or self.config.server_names:
             await self._hypercorn()
             return
-        parser = h11.Connection(h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size)
+        parser = _parser(self.config)
         answered = 0
         while True:
             # The bytes of this request so far, from its first: Hypercorn gets them if it is not ours.
@@ -122,7 +122,7 @@ class Connection:
                 answered += 1
                 if not await self._serve_rest(lanes, event, parser, answered):
                     return
-                parser.start_next_cycle()
+                parser = _next_parser(parser, self.config)
                 continue
             upgrade = _upgrade(event, parser, lanes, self.stream, self.config)
             # Neither the parser nor the request stays referenced from this frame for the
@@ -146,16 +146,15 @@ class Connection:
 
     async def _serve_rest(self, lanes: Lanes, request: h11.Request, parser: h11.Connection, answered: int) -> bool:
         """Serve one of chat.rest_lane's requests; whether the connection may take another."""
-        exchange = RawExchange(
-            self.stream, parser, self.config, close=answered >= self.config.keep_alive_max_requests
-        )
+        last = answered >= self.config.keep_alive_max_requests
+        exchange = RawExchange(self.stream, parser, self.config, keep_alive=_keeps_alive(request), last=last)
         try:
             await lanes.serve_rest(_http_scope(request, self.stream), exchange)
         except Exception:
             log.exception("REST request failed")
             if not exchange.answered:
                 await exchange.answer(500, [(b"content-length", b"0")], b"")
-        if parser.our_state is h11.DONE and parser.their_state is h11.DONE:
+        if exchange.keeps_connection:
             return True
         # Ended mid-request (a body left unread, a client gone) or told to close: as Hypercorn.
         with trio.CancelScope(shield=True) as ending:
@@ -184,6 +183,31 @@ async def _end(stream: trio.SocketStream) -> None:
     except (trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError):
         pass
     await stream.aclose()
+
+
+def _parser(config: Config) -> h11.Connection:
+    return h11.Connection(h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size)
+
+
+def _next_parser(done: h11.Connection, config: Config) -> h11.Connection:
+    """A parser for the connection's next request, holding what arrived behind the last one."""
+    parser = _parser(config)
+    data, closed = done.trailing_data
+    if data:  # (b"" would tell it the client is gone)
+        parser.receive_data(data)
+    if closed:
+        parser.receive_data(b"")
+    return parser
+
+
+def _keeps_alive(request: h11.Request) -> bool:
+    """Whether the client keeps the connection after this request (as h11 tells it)."""
+    if request.http_version < b"1.1":
+        return False
+    for name, value in request.headers:
+        if name == b"connection" and b"close" in (token.strip().lower() for token in value.split(b",")):
+            return False
+    return True
 
 
 def _http_scope(request: h11.Request, stream: trio.SocketStream) -> dict[str, Any]:

@@ -13,7 +13,7 @@ written in one go.
 from __future__ import annotations
 
 import os
-from itertools import chain
+import re
 from typing import Any
 
 import h11
@@ -23,15 +23,21 @@ from hypercorn.utils import build_and_validate_headers
 
 from .ws.raw import MAX_RECV
 
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
 
 class RawExchange:
     """One request and its answer, on a connection this task alone reads and writes."""
 
-    __slots__ = ("_close", "_config", "_parser", "_start", "_stream", "answered")
+    __slots__ = ("_close", "_config", "_last", "_parser", "_start", "_stream", "answered")
 
-    def __init__(self, stream: trio.SocketStream, parser: h11.Connection, config: Config, *, close: bool) -> None:
+    def __init__(
+        self, stream: trio.SocketStream, parser: h11.Connection, config: Config, *, keep_alive: bool, last: bool
+    ) -> None:
         self._stream, self._parser, self._config = stream, parser, config
-        self._close = close  # The connection's request budget is spent: say so, and end it.
+        # Whether the client keeps the connection (HTTP/1.1 without ``connection: close``), and
+        # whether this is the last request the connection's budget allows: either ends it.
+        self._close, self._last = not keep_alive, last
         self._start: dict[str, Any] | None = None
         self.answered = False
 
@@ -67,22 +73,28 @@ class RawExchange:
         await self.answer(self._start["status"], self._start["headers"], message.get("body", b""))
 
     async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        head = list(chain(build_and_validate_headers(headers), self._config.response_headers("h11")))
-        if self._close:
-            head.append((b"connection", b"close"))
-        parser = self._parser
+        """The whole answer in one write. Encoded here as h11 encodes it, without its
+        per-header checks and state (the connection's next request gets a parser of its own):
+        the headers are ours, and a CR or LF in one is refused all the same."""
         self.answered = True
-        try:
-            data = parser.send(h11.Response(status_code=status, headers=head)) or b""
-            if body:
-                data += parser.send(h11.Data(data=body)) or b""
-            data += parser.send(h11.EndOfMessage()) or b""
-        except h11.LocalProtocolError:
-            if parser.their_state is not h11.ERROR:
-                raise
+        if self._parser.their_state is h11.ERROR:
             return  # The client broke the protocol: nothing can be said to it.
+        head = [*build_and_validate_headers(headers), *self._config.response_headers("h11")]
+        if self._close:  # As h11 answers a client that will not keep the connection.
+            head = [(name, value) for name, value in head if name.lower() != b"connection"]
+            head.append((b"Connection", b"close"))
+        elif self._last:  # As Hypercorn ends a connection whose request budget is spent.
+            head.append((b"connection", b"close"))
+        data = b"".join([b"HTTP/1.1 %d \r\n" % status, *(b"%s: %s\r\n" % pair for pair in head), b"\r\n", body])
+        if len(_LINE_BREAK.findall(data, 0, len(data) - len(body))) != len(head) + 2:
+            raise ValueError("A header of the answer holds a line break")
         with trio.CancelScope(shield=True):  # Half an answer would leave the connection unusable.
             await self._write(data)
+
+    @property
+    def keeps_connection(self) -> bool:
+        """Answered, the request read to its end, and nobody asked for the connection to end."""
+        return self.answered and not (self._close or self._last) and self._parser.their_state is h11.DONE
 
     async def _write(self, data: bytes) -> None:
         try:

@@ -322,6 +322,7 @@ async def test_a_kept_alive_connection_takes_any_request_after_ours(monkeypatch:
             handed_over.append(args[-1])
             super().__init__(*args)
 
+    connections.install()  # before the watch: it checks it replaces Hypercorn's own
     monkeypatch.setattr(connections, "TCPServer", Watched)
     async with lane_and_hypercorn() as (ours, _):
         host, port = ours.rsplit(":", 1)
