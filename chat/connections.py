@@ -154,9 +154,13 @@ class Connection:
             log.exception("REST request failed")
             if not exchange.answered:
                 await exchange.answer(500, [(b"content-length", b"0")], b"")
+        # An answer given before the body was read (a refusal) leaves the body on its way: as
+        # Hypercorn, read it to its end and drop it, and the connection goes on.
+        with trio.move_on_after(self.config.keep_alive_timeout):
+            await exchange.drop_the_rest()
         if exchange.keeps_connection:
             return True
-        # Ended mid-request (a body left unread, a client gone) or told to close: as Hypercorn.
+        # Ended mid-request (a client gone, a body past the limit) or told to close: as Hypercorn.
         with trio.CancelScope(shield=True) as ending:
             ending.deadline = trio.current_time() + FINISH_SECONDS
             await _end(self.stream)

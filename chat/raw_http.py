@@ -24,6 +24,8 @@ from hypercorn.utils import build_and_validate_headers
 from .ws.raw import MAX_RECV
 
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+# The most of a body left unread by an answer that is read and dropped to keep the connection.
+DROPPED_BODY_BYTES = 1024 * 1024
 
 
 class RawExchange:
@@ -49,7 +51,7 @@ class RawExchange:
             except h11.RemoteProtocolError:
                 return {"type": "http.disconnect"}
             if event is h11.NEED_DATA:
-                if parser.client_is_waiting_for_100_continue:
+                if parser.client_is_waiting_for_100_continue and not self.answered:
                     headers = self._config.response_headers("h11")
                     await self._write(parser.send(h11.InformationalResponse(status_code=100, headers=headers)) or b"")
                 try:
@@ -90,6 +92,15 @@ class RawExchange:
             raise ValueError("A header of the answer holds a line break")
         with trio.CancelScope(shield=True):  # Half an answer would leave the connection unusable.
             await self._write(data)
+
+    async def drop_the_rest(self) -> None:
+        """Read what is left of the request's body, up to DROPPED_BODY_BYTES, and drop it."""
+        dropped = 0
+        while self.answered and self._parser.their_state is h11.SEND_BODY and dropped <= DROPPED_BODY_BYTES:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                return
+            dropped += len(message["body"])
 
     @property
     def keeps_connection(self) -> bool:

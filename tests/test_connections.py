@@ -374,3 +374,16 @@ async def test_a_connection_ends_after_its_answer_when_its_client_says_so() -> N
                         assert await stream.receive_some() == b"", request  # and the connection ends
                 heads.append(length.sub(b"", answer.split(b"\r\n\r\n")[0]))
             assert heads[0] == heads[1], request
+
+
+async def test_a_refusal_made_before_the_body_was_read_keeps_the_connection() -> None:
+    # Over its rate, a creation is refused before its body is read: the body is still on its
+    # way, and the connection must go on past it to the next request, as under Hypercorn.
+    async with lane_and_hypercorn(rooms_per_minute=1) as (ours, _):
+        host, port = ours.rsplit(":", 1)
+        body = b'{"name": "x", "owner_name": "Jo"}'
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            await stream.send_all(post("/rooms/", body))
+            await stream.send_all(post("/rooms/", body) + b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
+            answers = await read_answers(stream, 3)
+    assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 ", b"HTTP/1.1 429 ", b"HTTP/1.1 200 "]
