@@ -103,6 +103,9 @@ class Connection:
         parser = _parser(self.config)
         answered = 0
         while True:
+            if answered and self.context.terminated.is_set():
+                await _end(self.stream)  # Shutting down: no next request, as Hypercorn's idle close.
+                return
             # The bytes of this request so far, from its first: Hypercorn gets them if it is not ours.
             received = bytearray(parser.trailing_data[0])
             event: Any = None
@@ -118,7 +121,7 @@ class Connection:
             if waiting.cancelled_caught or (isinstance(event, h11.ConnectionClosed) and not received):
                 await trio.aclose_forcefully(self.stream)  # Idle too long, or left without a word.
                 return
-            if isinstance(event, h11.Request) and lanes.takes(event.method, event.target):
+            if isinstance(event, h11.Request) and _plain(event) and lanes.takes(event.method, event.target):
                 answered += 1
                 if not await self._serve_rest(lanes, event, parser, answered):
                     return
@@ -202,6 +205,11 @@ def _next_parser(done: h11.Connection, config: Config) -> h11.Connection:
     if closed:
         parser.receive_data(b"")
     return parser
+
+
+def _plain(request: h11.Request) -> bool:
+    """No protocol change asked for (``Upgrade: h2c`` from ``curl --http2`` is Hypercorn's to take)."""
+    return all(name != b"upgrade" for name, _ in request.headers)
 
 
 def _keeps_alive(request: h11.Request) -> bool:

@@ -387,3 +387,17 @@ async def test_a_refusal_made_before_the_body_was_read_keeps_the_connection() ->
             await stream.send_all(post("/rooms/", body) + b"GET /healthz HTTP/1.1\r\nhost: test\r\n\r\n")
             answers = await read_answers(stream, 3)
     assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 ", b"HTTP/1.1 429 ", b"HTTP/1.1 200 "]
+
+
+async def test_a_creation_that_asks_for_http2_is_answered_as_hypercorn_answers_it() -> None:
+    # curl --http2 on http:// asks to upgrade to h2c with its first request: Hypercorn's to take.
+    async with lane_and_hypercorn() as (ours, hypercorn):
+        request = post(
+            "/rooms/",
+            b'{"name": "x", "owner_name": "Jo"}',
+            "connection: Upgrade, HTTP2-Settings",
+            "upgrade: h2c",
+            "http2-settings: AAMAAABkAARAAAAAAAIAAAAA",
+        )
+        mine, theirs = (await ask_raw(ours, request))[0], (await ask_raw(hypercorn, request))[0]
+    assert mine.split(b"\r\n", 1)[0] == theirs.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 "
