@@ -102,6 +102,7 @@ class Connection:
             return
         parser = _parser(self.config)
         answered = 0
+        addresses: tuple[Any, Any] | None = None  # Looked up for the first request that needs them.
         while True:
             if answered and self.context.terminated.is_set():
                 await _end(self.stream)  # Shutting down: no next request, as Hypercorn's idle close.
@@ -123,7 +124,8 @@ class Connection:
                 return
             if isinstance(event, h11.Request) and _plain(event) and lanes.takes(event.method, event.target):
                 answered += 1
-                if not await self._serve_rest(lanes, event, parser, answered):
+                addresses = addresses or _addresses(self.stream)
+                if not await self._serve_rest(lanes, event, parser, answered, addresses):
                     return
                 parser = _next_parser(parser, self.config)
                 continue
@@ -147,12 +149,14 @@ class Connection:
             received += data
             parser.receive_data(data)
 
-    async def _serve_rest(self, lanes: Lanes, request: h11.Request, parser: h11.Connection, answered: int) -> bool:
+    async def _serve_rest(
+        self, lanes: Lanes, request: h11.Request, parser: h11.Connection, answered: int, addresses: tuple[Any, Any]
+    ) -> bool:
         """Serve one of chat.rest_lane's requests; whether the connection may take another."""
         last = answered >= self.config.keep_alive_max_requests
         exchange = RawExchange(self.stream, parser, self.config, keep_alive=_keeps_alive(request), last=last)
         try:
-            await lanes.serve_rest(_http_scope(request, self.stream), exchange)
+            await lanes.serve_rest(_http_scope(request, addresses), exchange)
         except Exception:
             log.exception("REST request failed")
             if not exchange.answered:
@@ -222,10 +226,16 @@ def _keeps_alive(request: h11.Request) -> bool:
     return True
 
 
-def _http_scope(request: h11.Request, stream: trio.SocketStream) -> dict[str, Any]:
+def _addresses(stream: trio.SocketStream) -> tuple[Any, Any]:
+    """The client's and the server's address, as Hypercorn puts them in a scope."""
+    socket = stream.socket
+    client, server = socket.getpeername(), socket.getsockname()
+    return parse_socket_addr(socket.family, client), parse_socket_addr(socket.family, server)
+
+
+def _http_scope(request: h11.Request, addresses: tuple[Any, Any]) -> dict[str, Any]:
     """An HTTP request's ASGI scope, as Hypercorn's HTTPStream makes it (what chat.rest_lane reads)."""
     path, _, query_string = request.target.partition(b"?")
-    socket = stream.socket
     return {
         "type": "http",
         "http_version": request.http_version.decode(),
@@ -236,8 +246,8 @@ def _http_scope(request: h11.Request, stream: trio.SocketStream) -> dict[str, An
         "query_string": query_string,
         "root_path": "",
         "headers": list(request.headers),
-        "client": parse_socket_addr(socket.family, socket.getpeername()),
-        "server": parse_socket_addr(socket.family, socket.getsockname()),
+        "client": addresses[0],
+        "server": addresses[1],
     }
 
 

@@ -154,7 +154,7 @@ class Lanes:
         return self._rest.takes(method.decode("ascii").upper(), path)
 
     async def serve_rest(self, scope: dict[str, Any], exchange: RawExchange) -> None:
-        await self._rest.serve(await self._forwarded(scope), exchange.receive, exchange.send)
+        await self._rest.serve(await self._forwarded(scope), exchange.receive, exchange.send, exchange.answer)
 
     async def _forwarded(self, scope: dict[str, Any]) -> dict[str, Any]:
         if self._proxy is None:

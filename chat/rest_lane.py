@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -35,6 +37,9 @@ from .origins import Origins
 from .payloads import JSON
 
 log = logging.getLogger(__name__)
+
+# Sends a whole answer: status, headers (as ASGI has them) and body.
+Answer = Callable[[int, list[tuple[bytes, bytes]], bytes], Awaitable[None]]
 
 CREATE = re.compile(r"/rooms/?")
 JOIN = re.compile(r"/rooms/([^/]+)/join")
@@ -59,8 +64,9 @@ class RestLane:
         """Whether a request (with no root path) is one of ours."""
         return method == "POST" and (CREATE.fullmatch(path) is not None or JOIN.fullmatch(path) is not None)
 
-    async def serve(self, scope: dict[str, Any], receive: Any, send: Any) -> bool:
-        """Serve an HTTP request if it is one of ours; False (having done nothing) if not."""
+    async def serve(self, scope: dict[str, Any], receive: Any, send: Any, whole: Answer | None = None) -> bool:
+        """Serve an HTTP request if it is one of ours; False (having done nothing) if not.
+        ``whole``: where the server takes a whole answer in one call (chat.raw_http)."""
         path = scope["path"]
         if scope.get("root_path") or not self.takes(scope["method"], path):
             return False
@@ -87,8 +93,7 @@ class RestLane:
         # The headers as Quart's answer had them, in its order: its own, the error's, then the
         # after-request ones (chat.headers).
         named = [*extra, *ALWAYS, *cors(self._origins, headers.get("origin"), "POST")]
-        await answer(
-            send,
+        await (whole or partial(answer, send))(
             status,
             [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
             + [(name.lower().encode(), value.encode()) for name, value in named],
