@@ -185,19 +185,21 @@ class RoomRules:
     async def find(self, room_id: str) -> RoomRecord:
         return await _found(self.bus.get_room, room_id)
 
-    async def create(self, new: NewRoom) -> tuple[RoomRecord, str]:
-        """The new room and its owner token."""
+    async def create(self, new: NewRoom, *, address: str | None = None) -> tuple[RoomRecord, str]:
+        """The new room and its owner token. ``address``: the client's, counted against
+        ROOMS_PER_MINUTE in the same step as the creation (before any error of the request's,
+        so that too many requests is what a client over its rate hears)."""
         limits = self.settings
-        if new.e2e_salt is not None and not (new.e2e and new.password):
-            raise InvalidRoom('e2e_salt goes only with "e2e": true and a password: it salts the key derived from it.')
-        expiry = _within(
-            "expiry_seconds",
-            new.expiry_seconds,
-            limits.default_expiry_seconds,
-            limits.min_expiry_seconds,
-            limits.max_expiry_seconds,
-        )
-        max_users = _within("max_users", new.max_users, limits.default_max_users, 1, limits.max_users_limit)
+        try:
+            expiry, max_users = self._bounds(new)
+        except InvalidRoom:
+            if address is not None:
+                await self.allow("create", address, limits.rooms_per_minute)
+            raise
+        if address is not None and new.password:
+            # Counted before the password is hashed: that hash is the costly part of a creation.
+            await self.allow("create", address, limits.rooms_per_minute)
+            address = None
         created_at = clock.now()
         room = RoomRecord(
             room_id=secrets.token_hex(8),  # hex: never starts with "-", safe on a command line
@@ -212,7 +214,11 @@ class RoomRules:
             e2e=new.e2e,
             e2e_salt=new.e2e_salt,
         )
-        await self.bus.create_room(room)
+        if address is None:
+            await self.bus.create_room(room)
+        else:
+            counted = await self.bus.count_and_create(f"create:{address}", 60, room, limits.rooms_per_minute)
+            _within_limit("create", counted, limits.rooms_per_minute)
         log.info(
             "room %s created: at most %d members, ends in %d s%s",
             room.room_id,
@@ -222,6 +228,20 @@ class RoomRules:
             extra={"room_id": room.room_id, "event": "room_created", "max_users": max_users},
         )
         return room, self._token(room, new.owner_name, "owner")
+
+    def _bounds(self, new: NewRoom) -> tuple[int, int]:
+        """The new room's expiry (seconds) and seat count, within the instance's limits."""
+        limits = self.settings
+        if new.e2e_salt is not None and not (new.e2e and new.password):
+            raise InvalidRoom('e2e_salt goes only with "e2e": true and a password: it salts the key derived from it.')
+        expiry = _within(
+            "expiry_seconds",
+            new.expiry_seconds,
+            limits.default_expiry_seconds,
+            limits.min_expiry_seconds,
+            limits.max_expiry_seconds,
+        )
+        return expiry, _within("max_users", new.max_users, limits.default_max_users, 1, limits.max_users_limit)
 
     async def join(
         self,

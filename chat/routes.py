@@ -85,8 +85,12 @@ def ws_url(app: ChatApp, caller: Caller, room_id: str, token: str) -> str:
 
 async def create(app: ChatApp, caller: Caller) -> dict[str, Any]:
     """POST /rooms/: the new room's answer."""
-    await app.rooms.allow("create", caller.address, app.settings.rooms_per_minute)
-    new = await caller.body(CreateRoom)
+    try:
+        new = await caller.body(CreateRoom)
+    except Exception:
+        # Too many requests is said before a bad body is, and a bad body counts too.
+        await app.rooms.allow("create", caller.address, app.settings.rooms_per_minute)
+        raise
     room, token = await app.rooms.create(
         NewRoom(
             name=new.name,
@@ -97,7 +101,8 @@ async def create(app: ChatApp, caller: Caller) -> dict[str, Any]:
             destroy_on_owner_offline=new.preferences.destroy_on_owner_offline,
             e2e=new.e2e,
             e2e_salt=new.e2e_salt,
-        )
+        ),
+        address=caller.address,
     )
     return {
         "room_id": room.room_id,

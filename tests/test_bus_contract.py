@@ -236,6 +236,18 @@ async def test_a_count_and_a_look_at_the_room_in_one_step(backend: Backend) -> N
     assert hits == 3 and found is None
 
 
+async def test_a_count_and_a_creation_in_one_step_create_only_within_the_limit(backend: Backend) -> None:
+    bus = backend.bus
+    key = f"create:{secrets.token_hex(8)}"
+    first, second = new_room(), new_room()
+    hits, left = await bus.count_and_create(key, 60, first, 1)
+    assert hits == 1 and 0 < left <= 60
+    assert await bus.get_room(first.room_id) == first
+    hits, _ = await bus.count_and_create(key, 60, second, 1)
+    assert hits == 2
+    assert await bus.get_room(second.room_id) is None  # over the limit: counted, not created
+
+
 async def test_admission_is_atomic_under_a_race(backend: Backend) -> None:
     bus = backend.bus
     room = new_room(max_users=20)

@@ -186,6 +186,10 @@ class Bus(Protocol):
         """``count`` and ``occupancy`` together, in one step where the backend can: a REST
         join's rate count and its first look at the room."""
 
+    async def count_and_create(self, key: str, window: float, room: RoomRecord, limit: int) -> tuple[int, float]:
+        """``count`` (``window`` in seconds), and ``create_room`` only if that count is within
+        ``limit``, in one step where the backend can: a REST creation's rate count and room."""
+
     async def delete_room(self, room_id: str, final_frame: str | None = None) -> bool:
         """Remove the room, its presence and its history; True only for the one call that
         removed it. That call leaves ``final_frame`` (the system message saying why the room

@@ -120,6 +120,12 @@ class MemoryBus:
             self._expiry_changed.set()
         heapq.heappush(self._expiries, (room.expires_at, room.room_id))
 
+    async def count_and_create(self, key: str, window: float, room: RoomRecord, limit: int) -> tuple[int, float]:
+        counted = await self.count(key, window)
+        if counted[0] <= limit:
+            await self.create_room(room)
+        return counted
+
     async def get_room(self, room_id: str) -> RoomRecord | None:
         room = self._live(room_id)
         return room.record if room else None

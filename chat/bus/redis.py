@@ -159,6 +159,7 @@ class RedisBus:
         self._records = client.register_script(scripts.RECORDS)
         self._restore_room = client.register_script(scripts.RESTORE)
         self._count = client.register_script(scripts.COUNT)
+        self._count_and_create = client.register_script(scripts.COUNT_AND_CREATE)
         self._history = client.register_script(scripts.HISTORY)
         self._mark_read = client.register_script(scripts.MARK_READ)
         self._revoke = client.register_script(scripts.REVOKE)
@@ -203,6 +204,20 @@ class RedisBus:
         await self._batches.run(
             ("MULTI",), ("HSET", meta, *fields), ("PEXPIREAT", meta, _ms(room.expires_at)), ("EXEC",)
         )
+
+    async def count_and_create(self, key: str, window: float, room: RoomRecord, limit: int) -> tuple[int, float]:
+        if not isinstance(self._batches, Batches):  # A cluster: the counter lives on another node.
+            counted = await self.count(key, window)
+            if counted[0] <= limit:
+                await self.create_room(room)
+            return counted
+        fields = [item for pair in _room_fields(room).items() for item in pair]
+        hits, ttl_ms = await self._batches.script(
+            self._count_and_create,
+            [keys.counter(key), keys.room_meta(room.room_id)],
+            [_window_ms(window), limit, _ms(room.expires_at), *fields],
+        )
+        return int(hits), max(0, int(ttl_ms)) / 1000
 
     async def get_room(self, room_id: str) -> RoomRecord | None:
         return _live_room(room_id, await self._link.call(self._link.client.hgetall, keys.room_meta(room_id)))

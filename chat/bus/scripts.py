@@ -261,6 +261,23 @@ end
 return {hits, redis.call('PTTL', KEYS[1])}
 """
 
+# KEYS[1] counter, KEYS[2] a new room's meta; ARGV[1] window in ms, ARGV[2] the most hits
+# allowed, ARGV[3] the room's expiry (ms since the epoch), ARGV[4..] its fields and values.
+# COUNT, then the room as create_room makes it, only within the limit. Its two keys are in
+# different slots: one Redis only (a cluster counts and creates in two steps).
+COUNT_AND_CREATE = """
+local hits = redis.call('INCR', KEYS[1])
+if hits == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if hits <= tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 4))
+  redis.call('PEXPIREAT', KEYS[2], ARGV[3])
+end
+return {hits, ttl}
+"""
+
 # POST and HISTORY touch only the keys of one room (no prelude): they stay on one shard.
 # KEYS of both: meta, pos, log, dedupe.
 # pos is a hash: epoch; offset (the newest); bytes (of every frame stored in this epoch);
