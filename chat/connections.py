@@ -36,6 +36,8 @@ from .ws.raw import MAX_RECV, RawWebSocket
 
 log = logging.getLogger(__name__)
 
+Headers = list[tuple[bytes, bytes]]
+
 # How long the end of a room socket may take (its close frame, the connection's end).
 FINISH_SECONDS = 1.0
 
@@ -122,17 +124,19 @@ class Connection:
             if waiting.cancelled_caught or (isinstance(event, h11.ConnectionClosed) and not received):
                 await trio.aclose_forcefully(self.stream)  # Idle too long, or left without a word.
                 return
-            if isinstance(event, h11.Request) and _plain(event) and lanes.takes(event.method, event.target):
+            # h11 hands headers out one tuple at a time: listed once per request.
+            headers: Headers = list(event.headers) if isinstance(event, h11.Request) else []
+            if headers and _plain(headers) and lanes.takes(event.method, event.target):
                 answered += 1
                 addresses = addresses or _addresses(self.stream)
-                if not await self._serve_rest(lanes, event, parser, answered, addresses):
+                if not await self._serve_rest(lanes, event, headers, parser, answered, addresses):
                     return
                 parser = _next_parser(parser, self.config)
                 continue
             upgrade = _upgrade(event, parser, lanes, self.stream, self.config)
             # Neither the parser nor the request stays referenced from this frame for the
             # socket's life: the WebSocket lets go of them once it has answered the handshake.
-            del event, parser
+            del event, parser, headers
             if upgrade is None:
                 await self._hypercorn(bytes(received))  # Hypercorn's answer, 400 included.
                 return
@@ -150,13 +154,19 @@ class Connection:
             parser.receive_data(data)
 
     async def _serve_rest(
-        self, lanes: Lanes, request: h11.Request, parser: h11.Connection, answered: int, addresses: tuple[Any, Any]
+        self,
+        lanes: Lanes,
+        request: h11.Request,
+        headers: Headers,
+        parser: h11.Connection,
+        answered: int,
+        addresses: tuple[Any, Any],
     ) -> bool:
         """Serve one of chat.rest_lane's requests; whether the connection may take another."""
         last = answered >= self.config.keep_alive_max_requests
-        exchange = RawExchange(self.stream, parser, self.config, keep_alive=_keeps_alive(request), last=last)
+        exchange = RawExchange(self.stream, parser, self.config, keep_alive=_keeps_alive(request, headers), last=last)
         try:
-            await lanes.serve_rest(_http_scope(request, addresses), exchange)
+            await lanes.serve_rest(_http_scope(request, headers, addresses), exchange)
         except Exception:
             log.exception("REST request failed")
             if not exchange.answered:
@@ -211,16 +221,16 @@ def _next_parser(done: h11.Connection, config: Config) -> h11.Connection:
     return parser
 
 
-def _plain(request: h11.Request) -> bool:
+def _plain(headers: Headers) -> bool:
     """No protocol change asked for (``Upgrade: h2c`` from ``curl --http2`` is Hypercorn's to take)."""
-    return all(name != b"upgrade" for name, _ in request.headers)
+    return all(name != b"upgrade" for name, _ in headers)
 
 
-def _keeps_alive(request: h11.Request) -> bool:
+def _keeps_alive(request: h11.Request, headers: Headers) -> bool:
     """Whether the client keeps the connection after this request (as h11 tells it)."""
     if request.http_version < b"1.1":
         return False
-    for name, value in request.headers:
+    for name, value in headers:
         if name == b"connection" and b"close" in (token.strip().lower() for token in value.split(b",")):
             return False
     return True
@@ -233,7 +243,7 @@ def _addresses(stream: trio.SocketStream) -> tuple[Any, Any]:
     return parse_socket_addr(socket.family, client), parse_socket_addr(socket.family, server)
 
 
-def _http_scope(request: h11.Request, addresses: tuple[Any, Any]) -> dict[str, Any]:
+def _http_scope(request: h11.Request, headers: Headers, addresses: tuple[Any, Any]) -> dict[str, Any]:
     """An HTTP request's ASGI scope, as Hypercorn's HTTPStream makes it (what chat.rest_lane reads)."""
     path, _, query_string = request.target.partition(b"?")
     return {
@@ -245,7 +255,7 @@ def _http_scope(request: h11.Request, addresses: tuple[Any, Any]) -> dict[str, A
         "raw_path": path,
         "query_string": query_string,
         "root_path": "",
-        "headers": list(request.headers),
+        "headers": headers,
         "client": addresses[0],
         "server": addresses[1],
     }

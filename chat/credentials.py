@@ -64,10 +64,14 @@ def _unb64(text: str) -> bytes:
 
 class TokenSigner:
     def __init__(self, secret: str) -> None:
-        self._key = hashlib.sha256(b"ephemeralchat-token:" + secret.encode()).digest()
+        key = hashlib.sha256(b"ephemeralchat-token:" + secret.encode()).digest()
+        # Keyed once: each signature copies it (the key's pads are not worked out again).
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     def _sign(self, body: str) -> str:
-        return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
+        mac = self._keyed.copy()
+        mac.update(body.encode())
+        return _b64(mac.digest())
 
     def issue(self, grant: Grant) -> str:
         claims: dict[str, str | float] = {

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import os
 import re
+from time import time
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import h11
 import trio
@@ -26,6 +28,22 @@ from .ws.raw import MAX_RECV
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 # The most of a body left unread by an answer that is read and dropped to keep the connection.
 DROPPED_BODY_BYTES = 1024 * 1024
+
+
+def _server_headers(config: Config) -> list[tuple[bytes, bytes]]:
+    """Hypercorn's ``date``, ``server`` (and ``alt-svc``) headers: its own, the date made once a
+    second rather than per answer."""
+    if not config.include_date_header:
+        return config.response_headers("h11")
+    now = int(time())
+    cached = _DATED.get(config)
+    if cached is None or cached[0] != now:
+        cached = _DATED[config] = (now, config.response_headers("h11"))
+    return cached[1]
+
+
+# Per server's Config: the second its headers were made in, and those headers.
+_DATED: WeakKeyDictionary[Config, tuple[int, list[tuple[bytes, bytes]]]] = WeakKeyDictionary()
 
 
 class RawExchange:
@@ -81,7 +99,7 @@ class RawExchange:
         self.answered = True
         if self._parser.their_state is h11.ERROR:
             return  # The client broke the protocol: nothing can be said to it.
-        head = [*build_and_validate_headers(headers), *self._config.response_headers("h11")]
+        head = [*build_and_validate_headers(headers), *_server_headers(self._config)]
         if self._close:  # As h11 answers a client that will not keep the connection.
             head = [(name, value) for name, value in head if name.lower() != b"connection"]
             head.append((b"Connection", b"close"))
