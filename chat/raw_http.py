@@ -6,8 +6,8 @@ and a locked, shielded write per ASGI message (benchmarks/RESULTS.md: about 40% 
 creation's server time). Room creation and joining come in bursts, so chat.connections serves
 them itself, in the connection's task, through chat.rest_lane as before: the body is read when
 the route asks for it (with a ``100 Continue`` first when the client waits for one, as Hypercorn
-sends it), and the answer is made by h11 with Hypercorn's ``date`` and ``server`` headers and
-written in one go.
+sends it), and the answer is encoded as h11 encodes it, with Hypercorn's ``date`` and
+``server`` headers, and written in one go.
 """
 
 from __future__ import annotations
