@@ -30,9 +30,9 @@ from hypercorn.protocol.ws_stream import Handshake
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.utils import parse_socket_addr
 
-from .raw_http import RawExchange
+from .raw_http import MAX_RECV, RawExchange
 from .ws.hypercorn_adapter import HYPERCORN_VERSION
-from .ws.raw import MAX_RECV, RawWebSocket
+from .ws.raw import RawWebSocket
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class Lanes(Protocol):
 
     def serve_socket(self, scope: dict[str, Any], websocket: RawWebSocket, room_id: str) -> Awaitable[None]: ...
 
-    def takes(self, method: bytes, target: bytes) -> bool: ...
+    def takes(self, method: str, path: str) -> bool: ...
 
     def serve_rest(self, scope: dict[str, Any], exchange: RawExchange) -> Awaitable[None]: ...
 
@@ -124,16 +124,19 @@ class Connection:
             if waiting.cancelled_caught or (isinstance(event, h11.ConnectionClosed) and not received):
                 await trio.aclose_forcefully(self.stream)  # Idle too long, or left without a word.
                 return
-            # h11 hands headers out one tuple at a time: listed once per request.
+            # Read once per request: h11 hands headers out one tuple at a time, and the path is
+            # what every lane routes on.
             headers: Headers = list(event.headers) if isinstance(event, h11.Request) else []
-            if headers and _plain(headers) and lanes.takes(event.method, event.target):
+            path = _path_of(event.target) if headers else None
+            if path is not None and _plain(headers) and lanes.takes(event.method.decode("ascii"), path):
                 answered += 1
                 addresses = addresses or _addresses(self.stream)
-                if not await self._serve_rest(lanes, event, headers, parser, answered, addresses):
+                scope = _http_scope(event, path, headers, addresses)
+                if not await self._serve_rest(lanes, scope, _keeps_alive(event, headers), parser, answered):
                     return
                 parser = _next_parser(parser, self.config)
                 continue
-            upgrade = _upgrade(event, parser, lanes, self.stream, self.config)
+            upgrade = _upgrade(event, path, headers, parser, lanes, self.stream, self.config)
             # Neither the parser nor the request stays referenced from this frame for the
             # socket's life: the WebSocket lets go of them once it has answered the handshake.
             del event, parser, headers
@@ -154,19 +157,13 @@ class Connection:
             parser.receive_data(data)
 
     async def _serve_rest(
-        self,
-        lanes: Lanes,
-        request: h11.Request,
-        headers: Headers,
-        parser: h11.Connection,
-        answered: int,
-        addresses: tuple[Any, Any],
+        self, lanes: Lanes, scope: dict[str, Any], keep_alive: bool, parser: h11.Connection, answered: int
     ) -> bool:
         """Serve one of chat.rest_lane's requests; whether the connection may take another."""
         last = answered >= self.config.keep_alive_max_requests
-        exchange = RawExchange(self.stream, parser, self.config, keep_alive=_keeps_alive(request, headers), last=last)
+        exchange = RawExchange(self.stream, parser, self.config, keep_alive=keep_alive, last=last)
         try:
-            await lanes.serve_rest(_http_scope(request, headers, addresses), exchange)
+            await lanes.serve_rest(scope, exchange)
         except Exception:
             log.exception("REST request failed")
             if not exchange.answered:
@@ -243,16 +240,24 @@ def _addresses(stream: trio.SocketStream) -> tuple[Any, Any]:
     return parse_socket_addr(socket.family, client), parse_socket_addr(socket.family, server)
 
 
-def _http_scope(request: h11.Request, headers: Headers, addresses: tuple[Any, Any]) -> dict[str, Any]:
+def _path_of(target: bytes) -> str | None:
+    """A request target's path as Hypercorn puts it in a scope; None if it is not ASCII."""
+    try:
+        return unquote(target.partition(b"?")[0].decode("ascii"))
+    except UnicodeDecodeError:
+        return None
+
+
+def _http_scope(request: h11.Request, path: str, headers: Headers, addresses: tuple[Any, Any]) -> dict[str, Any]:
     """An HTTP request's ASGI scope, as Hypercorn's HTTPStream makes it (what chat.rest_lane reads)."""
-    path, _, query_string = request.target.partition(b"?")
+    raw_path, _, query_string = request.target.partition(b"?")
     return {
         "type": "http",
         "http_version": request.http_version.decode(),
         "method": request.method.decode("ascii").upper(),
         "scheme": "http",
-        "path": unquote(path.decode("ascii")),
-        "raw_path": path,
+        "path": path,
+        "raw_path": raw_path,
         "query_string": query_string,
         "root_path": "",
         "headers": headers,
@@ -262,43 +267,44 @@ def _http_scope(request: h11.Request, headers: Headers, addresses: tuple[Any, An
 
 
 def _upgrade(
-    event: Any, parser: h11.Connection, lanes: Lanes, stream: trio.SocketStream, config: Config
+    event: Any,
+    path: str | None,
+    headers: Headers,
+    parser: h11.Connection,
+    lanes: Lanes,
+    stream: trio.SocketStream,
+    config: Config,
 ) -> tuple[dict[str, Any], RawWebSocket, str] | None:
     """A valid WebSocket upgrade to a room's socket: its scope, its socket and its room."""
-    if not isinstance(event, h11.Request) or (room_id := _room_socket(event, lanes)) is None:
+    if path is None or (room_id := _room_socket(event, path, headers, lanes)) is None:
         return None
-    handshake = Handshake(event.headers, event.http_version.decode())
+    handshake = Handshake(headers, event.http_version.decode())
     if not handshake.is_valid():
         return None
-    path, _, query_string = event.target.partition(b"?")
     # What the session reads of its socket (chat.ws.socket): the path, query and headers.
     scope = {
         "type": "websocket",
-        "path": unquote(path.decode("ascii")),
-        "query_string": query_string,
-        "headers": list(event.headers),
+        "path": path,
+        "query_string": event.target.partition(b"?")[2],
+        "headers": headers,
     }
     return scope, RawWebSocket(stream, config, parser, handshake), room_id
 
 
-def _room_socket(request: h11.Request, lanes: Lanes) -> str | None:
+def _room_socket(request: h11.Request, path: str, headers: Headers, lanes: Lanes) -> str | None:
     """The room of a WebSocket upgrade to a room's socket path (an upgrade as Hypercorn's
     HTTP/1.1 protocol tells one)."""
     if request.method != b"GET":
         return None
     upgrade = connection = b""
-    for name, value in request.headers:
+    for name, value in headers:
         if name == b"upgrade":
             upgrade = value.strip()
         elif name == b"connection":
             connection = value
     if upgrade.lower() != b"websocket" or b"upgrade" not in (t.strip() for t in connection.lower().split(b",")):
         return None
-    path = request.target.partition(b"?")[0]
-    try:
-        return lanes.room_of(unquote(path.decode("ascii")))
-    except UnicodeDecodeError:
-        return None
+    return lanes.room_of(path)
 
 
 def install() -> None:

@@ -11,7 +11,6 @@ import mimetypes
 import re
 from functools import partial
 from typing import Any
-from urllib.parse import unquote
 
 import trio
 from hypercorn.middleware import ProxyFixMiddleware
@@ -146,12 +145,8 @@ class Lanes:
         socket = AsgiSocket(scope, websocket.receive, websocket.send, self._frame_max_bytes, websocket)
         await self._session.serve(socket, room_id)
 
-    def takes(self, method: bytes, target: bytes) -> bool:
-        try:
-            path = unquote(target.partition(b"?")[0].decode("ascii"))
-        except UnicodeDecodeError:
-            return False
-        return self._rest.takes(method.decode("ascii").upper(), path)
+    def takes(self, method: str, path: str) -> bool:
+        return self._rest.takes(method.upper(), path)
 
     async def serve_rest(self, scope: dict[str, Any], exchange: RawExchange) -> None:
         await self._rest.serve(await self._forwarded(scope), exchange.receive, exchange.send, exchange.answer)

@@ -23,16 +23,17 @@ import trio
 from hypercorn.config import Config
 from hypercorn.utils import build_and_validate_headers
 
-from .ws.raw import MAX_RECV
-
+# Most bytes read from a connection at once, as Hypercorn reads them.
+MAX_RECV = 2**16
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 # The most of a body left unread by an answer that is read and dropped to keep the connection.
 DROPPED_BODY_BYTES = 1024 * 1024
 
 
-def _server_headers(config: Config) -> list[tuple[bytes, bytes]]:
-    """Hypercorn's ``date``, ``server`` (and ``alt-svc``) headers: its own, the date made once a
-    second rather than per answer."""
+def server_headers(config: Config) -> list[tuple[bytes, bytes]]:
+    """Hypercorn's ``date``, ``server`` (and ``alt-svc``) headers, for every answer made on our
+    connections: its own, the date made once a second rather than per answer. Not to be changed
+    in place: the list is shared for that second."""
     if not config.include_date_header:
         return config.response_headers("h11")
     now = int(time())
@@ -70,8 +71,8 @@ class RawExchange:
                 return {"type": "http.disconnect"}
             if event is h11.NEED_DATA:
                 if parser.client_is_waiting_for_100_continue and not self.answered:
-                    headers = self._config.response_headers("h11")
-                    await self._write(parser.send(h11.InformationalResponse(status_code=100, headers=headers)) or b"")
+                    continuing = h11.InformationalResponse(status_code=100, headers=server_headers(self._config))
+                    await self._write(parser.send(continuing) or b"")
                 try:
                     data = await self._stream.receive_some(MAX_RECV)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -99,7 +100,7 @@ class RawExchange:
         self.answered = True
         if self._parser.their_state is h11.ERROR:
             return  # The client broke the protocol: nothing can be said to it.
-        head = [*build_and_validate_headers(headers), *_server_headers(self._config)]
+        head = [*build_and_validate_headers(headers), *server_headers(self._config)]
         if self._close:  # As h11 answers a client that will not keep the connection.
             head = [(name, value) for name, value in head if name.lower() != b"connection"]
             head.append((b"Connection", b"close"))

@@ -83,14 +83,19 @@ def ws_url(app: ChatApp, caller: Caller, room_id: str, token: str) -> str:
     return f"{scheme}://{host}/rooms/{room_id}/ws?token={quote(token)}"
 
 
+async def _body_counted(app: ChatApp, caller: Caller, schema: type[M], action: str, per_minute: int) -> M:
+    """The request's body; a bad one is counted against the action's rate first (the room
+    rules count a good one), so too many requests is said before a bad body is."""
+    try:
+        return await caller.body(schema)
+    except Exception:
+        await app.rooms.allow(action, caller.address, per_minute)
+        raise
+
+
 async def create(app: ChatApp, caller: Caller) -> dict[str, Any]:
     """POST /rooms/: the new room's answer."""
-    try:
-        new = await caller.body(CreateRoom)
-    except Exception:
-        # Too many requests is said before a bad body is, and a bad body counts too.
-        await app.rooms.allow("create", caller.address, app.settings.rooms_per_minute)
-        raise
+    new = await _body_counted(app, caller, CreateRoom, "create", app.settings.rooms_per_minute)
     room, token = await app.rooms.create(
         NewRoom(
             name=new.name,
@@ -114,12 +119,7 @@ async def create(app: ChatApp, caller: Caller) -> dict[str, Any]:
 
 async def join(app: ChatApp, room_id: str, caller: Caller) -> dict[str, Any]:
     """POST /rooms/{room_id}/join: the joiner's answer."""
-    try:
-        joining = await caller.body(JoinRoom)
-    except Exception:
-        # Too many requests is said before a bad body is, and a bad body counts too.
-        await app.rooms.allow("join", caller.address, app.settings.joins_per_minute)
-        raise
+    joining = await _body_counted(app, caller, JoinRoom, "join", app.settings.joins_per_minute)
     room, token = await app.rooms.join(
         room_id, joining.display_name, joining.password or None, caller.bearer_token, address=caller.address
     )

@@ -32,9 +32,10 @@ from wsproto.events import BytesMessage, CloseConnection, Event, Message, Ping, 
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError
 
+from ..raw_http import MAX_RECV, server_headers
+
 log = logging.getLogger(__name__)
 
-MAX_RECV = 2**16
 # wsproto's states once the peer's close frame arrived.
 GOODBYE_SAID = (ConnectionState.REMOTE_CLOSING, ConnectionState.CLOSED)
 
@@ -147,7 +148,8 @@ class RawWebSocket:
     async def _accept(self) -> None:
         assert self._handshake is not None and self.h11 is not None
         status, headers, self.ws = self._handshake.accept(None, ())
-        head = self.h11.send(h11.InformationalResponse(status_code=status, headers=headers + self._server_headers()))
+        answer = h11.InformationalResponse(status_code=status, headers=headers + server_headers(self.config))
+        head = self.h11.send(answer)
         # Frames the client sent right behind its request (it may: it knows the answer).
         leftover = self.h11.trailing_data[0]
         self._handshake = self.h11 = None  # Kept only until the upgrade: not for the socket's life.
@@ -162,14 +164,11 @@ class RawWebSocket:
         Hypercorn does for a socket closed before it was accepted."""
         if self.h11 is None:
             return
-        headers = [(b"content-length", b"0"), (b"connection", b"close"), *self._server_headers()]
+        headers = [(b"content-length", b"0"), (b"connection", b"close"), *server_headers(self.config)]
         data = self.h11.send(h11.Response(status_code=status, headers=headers))
         data += self.h11.send(h11.EndOfMessage()) or b""
         self._handshake = self.h11 = None
         await self.write(data)
-
-    def _server_headers(self) -> list[tuple[bytes, bytes]]:
-        return list(self.config.response_headers("h11"))
 
     async def _send_event(self, event: Event) -> None:
         if self.ws is None:
@@ -192,19 +191,14 @@ class RawWebSocket:
 
     direct = True
 
-    @property
-    def open(self) -> bool:
-        return self.accepted and not self.closed and self._stream.socket.fileno() >= 0
-
     def write_now(self, data: bytes) -> int:
-        """Write what the socket takes right now, without waiting; how many bytes that was.
-        Synchronous, so nobody can start sending between the check of the lock and the write."""
-        if self._busy or not self.open:
+        """Write what the socket takes right now, without waiting; how many bytes that was:
+        nothing while another write is under way, before the accept, after the close (or the
+        socket's end). Synchronous, so nobody can start sending between the checks and the
+        write. Every frame of a fan-out comes this way: kept to the checks it needs."""
+        if not self.accepted or self.closed or (self._lock is not None and self._lock.locked()):
             return 0
-        try:
-            return os.write(self._stream.socket.fileno(), data)
-        except OSError:
-            return 0
+        return self._write_raw(data)
 
     async def write(self, data: bytes) -> None:
         """All of ``data``, after whatever another task is writing; dropped once the
@@ -230,12 +224,8 @@ class RawWebSocket:
         finally:
             lock.release()
 
-    @property
-    def _busy(self) -> bool:
-        """A write is under way: nothing may go before the rest of it."""
-        return self._lock is not None and self._lock.locked()
-
     def _write_raw(self, data: bytes) -> int:
+        # A closed trio socket's fileno is -1 (never another socket's number): EBADF, nothing written.
         try:
             return os.write(self._stream.socket.fileno(), data)
         except OSError:
