@@ -600,6 +600,23 @@ async def test_redis_reaps_the_members_of_a_dead_instance() -> None:
         assert [m.connection_id for m in await survivor.members(room.room_id)] == [alive.connection_id]
 
 
+async def test_redis_indexes_each_admitted_member_and_no_refused_one() -> None:
+    """The instance's index (which a survivor reaps from) gets a member with its seat, in
+    the same round trip on one Redis, and never one its room refused."""
+    async with open_redis_server() as server, redis_bus(server.url) as bus:
+        room = new_room(max_users=1)
+        await bus.create_room(room)
+        ann, bob = member("Ann"), member("Bob")
+        assert (await bus.admit(room.room_id, ann)).status is Admission.ADMITTED
+        assert (await bus.admit(room.room_id, bob)).status is Admission.FULL
+        assert (await bus.admit("no-such-room", bob)).status is Admission.NO_ROOM
+        index = await server.command("HGETALL", keys.instance_conns(bus.instance_id))
+        assert index == {ann.connection_id: room.room_id}
+        assert bus.instance_id in await server.command("SMEMBERS", keys.INSTANCES)
+        ttl_ms = await server.command("PTTL", keys.instance_conns(bus.instance_id))
+        assert 0 < ttl_ms <= (room.expires_at - clock.now()) * 1000 + 1000
+
+
 async def test_redis_reaps_an_instance_that_emptied_and_filled_again() -> None:
     """Its last member's departure took it out of the registry: its next member puts it back,
     or a reaper would never find that member once the instance dies."""

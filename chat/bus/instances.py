@@ -16,20 +16,39 @@ from typing import Any
 
 from .. import clock
 from . import keys
-from .batches import Batches, Unbatched
+from .batches import Batches, Command, Unbatched
 from .link import RedisLink
 
-# KEYS: conns, alive. ARGV: alive_ms, expires (ms), then cid, room_id pairs.
-ENLIST = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
--- Never shorten its life: it also serves rooms that outlive this one.
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 or now + ttl < tonumber(ARGV[2]) then redis.call('PEXPIREAT', KEYS[1], ARGV[2]) end
--- Alive from the first member on, so no reaper mistakes it for dead before its heartbeat.
-redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+# KEYS: conns, alive. ARGV[1]: alive_ms.
+_ENLIST = """
+local function enlist(expires, ...)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('HSET', KEYS[1], ...)
+  -- Never shorten its life: it also serves rooms that outlive this one.
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl < 0 or now + ttl < tonumber(expires) then redis.call('PEXPIREAT', KEYS[1], expires) end
+  -- Alive from the first member on, so no reaper mistakes it for dead before its heartbeat.
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+end
+"""
+
+# ARGV[2..]: expires (ms), then cid, room_id pairs.
+ENLIST = _ENLIST + """
+enlist(ARGV[2], unpack(ARGV, 3))
 return 1
+"""
+
+# One Redis only (its keys are an instance's and a room's, two slots of a cluster): ENLIST
+# for a member its room's ADMIT, just before in the same pipeline, seated; nothing for one
+# it refused. KEYS[3..]: the room's users and meta. ARGV[2..]: cid, room_id. Returns the
+# room's expiry (ms) when enlisted, else 0.
+ENLIST_SEATED = _ENLIST + """
+if redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 0 then return 0 end
+local expires = redis.call('HGET', KEYS[4], 'expires_ms')
+if not expires then return 0 end
+enlist(expires, ARGV[2], ARGV[3])
+return tonumber(expires)
 """
 
 # KEYS: conns, alive. ARGV: cids. Returns 1 when the instance has no member left (its
@@ -78,6 +97,7 @@ class InstanceIndex:
         self._registered_until_ms = 0
         client = link.client
         self._enlist = client.register_script(ENLIST)
+        self._enlist_seated = client.register_script(ENLIST_SEATED)
         self._forget = client.register_script(FORGET)
         self._heartbeat = client.register_script(HEARTBEAT)
         self._dead_members = client.register_script(DEAD_MEMBERS)
@@ -96,12 +116,26 @@ class InstanceIndex:
         if session:  # Putting a restarted Redis back: registered again whatever it held.
             await self._link.command(self._enlist, keys=index_keys, args=args)
             await self._link.command(self._register, keys=[keys.INSTANCES], args=[self.instance_id, _life(expires_ms)])
+            self._registered_until_ms = max(self._registered_until_ms, expires_ms)
         else:  # A member entering: with other requests' steps.
             await self._batches.script(self._enlist, index_keys, args)
-            if expires_ms <= self._registered_until_ms:
-                return
-            await self._batches.script(self._register, [keys.INSTANCES], [self.instance_id, _life(expires_ms)])
-        self._registered_until_ms = max(self._registered_until_ms, expires_ms)
+            await self.registered(expires_ms)
+
+    def enlist_seated(self, batches: Batches, room_id: str, connection_id: str) -> Command:
+        """ENLIST_SEATED as a command to follow the member's ADMIT in one job (one Redis
+        only): its reply is what ``registered`` then needs, 0 when the room refused it."""
+        return batches.evalsha(
+            self._enlist_seated,
+            [*self._keys(self.instance_id), keys.room_users(room_id), keys.room_meta(room_id)],
+            [self._alive_ms, connection_id, room_id],
+        )
+
+    async def registered(self, expires_ms: int) -> None:
+        """In the registry for as long as a member of a room ending at ``expires_ms`` may live."""
+        if expires_ms <= self._registered_until_ms:
+            return
+        await self._batches.script(self._register, [keys.INSTANCES], [self.instance_id, _life(expires_ms)])
+        self._registered_until_ms = expires_ms
 
     async def forget(self, instance_id: str, connection_ids: Iterable[str]) -> None:
         """No longer ``instance_id``'s members; an instance left with none leaves the registry."""

@@ -284,39 +284,55 @@ class RedisBus:
                 await self._index.enlist(((cid, room_id) for cid in cids), expires_ms, session=True)
 
     async def admit(self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "") -> AdmitResult:
-        status, count, *meta = await self._batches.script(
-            self._admit,
-            keys=[
-                keys.room_meta(room_id),
-                keys.room_users(room_id),
-                keys.conn(room_id, member.connection_id),
-                keys.room_names(room_id),
-                keys.room_revoked(room_id),
-            ],
-            args=[
-                keys.conn_prefix(room_id),
-                member.connection_id,
-                room_id,
-                member.display_name,
-                repr(member.connected_at),
-                _flag(member.is_owner),
-                self.instance_id,
-                sender,
-                name_key,
-            ],
-        )
+        cid = member.connection_id
+        admit_keys = [
+            keys.room_meta(room_id),
+            keys.room_users(room_id),
+            keys.conn(room_id, cid),
+            keys.room_names(room_id),
+            keys.room_revoked(room_id),
+        ]
+        admit_args = [
+            keys.conn_prefix(room_id),
+            cid,
+            room_id,
+            member.display_name,
+            repr(member.connected_at),
+            _flag(member.is_owner),
+            self.instance_id,
+            sender,
+            name_key,
+        ]
+        batches = self._batches
+        enlisted_until = 0
+        if isinstance(batches, Batches):
+            # One Redis: the seat and its entry in this instance's index in one round trip.
+            try:
+                (status, count, *meta), enlisted_until = await batches.run(
+                    batches.evalsha(self._admit, admit_keys, admit_args),
+                    self._index.enlist_seated(batches, room_id, cid),
+                )
+            except BusUnavailable:
+                self._orphans.add((room_id, cid))  # Seated or not: the next sweep finds out.
+                raise
+        else:
+            status, count, *meta = await batches.script(self._admit, admit_keys, admit_args)
         outcomes = (Admission.NO_ROOM, Admission.FULL, Admission.ADMITTED, Admission.REMOVED, Admission.NAME_TAKEN)
         outcome = outcomes[int(status)]
         if outcome is not Admission.ADMITTED:
             return AdmitResult(outcome, int(count))
         # The removals so far too: this instance may be the only one left to put them back.
         self._held.seat(room_id, meta[0], Seat(member, sender, name_key), removed=meta[1])
-        await self._enlist(room_id, member.connection_id, meta[0])
+        await self._enlist(room_id, cid, meta[0], int(enlisted_until))
         return AdmitResult(outcome, int(count), _room(room_id, _fields(meta[0])))
 
-    async def _enlist(self, room_id: str, connection_id: str, meta: list[str]) -> None:
+    async def _enlist(self, room_id: str, connection_id: str, meta: list[str], enlisted_until: int = 0) -> None:
+        """Into this instance's index (``enlisted_until``: it is already, in a room ending then)."""
         try:
-            await self._index.enlist([(connection_id, room_id)], int(_expires_ms(meta)))
+            if enlisted_until:
+                await self._index.registered(enlisted_until)
+            else:
+                await self._index.enlist([(connection_id, room_id)], int(_expires_ms(meta)))
         except BusUnavailable:
             # Seated, but out of the index: the next sweep hands it back, so it still leaves.
             self._held.let_go(room_id, connection_id)
