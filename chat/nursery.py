@@ -28,7 +28,17 @@ import trio
 
 from . import clock, protocol
 from .arrivals import while_more_arrive
-from .bus import NO_POSITION, ROOM_END, ROOM_REMOVE, ROOM_RESYNC, Bus, BusUnavailable, RoomRecord, offset_of
+from .bus import (
+    NO_POSITION,
+    ROOM_END,
+    ROOM_REMOVE,
+    ROOM_RESYNC,
+    Bus,
+    BusUnavailable,
+    Position,
+    RoomRecord,
+    offset_of,
+)
 from .config import MAX_HISTORY_SIZE
 from .metrics import Metrics
 from .ws import wire
@@ -121,6 +131,12 @@ class LiveRoom:
                 self.hub.metrics.error("room_failed")
                 self.end(protocol.CLOSE_INTERNAL, "Room failed; reconnect")
             self.subscribed.set()
+
+    def still_ahead_of(self, position: Position) -> bool:
+        """Whether every message after ``position`` is still to be fanned out here: a member
+        added now gets them all, so a history read up to ``position`` before it was added
+        leaves no gap."""
+        return position != NO_POSITION and position.epoch == self.epoch and self.newest <= position.offset
 
     async def _locate(self) -> bool:
         """Where the room's messages stand now that it is subscribed; False if it is gone."""

@@ -28,7 +28,19 @@ from dataclasses import dataclass
 import trio
 
 from . import clock, protocol
-from .bus import ROOM_REMOVE, Admission, AdmitResult, Bus, BusUnavailable, Departure, MemberRecord, Receipt, RoomRecord
+from .bus import (
+    ROOM_REMOVE,
+    Admission,
+    AdmitResult,
+    Bus,
+    BusUnavailable,
+    Departure,
+    History,
+    MemberRecord,
+    Reading,
+    Receipt,
+    RoomRecord,
+)
 from .config import Settings
 from .protocol import Said
 from .room_rules import (
@@ -80,6 +92,8 @@ class Entry:
     sender: str = ""
     # The seat was taken back from its sender's lost socket: the room never saw it leave.
     resumed: bool = False
+    # The room's history as read with the admission, when the backend could (``Rooms.admit``).
+    history: History | None = None
 
 
 def _new_member(display_name: str, is_owner: bool) -> MemberRecord:
@@ -97,11 +111,20 @@ class Rooms(RoomRules):
         self._later: trio.Nursery | None = None
 
     async def admit(
-        self, room_id: str, token: str | None, display_name: str, *, resuming: bool = False
+        self,
+        room_id: str,
+        token: str | None,
+        display_name: str,
+        *,
+        resuming: bool = False,
+        since: int | None = None,
+        epoch: str | None = None,
     ) -> tuple[Entry, int]:
         """Seat a WebSocket's member: who it is in the room, from its token or (open rooms
         only) its name, and the online count including it. ``resuming``: first try to take
-        back the seat its sender's lost socket holds (``Entry.resumed``)."""
+        back the seat its sender's lost socket holds (``Entry.resumed``). The history after
+        ``since`` (in ``epoch``) comes with the seat where the backend reads it in the same
+        round trip (``Entry.history``)."""
         if token:
             grant = self.tokens.verify(token, room_id)
             if grant is None:
@@ -118,7 +141,8 @@ class Rooms(RoomRules):
         if resuming and (claim := await self.bus.claim(room_id, sender)) is not None:
             return Entry(claim.room, claim.member, sender, resumed=True), claim.online_count
         # The seat and the room's record come back together: one step for a token's holder.
-        result: AdmitResult = await self.bus.admit(room_id, member, sender, name_key(member.display_name))
+        read = Reading(since, epoch, self.settings.history_size)
+        result: AdmitResult = await self.bus.admit(room_id, member, sender, name_key(member.display_name), read)
         if result.status is Admission.FULL:
             raise RoomFull()
         if result.status is Admission.NAME_TAKEN:
@@ -127,7 +151,7 @@ class Rooms(RoomRules):
             raise Removed()
         if result.room is None:
             raise RoomNotFound()
-        return Entry(result.room, member, sender), result.online_count
+        return Entry(result.room, member, sender, history=result.history), result.online_count
 
     async def arrive(self, entry: Entry, online_count: int) -> None:
         """Tell the room an admitted member came online."""

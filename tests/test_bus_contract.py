@@ -28,6 +28,7 @@ from chat.bus import (
     History,
     MemberRecord,
     Position,
+    Reading,
     RoomRecord,
     keys,
     memory,
@@ -865,6 +866,25 @@ async def test_a_resume_gets_exactly_what_it_missed_or_is_told_it_cannot(kind: K
         assert await resume(11) == ([], False)  # Ahead of the room: not this room's epoch.
         gone = await bus.history("no-such-room", 3, epoch, 50)
         assert (gone.position.epoch, gone.position.offset, gone.frames, gone.complete) == ("", 0, [], False)
+
+
+async def test_an_admission_may_bring_the_history_as_history_reads_it(kind: Kind) -> None:
+    """On one Redis the seat comes with the history asked for (one round trip); other
+    backends leave it to ``history``. What comes is what ``history`` reads."""
+    async with bus_of(kind, history_size=5) as bus:
+        room = new_room()
+        await bus.create_room(room)
+        await post_all(bus, room.room_id, *(chat(f"m{i}") for i in range(1, 5)))
+        epoch = (await bus.history(room.room_id, None, None, 0)).position.epoch
+        for read in (Reading(None, None, 3), Reading(2, epoch, 50), Reading(2, "another-epoch", 50)):
+            admitted = await bus.admit(room.room_id, member(), read=read)
+            assert admitted.status is Admission.ADMITTED
+            if kind[0] == "redis":
+                assert admitted.history == await bus.history(room.room_id, read.since, read.epoch, read.limit)
+            else:
+                assert admitted.history is None
+        refused = await bus.admit("no-such-room", member(), read=Reading(None, None, 3))
+        assert (refused.status, refused.history) == (Admission.NO_ROOM, None)
 
 
 async def test_without_history_offsets_are_still_assigned_and_published(kind: Kind) -> None:

@@ -12,7 +12,7 @@ import trio
 import trio.testing
 
 from chat import clock, protocol
-from chat.bus import ROOM_END, MemberRecord, offset_of
+from chat.bus import NO_POSITION, ROOM_END, MemberRecord, Position, offset_of
 from chat.nursery import LiveRoom
 from chat.rooms import Rooms
 from chat.ws import wire
@@ -210,3 +210,25 @@ async def test_end_is_idempotent() -> None:
             assert system_messages(socket) == [protocol.SHUTTING_DOWN]
             assert socket.closed == (1001, "Server shutting down")
         assert hub.rooms == {} and room_tasks() == []
+
+
+async def test_a_room_tells_whether_a_history_read_before_a_member_came_leaves_no_gap() -> None:
+    """A member's history may be read with its seat, before it is added to the room here: it
+    leaves no gap while the room has fanned out no message past it (those still to come
+    reach the member), and is read again otherwise."""
+    async with running_hub() as (bus, hub, nursery):
+        record = room_record()
+        await bus.create_room(record)
+        room = await hub.add(record, recording_member("ann", nursery)[0])
+        for text in ("one", "two"):
+            await bus.post(record.room_id, protocol.chat_message(record.room_id, "c-ann", "ann", text))
+        read = (await bus.history(record.room_id, None, None, 50)).position
+        assert read.offset == 2 and room.still_ahead_of(read)  # Not fanned out yet, or just so.
+        await trio.testing.wait_all_tasks_blocked()
+        assert room.newest == 2 and room.still_ahead_of(read)
+        await bus.post(record.room_id, protocol.chat_message(record.room_id, "c-ann", "ann", "three"))
+        assert room.still_ahead_of(read)  # Posted, still on its way here.
+        await trio.testing.wait_all_tasks_blocked()
+        assert not room.still_ahead_of(read)  # Fanned out: a member added now would miss it.
+        assert not room.still_ahead_of(Position("another-epoch", 3))
+        assert not room.still_ahead_of(NO_POSITION)

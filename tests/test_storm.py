@@ -5,7 +5,7 @@ from __future__ import annotations
 import trio
 import trio.testing
 
-from chat.bus import AdmitResult, MemberRecord
+from chat.bus import AdmitResult, MemberRecord, Reading
 from chat.bus.memory import MemoryBus
 from chat.ws.session import ENTERING_AT_ONCE
 
@@ -22,14 +22,16 @@ class GatedBus(MemoryBus):
         self.admitting = 0
         self.most_at_once = 0
 
-    async def admit(self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "") -> AdmitResult:
+    async def admit(
+        self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "", read: Reading | None = None
+    ) -> AdmitResult:
         self.admitting += 1
         self.most_at_once = max(self.most_at_once, self.admitting)
         if self.admitting >= ENTERING_AT_ONCE:
             self.full.set()
         try:
             await self.gate.wait()
-            return await super().admit(room_id, member, sender, name_key)
+            return await super().admit(room_id, member, sender, name_key, read)
         finally:
             self.admitting -= 1
 

@@ -71,6 +71,9 @@ class AdmitResult:
     status: Admission
     online_count: int = 0
     room: RoomRecord | None = None  # The room as stored, when admitted.
+    # The room's history read just after the admission, in the same round trip, when asked
+    # for and the backend could (see ``Bus.admit``).
+    history: History | None = None
 
 
 def new_hold() -> str:
@@ -125,6 +128,15 @@ class History:
 
 # A room that is gone has no position: its history says so.
 NO_POSITION = Position("", 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What to read of a room's history (``Bus.history``'s arguments)."""
+
+    since: int | None
+    epoch: str | None
+    limit: int
 
 
 class Receipt(Protocol):
@@ -198,9 +210,13 @@ class Bus(Protocol):
     async def ended(self, room_id: str) -> str | None:
         """The final frame of a room that ended in the last ENDED_SECONDS, else None."""
 
-    async def admit(self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "") -> AdmitResult:
+    async def admit(
+        self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "", read: Reading | None = None
+    ) -> AdmitResult:
         """Add a member unless the room is full or gone, as one atomic step; an admitted
-        member's result carries the room, so entering a room takes one step. ``sender`` (see
+        member's result carries the room, so entering a room takes one step. With ``read``,
+        a backend that can read the room's history in the same round trip (one Redis) adds
+        it to the result, as ``history`` would give it; others leave it for a call of its own. ``sender`` (see
         ``claim``) lets its sender take the seat back should this instance die under it.
         ``name_key`` (the name as compared; none: no check) must be free, or held by the
         same sender, and not the room's ``owner_key`` unless the member is the owner: the

@@ -22,6 +22,7 @@ from . import (
     Ghost,
     History,
     MemberRecord,
+    Reading,
     Receipt,
     RoomRecord,
     new_hold,
@@ -165,7 +166,10 @@ class MemoryBus:
             return None
         return frame
 
-    async def admit(self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "") -> AdmitResult:
+    async def admit(
+        self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "", read: Reading | None = None
+    ) -> AdmitResult:
+        # No round trip to save: ``read`` is left to ``history``.
         room = self._live(room_id)
         if room is None:
             return AdmitResult(Admission.NO_ROOM)

@@ -37,6 +37,7 @@ from . import (
     History,
     MemberRecord,
     Position,
+    Reading,
     Receipt,
     RoomRecord,
     keys,
@@ -283,7 +284,9 @@ class RedisBus:
             if expires_ms:
                 await self._index.enlist(((cid, room_id) for cid in cids), expires_ms, session=True)
 
-    async def admit(self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "") -> AdmitResult:
+    async def admit(
+        self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "", read: Reading | None = None
+    ) -> AdmitResult:
         cid = member.connection_id
         admit_keys = [
             keys.room_meta(room_id),
@@ -305,13 +308,18 @@ class RedisBus:
         ]
         batches = self._batches
         enlisted_until = 0
+        read_reply: list[Any] = []
         if isinstance(batches, Batches):
-            # One Redis: the seat and its entry in this instance's index in one round trip.
+            # One Redis: the seat, its entry in this instance's index and (asked for) the
+            # room's history, in one round trip.
+            commands = [
+                batches.evalsha(self._admit, admit_keys, admit_args),
+                self._index.enlist_seated(batches, room_id, cid),
+            ]
+            if read is not None:
+                commands.append(self._read_history(batches, room_id, read))
             try:
-                (status, count, *meta), enlisted_until = await batches.run(
-                    batches.evalsha(self._admit, admit_keys, admit_args),
-                    self._index.enlist_seated(batches, room_id, cid),
-                )
+                (status, count, *meta), enlisted_until, *read_reply = await batches.run(*commands)
             except BusUnavailable:
                 self._orphans.add((room_id, cid))  # Seated or not: the next sweep finds out.
                 raise
@@ -324,7 +332,8 @@ class RedisBus:
         # The removals so far too: this instance may be the only one left to put them back.
         self._held.seat(room_id, meta[0], Seat(member, sender, name_key), removed=meta[1])
         await self._enlist(room_id, cid, meta[0], int(enlisted_until))
-        return AdmitResult(outcome, int(count), _room(room_id, _fields(meta[0])))
+        history = _history(read_reply[0]) if read_reply else None
+        return AdmitResult(outcome, int(count), _room(room_id, _fields(meta[0])), history)
 
     async def _enlist(self, room_id: str, connection_id: str, meta: list[str], enlisted_until: int = 0) -> None:
         """Into this instance's index (``enlisted_until``: it is already, in a room ending then)."""
@@ -465,15 +474,15 @@ class RedisBus:
         await self._channels.post(room_id, message, receipt, dedupe)
 
     async def history(self, room_id: str, since: int | None, epoch: str | None, limit: int) -> History:
-        reply = await self._batches.script(
-            self._history,
-            [keys.room_meta(room_id), *keys.room_history(room_id)],
-            [new_epoch(), "" if since is None else since, epoch or "", max(0, limit)],
-        )
-        if not reply:
-            return History(NO_POSITION, [], False)
-        epoch_now, offset, complete, *frames = reply
-        return History(Position(epoch_now, int(offset)), frames, bool(complete))
+        reading = Reading(since, epoch, limit)
+        if isinstance(self._batches, Batches):
+            (reply,) = await self._batches.run(self._read_history(self._batches, room_id, reading))
+        else:
+            reply = await self._batches.script(self._history, *_history_call(room_id, reading))
+        return _history(reply)
+
+    def _read_history(self, batches: Batches, room_id: str, read: Reading) -> Command:
+        return batches.evalsha(self._history, *_history_call(room_id, read))
 
     @asynccontextmanager
     async def subscribe(self, room_id: str) -> AsyncIterator[trio.MemoryReceiveChannel[str]]:
@@ -541,6 +550,20 @@ def _live_room(room_id: str, fields: dict[str, str]) -> RoomRecord | None:
         return None
     room = _room(room_id, fields)
     return room if room.expires_at > clock.now() else None
+
+
+def _history_call(room_id: str, read: Reading) -> tuple[list[str], list[Any]]:
+    """HISTORY's keys and arguments."""
+    since = "" if read.since is None else read.since
+    args = [new_epoch(), since, read.epoch or "", max(0, read.limit)]
+    return [keys.room_meta(room_id), *keys.room_history(room_id)], args
+
+
+def _history(reply: list[Any]) -> History:
+    if not reply:
+        return History(NO_POSITION, [], False)
+    epoch_now, offset, complete, *frames = reply
+    return History(Position(epoch_now, int(offset)), frames, bool(complete))
 
 
 def _fields(meta: list[str]) -> dict[str, str]:

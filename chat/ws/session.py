@@ -134,7 +134,7 @@ class Session:
         try:
             since, epoch = _resume_point(socket)
             entry, online_count = await self.rooms.admit(
-                room_id, socket.token(), socket.display_name(), resuming=since is not None
+                room_id, socket.token(), socket.display_name(), resuming=since is not None, since=since, epoch=epoch
             )
         except (RoomError, InvalidName, InvalidResume) as error:
             if isinstance(error, NameTaken | Removed):
@@ -208,10 +208,14 @@ class Session:
         """The hello, then what the member missed: the room's last messages for a newcomer,
         or everything after ``since`` for a resume; then the frames held back meanwhile and
         those still on their way, less the messages up to the history's position.
-        Subscribed first, read second: no gap, no duplicate."""
+        Subscribed first, read second: no gap, no duplicate. A history read with the seat,
+        before the member was added here, does as well while the room has fanned out
+        nothing newer than it (``LiveRoom.still_ahead_of``); else it is read again."""
         if member.closing:
             return  # The room ended while it entered; its reason is already on the way.
-        history = await self.rooms.history(entry.room.room_id, since, epoch)
+        history = entry.history
+        if history is None or not room.still_ahead_of(history.position):
+            history = await self.rooms.history(entry.room.room_id, since, epoch)
         position = history.position
         recovered = None if since is None else history.complete
         room_id, connection_id = entry.room.room_id, entry.member.connection_id
