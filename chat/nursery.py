@@ -21,6 +21,7 @@ Words, one meaning each (the room domain's own are in chat.rooms):
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 
@@ -58,6 +59,13 @@ RESYNC_WAIT_SECONDS = 10.0
 SLOW_LIMITS = "OUTBOX_FRAMES or OUTBOX_BYTES"
 # Frames that stop a batch: the room's end or resync, and frames a member relayed.
 STOPS = ("\x00", *protocol.RELAYED)
+# In a room with this many local members, presence lingers this long before it goes out:
+# arrivals and departures close together (a reconnect storm, a class arriving at once) then
+# reach each member in one write, not one write each. Anything else goes out at once, and
+# takes what lingers with it, in order.
+PRESENCE_LINGER_MEMBERS = 8
+PRESENCE_LINGER_SECONDS = 0.025
+PRESENCE = '{"type":"presence",'
 
 
 class LiveRoom:
@@ -77,6 +85,13 @@ class LiveRoom:
         self._skip_upto: int | None = None
         # Set once the room stops taking members: it ended, expired or emptied.
         self.ended = False
+        # Members seated so far (see ``seat``), and the presence lingering (see
+        # PRESENCE_LINGER_SECONDS): each piece with the number of members seated when it came,
+        # as only those get it; how many frames, and until when.
+        self._seats = 0
+        self._lingering: list[tuple[int, bytes]] = []
+        self._lingering_frames = 0
+        self._linger_until = 0.0
 
     @property
     def room_id(self) -> str:
@@ -97,12 +112,14 @@ class LiveRoom:
                         return
                     self.subscribed.set()
                     task_status.started()
-                    async for frame in frames:
+                    while (frame := await self._next_frame(frames)) is not None:
                         await while_more_arrive(frames, FAN_OUT_FRAMES)
                         waiting: str | None = frame
                         while waiting is not None:
-                            batch, stop = self._backlog(waiting, frames)
-                            if batch:
+                            batch, stop, presence = self._backlog(waiting, frames)
+                            if presence and len(self.members) >= PRESENCE_LINGER_MEMBERS:
+                                self._linger(batch)
+                            elif batch:
                                 self.fan_out(batch)
                             if stop is None:
                                 break
@@ -137,6 +154,38 @@ class LiveRoom:
         added now gets them all, so a history read up to ``position`` before it was added
         leaves no gap."""
         return position != NO_POSITION and position.epoch == self.epoch and self.newest <= position.offset
+
+    def seat(self, member: Member) -> None:
+        """Add a member to the fan-out: it gets what the room sends from now on."""
+        member.seat = self._seats
+        self._seats += 1
+        self.members[member.connection_id] = member
+
+    async def _next_frame(self, frames: trio.MemoryReceiveChannel[str]) -> str | None:
+        """The room's next frame from the bus (None once the subscription ends); lingering
+        presence goes out when its time is up."""
+        try:
+            if self._lingering:
+                with trio.move_on_at(self._linger_until):
+                    return await frames.receive()
+                self._flush()
+            return await frames.receive()
+        except trio.EndOfChannel:
+            self._flush()
+            return None
+
+    def _linger(self, batch: list[bytes]) -> None:
+        if not self._lingering:
+            self._linger_until = trio.current_time() + PRESENCE_LINGER_SECONDS
+        self._lingering.append((self._seats, b"".join(batch)))
+        self._lingering_frames += len(batch)
+        if self._lingering_frames >= FAN_OUT_FRAMES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Send the lingering presence now."""
+        if self._lingering:
+            self.fan_out([])
 
     async def _locate(self) -> bool:
         """Where the room's messages stand now that it is subscribed; False if it is gone."""
@@ -193,30 +242,32 @@ class LiveRoom:
         except BusUnavailable:
             return None
 
-    def _backlog(self, first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[bytes], str | None]:
-        """``first`` and whatever else is already waiting, framed; and the frame that stopped
+    def _backlog(self, first: str, frames: trio.MemoryReceiveChannel[str]) -> tuple[list[bytes], str | None, bool]:
+        """``first`` and whatever else is already waiting, framed; the frame that stopped
         the batch, if one did: the room's end or resync, or a frame a member relayed (typing,
-        read: not for everyone, so it goes on its own).
+        read: not for everyone, so it goes on its own); and whether the batch is presence alone.
 
         Under load frames arrive faster than one fan-out each: joining the waiting ones makes
         one socket write per member carry them all, instead of one write per frame.
         """
         batch: list[bytes] = []
         size = 0
+        presence = True
         frame = first
         while True:
             if frame.startswith(STOPS):
-                return batch, frame
+                return batch, frame, presence and bool(batch)
             if self._fresh(frame):
+                presence = presence and frame.startswith(PRESENCE)
                 framed = wire.text_frame(frame)
                 batch.append(framed)
                 size += len(framed)
                 if len(batch) >= FAN_OUT_FRAMES or size >= FAN_OUT_BYTES:
-                    return batch, None
+                    return batch, None, presence
             try:
                 frame = frames.receive_nowait()
             except trio.WouldBlock:
-                return batch, None
+                return batch, None, presence and bool(batch)
 
     def _fresh(self, frame: str) -> bool:
         """False for a message a resync already sent from history; notes the newest."""
@@ -231,17 +282,43 @@ class LiveRoom:
         return True
 
     def fan_out(self, frames: list[bytes]) -> None:
-        """Hand frames to every member as one piece of bytes: one write per member."""
+        """Hand frames to every member as one piece of bytes, after the presence lingering:
+        one write per member."""
         started = time.perf_counter()
         data = frames[0] if len(frames) == 1 else b"".join(frames)
-        slow = [m for m in self.members.values() if not m.deliver(data)]
+        count = len(frames)
+        if self._lingering:
+            count += self._lingering_frames
+            slow = self._deliver_after_lingering(data)
+        else:
+            slow = [m for m in self.members.values() if not m.deliver(data)]
         hub = self.hub
-        hub.metrics.fanned_out(len(frames) * (len(self.members) - len(slow)), time.perf_counter() - started)
+        hub.metrics.fanned_out(count * (len(self.members) - len(slow)), time.perf_counter() - started)
         for member in slow:
             self.close_too_slow(member, SLOW_LIMITS)
         outboxes = hub.outboxes
         if outboxes.queued > outboxes.limit:
             hub.shed()
+
+    def _deliver_after_lingering(self, data: bytes) -> list[Member]:
+        """Hand each member the lingering presence that came after it was seated, then
+        ``data``; the members whose outbox was full."""
+        lingering, self._lingering, self._lingering_frames = self._lingering, [], 0
+        seats = [seated for seated, _ in lingering]
+        pieces = [piece for _, piece in lingering]
+        everything = b"".join(pieces) + data
+        # Members seated meanwhile get only a tail: one piece of bytes per tail.
+        tails: dict[int, bytes] = {}
+        slow = []
+        for member in self.members.values():
+            if member.seat < seats[0]:
+                piece = everything
+            else:
+                start = bisect.bisect_right(seats, member.seat)
+                piece = tails.get(start) or tails.setdefault(start, b"".join(pieces[start:]) + data)
+            if piece and not member.deliver(piece):
+                slow.append(member)
+        return slow
 
     def close_too_slow(self, member: Member, limit: str) -> None:
         """Close a member that cannot keep up; ``limit`` names the setting it reached."""
@@ -262,6 +339,7 @@ class LiveRoom:
         take read receipts), never back to its sender."""
         sender, is_read = protocol.relayed_from(frame) or ("", False)
         data = wire.text_frame(frame)
+        self._flush()
         slow = [
             m
             for cid, m in self.members.items()
@@ -274,6 +352,7 @@ class LiveRoom:
         """The owner removed a member: close its sockets here (every one of its sender's)
         with the reason; their sessions then depart as usual."""
         removed = protocol.system(self.room_id, protocol.REMOVED_YOU)
+        self._flush()
         for member in list(self.members.values()):
             if sender in (member.sender, member.connection_id):
                 member.close(protocol.CLOSE_POLICY, protocol.REMOVED_REASON, removed)
@@ -289,6 +368,7 @@ class LiveRoom:
         frame for each), let the Hub forget the room, cancel its nursery. Idempotent."""
         if self.ended:
             return
+        self._flush()
         self.ended = True
         self.hub._forget(self)
         for member in list(self.members.values()):
@@ -412,10 +492,10 @@ class Hub:
         if room is None:
             room = LiveRoom(self, record)
             self.rooms[record.room_id] = room
-            room.members[member.connection_id] = member
+            room.seat(member)
             await self._nursery.start(room.run)
         else:
-            room.members[member.connection_id] = member
+            room.seat(member)
             await room.subscribed.wait()
         return room
 

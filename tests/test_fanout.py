@@ -12,13 +12,14 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
+from chat import protocol
 from chat.__main__ import hypercorn_config
 from chat.bus import ROOM_END
 from chat.bus.memory import MemoryBus
-from chat.nursery import FAN_OUT_FRAMES, LiveRoom
+from chat.nursery import FAN_OUT_FRAMES, PRESENCE_LINGER_MEMBERS, PRESENCE_LINGER_SECONDS, LiveRoom
 from chat.ws.member import SLOW_CONSUMER, Member
 
-from .fakes import frames_in, room_of_recording_members
+from .fakes import frames_in, recording_member, room_of_recording_members, room_record, running_hub
 from .support import Client, Server, connect, create_room, join_room, running_app, settings
 
 PAD = "x" * 3_900
@@ -242,3 +243,62 @@ async def test_frames_arriving_round_after_round_share_one_write() -> None:
         for socket in sockets:
             assert [t for w in socket.writes for t in frames_in(w)] == texts
             assert len(socket.writes) <= 2, [len(frames_in(w)) for w in socket.writes]
+
+
+def online(name: str) -> str:
+    return protocol.presence("r1", "user_online", f"c-{name}", name, 1)
+
+
+async def test_presence_in_a_big_room_arrives_together_in_order(mock_clock: trio.testing.MockClock) -> None:
+    """Arrivals a moment apart in a big room reach each member in one write, in the order
+    they happened, once the linger is over; a member seated in between hears only what came
+    after it; a message goes out at once, behind the presence waiting."""
+    async with running_hub() as (bus, hub, nursery):
+        record = room_record()
+        await bus.create_room(record)
+        sockets = []
+        for i in range(PRESENCE_LINGER_MEMBERS):
+            member, socket = recording_member(f"m{i}", nursery)
+            await hub.add(record, member)
+            sockets.append(socket)
+        ann, bob, cy = online("ann"), online("bob"), online("cy")
+        await bus.publish("r1", ann)
+        await trio.testing.wait_all_tasks_blocked()
+        late, late_socket = recording_member("late", nursery)
+        await hub.add(record, late)
+        await bus.publish("r1", bob)
+        await trio.testing.wait_all_tasks_blocked()
+        assert all(socket.writes == [] for socket in [*sockets, late_socket])
+
+        mock_clock.jump(PRESENCE_LINGER_SECONDS)
+        await trio.testing.wait_all_tasks_blocked()
+        for socket in sockets:
+            assert [frames_in(w) for w in socket.writes] == [[ann, bob]]
+        assert [frames_in(w) for w in late_socket.writes] == [[bob]]
+
+        await bus.publish("r1", cy)
+        await trio.testing.wait_all_tasks_blocked()
+        await bus.publish("r1", "a message")
+        await trio.testing.wait_all_tasks_blocked()
+        for socket in [*sockets, late_socket]:
+            assert frames_in(socket.writes[-1]) == [cy, "a message"]
+
+
+async def test_presence_in_a_small_room_goes_out_at_once() -> None:
+    async with room_of_recording_members(count=PRESENCE_LINGER_MEMBERS - 1) as (bus, _, sockets):
+        ann = online("ann")
+        await bus.publish("r1", ann)
+        await trio.testing.wait_all_tasks_blocked()
+        for socket in sockets:
+            assert socket.texts() == [ann]
+
+
+async def test_presence_waiting_goes_out_before_the_room_ends(mock_clock: trio.testing.MockClock) -> None:
+    async with room_of_recording_members(count=PRESENCE_LINGER_MEMBERS) as (bus, hub, sockets):
+        ann = online("ann")
+        await bus.publish("r1", ann)
+        await bus.publish("r1", ROOM_END)
+        await trio.testing.wait_all_tasks_blocked()
+        for socket in sockets:
+            assert socket.texts() == [ann] and socket.closed == (1000, "Room closed")
+        assert hub.rooms == {}

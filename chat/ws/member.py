@@ -84,6 +84,7 @@ class Member:
         "read_receipts",
         "reading",
         "record",
+        "seat",
         "sender",
         "stalled",
         "written",
@@ -99,6 +100,8 @@ class Member:
         held: bool = False,
     ) -> None:
         self.record = record
+        # Its place in its room's order of arrival on this instance (chat.nursery.LiveRoom.seat).
+        self.seat = 0
         # Who sends (chat.rooms.Entry.sender): the owner removes a sender, every socket of it.
         self.sender = ""
         # False: the member neither sends nor is sent read receipts.
