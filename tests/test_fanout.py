@@ -19,7 +19,7 @@ from chat.bus.memory import MemoryBus
 from chat.nursery import FAN_OUT_FRAMES, PRESENCE_LINGER_MEMBERS, PRESENCE_LINGER_SECONDS, LiveRoom
 from chat.ws.member import SLOW_CONSUMER, Member
 
-from .fakes import frames_in, recording_member, room_of_recording_members, room_record, running_hub
+from .fakes import frames_in, recording_member, room_of_recording_members
 from .support import Client, Server, connect, create_room, join_room, running_app, settings
 
 PAD = "x" * 3_900
@@ -253,19 +253,15 @@ async def test_presence_in_a_big_room_arrives_together_in_order(mock_clock: trio
     """Arrivals a moment apart in a big room reach each member in one write, in the order
     they happened, once the linger is over; a member seated in between hears only what came
     after it; a message goes out at once, behind the presence waiting."""
-    async with running_hub() as (bus, hub, nursery):
-        record = room_record()
-        await bus.create_room(record)
-        sockets = []
-        for i in range(PRESENCE_LINGER_MEMBERS):
-            member, socket = recording_member(f"m{i}", nursery)
-            await hub.add(record, member)
-            sockets.append(socket)
+    async with (
+        trio.open_nursery() as nursery,  # The late member's: it outlives the room.
+        room_of_recording_members(count=PRESENCE_LINGER_MEMBERS) as (bus, hub, sockets),
+    ):
         ann, bob, cy = online("ann"), online("bob"), online("cy")
         await bus.publish("r1", ann)
         await trio.testing.wait_all_tasks_blocked()
         late, late_socket = recording_member("late", nursery)
-        await hub.add(record, late)
+        await hub.add(hub.rooms["r1"].record, late)
         await bus.publish("r1", bob)
         await trio.testing.wait_all_tasks_blocked()
         assert all(socket.writes == [] for socket in [*sockets, late_socket])
