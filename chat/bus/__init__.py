@@ -216,12 +216,12 @@ class Bus(Protocol):
         """Add a member unless the room is full or gone, as one atomic step; an admitted
         member's result carries the room, so entering a room takes one step. With ``read``,
         a backend that can read the room's history in the same round trip (one Redis) adds
-        it to the result, as ``history`` would give it; others leave it for a call of its own. ``sender`` (see
-        ``claim``) lets its sender take the seat back should this instance die under it.
-        ``name_key`` (the name as compared; none: no check) must be free, or held by the
-        same sender, and not the room's ``owner_key`` unless the member is the owner: the
-        seat then holds it until the last of its sender's seats departs. A sender the owner
-        removed is refused (REMOVED)."""
+        it to the result, as ``history`` would give it; others leave it for a call of its
+        own. ``sender`` (see ``claim``) lets its sender take the seat back should this
+        instance die under it. ``name_key`` (the name as compared; none: no check) must be
+        free, or held by the same sender, and not the room's ``owner_key`` unless the member
+        is the owner: the seat then holds it until the last of its sender's seats departs. A
+        sender the owner removed is refused (REMOVED)."""
 
     async def revoke(self, room_id: str, connection_id: str) -> str | None:
         """The owner removes a member: its sender is refused from now on, for the room's

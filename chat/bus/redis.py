@@ -474,11 +474,7 @@ class RedisBus:
         await self._channels.post(room_id, message, receipt, dedupe)
 
     async def history(self, room_id: str, since: int | None, epoch: str | None, limit: int) -> History:
-        reading = Reading(since, epoch, limit)
-        if isinstance(self._batches, Batches):
-            (reply,) = await self._batches.run(self._read_history(self._batches, room_id, reading))
-        else:
-            reply = await self._batches.script(self._history, *_history_call(room_id, reading))
+        reply = await self._batches.script(self._history, *_history_call(room_id, Reading(since, epoch, limit)))
         return _history(reply)
 
     def _read_history(self, batches: Batches, room_id: str, read: Reading) -> Command:
