@@ -315,7 +315,9 @@ class LiveRoom:
                 piece = everything
             else:
                 start = bisect.bisect_right(seats, member.seat)
-                piece = tails.get(start) or tails.setdefault(start, b"".join(pieces[start:]) + data)
+                piece = tails.get(start)
+                if piece is None:
+                    piece = tails[start] = b"".join(pieces[start:]) + data
             if piece and not member.deliver(piece):
                 slow.append(member)
         return slow

@@ -116,15 +116,14 @@ class Rooms(RoomRules):
         token: str | None,
         display_name: str,
         *,
-        resuming: bool = False,
         since: int | None = None,
         epoch: str | None = None,
     ) -> tuple[Entry, int]:
         """Seat a WebSocket's member: who it is in the room, from its token or (open rooms
-        only) its name, and the online count including it. ``resuming``: first try to take
-        back the seat its sender's lost socket holds (``Entry.resumed``). The history after
-        ``since`` (in ``epoch``) comes with the seat where the backend reads it in the same
-        round trip (``Entry.history``)."""
+        only) its name, and the online count including it. With ``since`` (a resume), first
+        try to take back the seat its sender's lost socket holds (``Entry.resumed``). The
+        history after ``since`` (in ``epoch``) comes with the seat where the backend reads it
+        in the same round trip (``Entry.history``)."""
         if token:
             grant = self.tokens.verify(token, room_id)
             if grant is None:
@@ -138,7 +137,7 @@ class Rooms(RoomRules):
                 raise WrongPassword("This room has a password: join it first and use the ws_url returned")
             member = _new_member(display_name, is_owner=False)
             sender = sender_of("n", display_name)
-        if resuming and (claim := await self.bus.claim(room_id, sender)) is not None:
+        if since is not None and (claim := await self.bus.claim(room_id, sender)) is not None:
             return Entry(claim.room, claim.member, sender, resumed=True), claim.online_count
         # The seat and the room's record come back together: one step for a token's holder.
         read = Reading(since, epoch, self.settings.history_size)

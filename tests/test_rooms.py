@@ -519,4 +519,4 @@ async def test_the_owner_removes_a_member_whose_token_is_then_refused() -> None:
                 await again
             assert refusal(refused) == (403, "You were removed from this room by its owner")
         with pytest.raises(Removed):
-            await rooms.admit(rid, jane_token, "", resuming=True)
+            await rooms.admit(rid, jane_token, "", since=0)

@@ -134,7 +134,7 @@ class Session:
         try:
             since, epoch = _resume_point(socket)
             entry, online_count = await self.rooms.admit(
-                room_id, socket.token(), socket.display_name(), resuming=since is not None, since=since, epoch=epoch
+                room_id, socket.token(), socket.display_name(), since=since, epoch=epoch
             )
         except (RoomError, InvalidName, InvalidResume) as error:
             if isinstance(error, NameTaken | Removed):
