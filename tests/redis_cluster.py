@@ -106,7 +106,9 @@ class RedisCluster:
 
         async def answers() -> bool:
             if not node.alive:
-                raise RuntimeError(f"redis-server on port {node.port} exited; see its node-*.log")
+                log = trio.Path(self.directory, f"node-{node.port}.log")
+                said = (await log.read_text(errors="replace"))[-2000:] if await log.exists() else "(no log)"
+                raise RuntimeError(f"redis-server on port {node.port} exited: {said}")
             try:
                 return bool(await node.command("PING"))
             except redis.ConnectionError:

@@ -8,6 +8,7 @@ and nothing is ever written to disk). It stops when its context exits.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,10 +37,39 @@ def redis_server_executable() -> str:
     return str(REDIS_SERVER_PATH)
 
 
+# Ports for servers that cannot bind port 0 and report it, taken below the kernel's ephemeral
+# range: a port from that range, probed free, can be taken by any outgoing connection (ours make
+# thousands) before the server binds it, and the server then exits at start.
+_PORTS_BELOW = 32768
+_PORTS_FROM = 20000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _PORTS_BELOW
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port nothing listens on, outside the ephemeral range, never the same twice
+    in this process."""
+    floor = _ephemeral_floor()
+    if floor < _PORTS_FROM + 1000:  # An unusual range: keep to the usual one's floor.
+        floor = _PORTS_BELOW
+    candidates = [port for port in range(_PORTS_FROM, floor) if port not in _handed_out]
+    random.shuffle(candidates)
+    for port in candidates:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free loopback port in {_PORTS_FROM}-{floor}")
 
 
 class RedisServer:
