@@ -18,6 +18,7 @@ connection's own task:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -37,6 +38,9 @@ from .ws.raw import RawWebSocket
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
+# A request head that is not chat.rest_lane's: the h11 event (or None), its path, its headers,
+# the parser that read it and its bytes as they arrived.
+Head = tuple[Any, str | None, Headers, h11.Connection, bytearray]
 
 # How long the end of a room socket may take (its close frame, the connection's end).
 FINISH_SECONDS = 1.0
@@ -102,28 +106,54 @@ class Connection:
         if lanes is None or not isinstance(self.stream, trio.SocketStream) or self.config.server_names:
             await self._hypercorn()
             return
+        # As Hypercorn: a connection whose next request head is not in by the keep-alive timeout
+        # is closed without an answer. One time bound for all the connection's requests, set
+        # for each wait (a scope per request was a few percent of a room creation's time).
+        head: Head | None = None
+        with trio.CancelScope() as waiting:
+            head = await self._serve_rest_requests(lanes, waiting)
+        if waiting.cancel_called:
+            await trio.aclose_forcefully(self.stream)  # Idle too long.
+            return
+        if head is None:
+            return
+        event, path, headers, parser, received = head
+        upgrade = _upgrade(event, path, headers, parser, lanes, self.stream, self.config)
+        # Neither the parser nor the request stays referenced from this frame for the
+        # socket's life: the WebSocket lets go of them once it has answered the handshake.
+        del event, parser, headers, head
+        if upgrade is None:
+            await self._hypercorn(bytes(received))  # Hypercorn's answer, 400 included.
+            return
+        del received
+        await self._serve_room_socket(lanes, *upgrade)
+
+    async def _serve_rest_requests(self, lanes: Lanes, waiting: trio.CancelScope) -> Head | None:
+        """Serve the connection's requests while they are chat.rest_lane's: the head of the
+        first that is not (with its parser and its bytes so far), None once the connection ended."""
         parser = _parser(self.config)
         answered = 0
         addresses: tuple[Any, Any] | None = None  # Looked up for the first request that needs them.
         while True:
             if answered and self.context.terminated.is_set():
                 await _end(self.stream)  # Shutting down: no next request, as Hypercorn's idle close.
-                return
+                return None
             # The bytes of this request so far, from its first: Hypercorn gets them if it is not ours.
             received = bytearray(parser.trailing_data[0])
             event: Any = None
-            # As Hypercorn: a connection whose next request head is not in by the keep-alive
-            # timeout is closed without an answer.
-            with trio.move_on_after(self.config.keep_alive_timeout) as waiting:
-                try:
-                    event = await self._next_event(parser, received)
-                except h11.RemoteProtocolError:
-                    pass  # Hypercorn's to answer (a 400), or to take as HTTP/2.
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    return
-            if waiting.cancelled_caught or (isinstance(event, h11.ConnectionClosed) and not received):
-                await trio.aclose_forcefully(self.stream)  # Idle too long, or left without a word.
-                return
+            waiting.deadline = trio.current_time() + self.config.keep_alive_timeout
+            try:
+                event = await self._next_event(parser, received)
+            except h11.RemoteProtocolError:
+                pass  # Hypercorn's to answer (a 400), or to take as HTTP/2.
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            waiting.deadline = math.inf
+            if waiting.cancel_called:
+                return None  # The time ran out as the head came in: closed all the same.
+            if isinstance(event, h11.ConnectionClosed) and not received:
+                await trio.aclose_forcefully(self.stream)  # Left without a word.
+                return None
             # Read once per request: h11 hands headers out one tuple at a time, and the path is
             # what every lane routes on.
             headers: Headers = list(event.headers) if isinstance(event, h11.Request) else []
@@ -133,19 +163,10 @@ class Connection:
                 addresses = addresses or _addresses(self.stream)
                 scope = _http_scope(event, path, headers, addresses)
                 if not await self._serve_rest(lanes, scope, _keeps_alive(event, headers), parser, answered):
-                    return
+                    return None
                 parser = _next_parser(parser, self.config)
                 continue
-            upgrade = _upgrade(event, path, headers, parser, lanes, self.stream, self.config)
-            # Neither the parser nor the request stays referenced from this frame for the
-            # socket's life: the WebSocket lets go of them once it has answered the handshake.
-            del event, parser, headers
-            if upgrade is None:
-                await self._hypercorn(bytes(received))  # Hypercorn's answer, 400 included.
-                return
-            del received
-            await self._serve_room_socket(lanes, *upgrade)
-            return
+            return event, path, headers, parser, received
 
     async def _next_event(self, parser: h11.Connection, received: bytearray) -> Any:
         while True:
@@ -170,8 +191,9 @@ class Connection:
                 await exchange.answer(500, [(b"content-length", b"0")], b"")
         # An answer given before the body was read (a refusal) leaves the body on its way: as
         # Hypercorn, read it to its end and drop it, and the connection goes on.
-        with trio.move_on_after(self.config.keep_alive_timeout):
-            await exchange.drop_the_rest()
+        if exchange.body_left:
+            with trio.move_on_after(self.config.keep_alive_timeout):
+                await exchange.drop_the_rest()
         if exchange.keeps_connection:
             return True
         # Ended mid-request (a client gone, a body past the limit) or told to close: as Hypercorn.

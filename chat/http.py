@@ -149,7 +149,9 @@ class Lanes:
         return self._rest.takes(method.upper(), path)
 
     async def serve_rest(self, scope: dict[str, Any], exchange: RawExchange) -> None:
-        await self._rest.serve(await self._forwarded(scope), exchange.receive, exchange.send, exchange.answer)
+        await self._rest.serve(
+            await self._forwarded(scope), exchange.receive, exchange.send, exchange.answer, exchange.body_at_hand
+        )
 
     async def _forwarded(self, scope: dict[str, Any]) -> dict[str, Any]:
         if self._proxy is None:

@@ -26,6 +26,7 @@ from hypercorn.utils import build_and_validate_headers
 # Most bytes read from a connection at once, as Hypercorn reads them.
 MAX_RECV = 2**16
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 # The most of a body left unread by an answer that is read and dropped to keep the connection.
 DROPPED_BODY_BYTES = 1024 * 1024
 
@@ -50,7 +51,7 @@ _DATED: WeakKeyDictionary[Config, tuple[int, list[tuple[bytes, bytes]]]] = WeakK
 class RawExchange:
     """One request and its answer, on a connection this task alone reads and writes."""
 
-    __slots__ = ("_close", "_config", "_last", "_parser", "_start", "_stream", "answered")
+    __slots__ = ("_close", "_config", "_last", "_parser", "_pending", "_start", "_stream", "answered")
 
     def __init__(
         self, stream: trio.SocketStream, parser: h11.Connection, config: Config, *, keep_alive: bool, last: bool
@@ -60,30 +61,56 @@ class RawExchange:
         # whether this is the last request the connection's budget allows: either ends it.
         self._close, self._last = not keep_alive, last
         self._start: dict[str, Any] | None = None
+        # Messages parsed ahead (``body_at_hand``) that ``receive`` has not handed out yet.
+        self._pending: list[dict[str, Any]] = []
         self.answered = False
 
     async def receive(self) -> dict[str, Any]:
+        if self._pending:
+            return self._pending.pop(0)
         parser = self._parser
         while True:
+            message = self._parsed()
+            if message is not None:
+                return message
+            if parser.client_is_waiting_for_100_continue and not self.answered:
+                continuing = h11.InformationalResponse(status_code=100, headers=server_headers(self._config))
+                await self._write(parser.send(continuing) or b"")
             try:
-                event = parser.next_event()
-            except h11.RemoteProtocolError:
-                return {"type": "http.disconnect"}
-            if event is h11.NEED_DATA:
-                if parser.client_is_waiting_for_100_continue and not self.answered:
-                    continuing = h11.InformationalResponse(status_code=100, headers=server_headers(self._config))
-                    await self._write(parser.send(continuing) or b"")
-                try:
-                    data = await self._stream.receive_some(MAX_RECV)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    data = b""
-                parser.receive_data(data)
-                continue
-            if isinstance(event, h11.Data):
-                return {"type": "http.request", "body": bytes(event.data), "more_body": True}
-            if isinstance(event, h11.EndOfMessage):
-                return {"type": "http.request", "body": b"", "more_body": False}
-            return {"type": "http.disconnect"}
+                data = await self._stream.receive_some(MAX_RECV)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            parser.receive_data(data)
+
+    def body_at_hand(self) -> bytes | None:
+        """The whole request body, if all of it has arrived with the head (as a small POST's
+        does): read without waiting, so without a time bound around the wait. None, having
+        given out nothing, if some of it is still to come."""
+        pending = self._pending
+        while not pending or (pending[-1] is not _DISCONNECT and pending[-1]["more_body"]):
+            message = self._parsed()
+            if message is None:
+                return None
+            pending.append(message)
+        if pending[-1] is _DISCONNECT:
+            return None  # ``receive`` says so, in turn.
+        body = b"".join(message["body"] for message in pending)
+        pending.clear()
+        return body
+
+    def _parsed(self) -> dict[str, Any] | None:
+        """The next ASGI message from the bytes in, None if more must arrive first."""
+        try:
+            event = self._parser.next_event()
+        except h11.RemoteProtocolError:
+            return _DISCONNECT
+        if event is h11.NEED_DATA:
+            return None
+        if isinstance(event, h11.Data):
+            return {"type": "http.request", "body": bytes(event.data), "more_body": True}
+        if isinstance(event, h11.EndOfMessage):
+            return {"type": "http.request", "body": b"", "more_body": False}
+        return _DISCONNECT
 
     async def send(self, message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
@@ -109,13 +136,17 @@ class RawExchange:
         data = b"".join([b"HTTP/1.1 %d \r\n" % status, *(b"%s: %s\r\n" % pair for pair in head), b"\r\n", body])
         if len(_LINE_BREAK.findall(data, 0, len(data) - len(body))) != len(head) + 2:
             raise ValueError("A header of the answer holds a line break")
-        with trio.CancelScope(shield=True):  # Half an answer would leave the connection unusable.
-            await self._write(data)
+        await self._write(data)
+
+    @property
+    def body_left(self) -> bool:
+        """Answered with some of the request's body still to read (``drop_the_rest``)."""
+        return self.answered and self._parser.their_state is h11.SEND_BODY
 
     async def drop_the_rest(self) -> None:
         """Read what is left of the request's body, up to DROPPED_BODY_BYTES, and drop it."""
         dropped = 0
-        while self.answered and self._parser.their_state is h11.SEND_BODY and dropped <= DROPPED_BODY_BYTES:
+        while self.body_left and dropped <= DROPPED_BODY_BYTES:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 return
@@ -127,12 +158,15 @@ class RawExchange:
         return self.answered and not (self._close or self._last) and self._parser.their_state is h11.DONE
 
     async def _write(self, data: bytes) -> None:
+        """All of ``data``: at once when the socket takes it (an answer nearly always fits),
+        else the rest shielded: half an answer would leave the connection unusable."""
         try:
             sent = os.write(self._stream.socket.fileno(), data)
         except OSError:
             sent = 0  # Full (EAGAIN) or broken: send_all waits, or finds out.
         if sent < len(data):
-            try:
-                await self._stream.send_all(data[sent:])
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._stream.send_all(data[sent:])
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 # Sends a whole answer: status, headers (as ASGI has them) and body.
 Answer = Callable[[int, list[tuple[bytes, bytes]], bytes], Awaitable[None]]
+# The whole request body if it has all arrived already, else None (nothing read).
+AtHand = Callable[[], bytes | None]
 
 CREATE = re.compile(r"/rooms/?")
 JOIN = re.compile(r"/rooms/([^/]+)/join")
@@ -64,16 +66,24 @@ class RestLane:
         """Whether a request (with no root path) is one of ours."""
         return method == "POST" and (CREATE.fullmatch(path) is not None or JOIN.fullmatch(path) is not None)
 
-    async def serve(self, scope: dict[str, Any], receive: Any, send: Any, whole: Answer | None = None) -> bool:
+    async def serve(
+        self,
+        scope: dict[str, Any],
+        receive: Any,
+        send: Any,
+        whole: Answer | None = None,
+        at_hand: AtHand | None = None,
+    ) -> bool:
         """Serve an HTTP request if it is one of ours; False (having done nothing) if not.
-        ``whole``: where the server takes a whole answer in one call (chat.raw_http)."""
+        ``whole``: where the server takes a whole answer in one call; ``at_hand``: the whole
+        body if it has arrived, without waiting (chat.raw_http has both)."""
         path = scope["path"]
         if scope.get("root_path") or not self.takes(scope["method"], path):
             return False
         joining = JOIN.fullmatch(path)
         room_id = joining[1] if joining is not None else None
         headers = _first_values(scope["headers"])
-        caller = self._caller(scope, headers, receive)
+        caller = self._caller(scope, headers, receive, at_hand)
         app = self._app
         extra: list[tuple[str, str]] = []
         try:
@@ -101,7 +111,9 @@ class RestLane:
         )
         return True
 
-    def _caller(self, scope: dict[str, Any], headers: dict[str, str], receive: Any) -> routes.Caller:
+    def _caller(
+        self, scope: dict[str, Any], headers: dict[str, str], receive: Any, at_hand: AtHand | None
+    ) -> routes.Caller:
         scheme = scope["scheme"]
         host_header = headers.get("host")
         if host_header is None and scope["http_version"] < "1.1":
@@ -109,6 +121,13 @@ class RestLane:
         declared = get_content_length(headers.get("content-length"), headers.get("transfer-encoding"))
 
         async def read_body() -> bytes:
+            most = self._max_body_bytes
+            if at_hand is not None and (declared is None or most is None or declared <= most):
+                body = at_hand()
+                if body is not None:
+                    if most is not None and len(body) > most:
+                        raise RequestEntityTooLarge()
+                    return body
             return await self._read_body(receive, declared)
 
         return routes.Caller(

@@ -12,6 +12,7 @@ from typing import Any
 import hypercorn.trio.run as hypercorn_run
 import pytest
 import trio
+import trio.testing
 from hypercorn.trio import serve
 from hypercorn.trio.tcp_server import TCPServer
 from wsproto import ConnectionType, WSConnection
@@ -399,3 +400,39 @@ async def test_a_creation_that_asks_for_http2_is_answered_as_hypercorn_answers_i
         )
         mine, theirs = (await ask_raw(ours, request))[0], (await ask_raw(hypercorn, request))[0]
     assert mine.split(b"\r\n", 1)[0] == theirs.split(b"\r\n", 1)[0] == b"HTTP/1.1 200 "
+
+
+async def test_a_body_that_arrives_in_pieces_after_its_head_is_read_whole() -> None:
+    body = b'{"name": "in pieces", "owner_name": "Jo"}'
+    async with lane_and_hypercorn() as (ours, _):
+        host, port = ours.rsplit(":", 1)
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            request = post("/rooms/", body)
+            head_and_some = len(request) - len(body) + 5
+            await stream.send_all(request[:head_and_some])
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.send_all(request[head_and_some:-3])
+            await trio.testing.wait_all_tasks_blocked()
+            await stream.send_all(request[-3:])
+            (answer,) = await read_answers(stream, 1)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert b'"room_id"' in answer
+
+
+async def test_a_kept_alive_connection_left_idle_after_an_answer_is_closed() -> None:
+    config = settings()
+    app = create_app(config)
+    hyper = hypercorn_config(config)
+    hyper.keep_alive_timeout = 0.2
+    connections.install()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(lambda task_status: serve(app, hyper, task_status=task_status))
+        host, port = binds[0].removeprefix("http://").rsplit(":", 1)
+        async with await trio.open_tcp_stream(host, int(port)) as stream:
+            for name in ("one", "two"):  # the time bound is set again for each request's wait
+                await stream.send_all(post("/rooms/", b'{"name": "%s", "owner_name": "Jo"}' % name.encode()))
+                (answer,) = await read_answers(stream, 1)
+                assert answer.startswith(b"HTTP/1.1 200 "), answer
+            with trio.fail_after(10):
+                assert await stream.receive_some(65536) == b""
+        nursery.cancel_scope.cancel()
