@@ -3,10 +3,11 @@
 A request's step (count a rate, create a room, look at a room, take a seat) is a handful of
 commands. Sent alone, each step costs a bridge crossing to asyncio (an asyncio task and
 several Trio scheduling rounds each way) and a round trip to Redis, and under load that
-crossing is most of the step's CPU. Here a step is a *job*: it waits in a bounded queue, and
-one task per session takes whatever jobs are waiting and pipelines all their commands on a
-connection of its own, in one crossing, as the publisher does for frames. Each job's
-commands go out together and in order, so a job may wrap them in MULTI/EXEC.
+crossing is most of the step's CPU. Here a step is a *job*: it waits in a bounded queue, a
+Trio task per session gathers whatever jobs are waiting, and a sender that stays on asyncio
+for the whole session pipelines all their commands on a connection of its own, as the
+publisher does for frames: no crossing per batch, a handoff instead. Each job's commands go
+out together and in order, so a job may wrap them in MULTI/EXEC.
 
 A Redis that answers a job's command with an error (NOSCRIPT after a SCRIPT FLUSH is
 handled here: the scripts are loaded again and those jobs sent once more) fails that job
@@ -15,7 +16,9 @@ alone; a lost connection fails the whole batch and the jobs waiting, and ends th
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from typing import Any
 
 import trio
@@ -56,6 +59,13 @@ class Batches:
         self._link = link
         self._queue, self._queued = trio.open_memory_channel[Job](QUEUED_JOBS)
         self._scripts: dict[str, str] = {}  # sha -> source, of the scripts jobs have called
+        # The batch Redis has been sent and not yet answered in full.
+        self._in_flight: list[Job] = []
+        # Set while the sender waits for a batch, which resolving ``_handoff`` gives it.
+        self._sender_ready = trio.Event()
+        self._handoff: asyncio.Future[list[Job]] | None = None
+        # The bound on Redis's answer to the batch in flight (none while the sender waits).
+        self._answer_deadline = trio.CancelScope()
         link.on_loss(self._release)
 
     def session(self, nursery: trio.Nursery) -> None:
@@ -100,27 +110,56 @@ class Batches:
             self._link.lost(error)
             return
         try:
+            async with trio.open_nursery() as nursery:
+                self._sender_ready = trio.Event()
+                nursery.start_soon(self._gather)
+                try:
+                    with trio.CancelScope() as self._answer_deadline:
+                        await self._link.aio(self._send_batches, connection)
+                    raise rx.TimeoutError(f"redis did not answer within {self._link.command_timeout_seconds} s")
+                except LOST as error:
+                    self._link.lost(error)
+                nursery.cancel_scope.cancel()
+        finally:
+            # Cancelled or lost: nobody can say which of these Redis ran.
+            batch, self._in_flight = self._in_flight, []
+            _fail(batch)
+            await self._link.close_connection(connection)
+
+    async def _gather(self) -> None:
+        """Runs on Trio for the whole session: gathers each batch and hands it to the sender."""
+        batch: list[Job] = []
+        try:
             while True:
                 batch = [await self._queued.receive()]
                 await while_more_arrive(self._queued, JOBS_PER_BATCH - 1)
+                await self._sender_ready.wait()
+                handoff = self._handoff
+                if handoff is None or handoff.done():
+                    return  # The sender was cancelled: this session is ending.
                 while len(batch) < JOBS_PER_BATCH:
                     try:
                         batch.append(self._queued.receive_nowait())
                     except trio.WouldBlock:
                         break
-                try:
-                    await self._link.command(self._send, connection, batch)
-                except LOST as error:
-                    self._link.lost(error)
-                    raise
-                finally:
-                    # Cancelled or lost: nobody can say which of these Redis ran.
-                    for job in batch:
-                        job.fail(BusUnavailable(UNAVAILABLE))
-        except LOST:
-            return
+                self._sender_ready = trio.Event()
+                self._in_flight, batch = batch, []
+                handoff.set_result(self._in_flight)
         finally:
-            await self._link.close_connection(connection)
+            _fail(batch)  # Taken from the queue, never sent.
+
+    async def _send_batches(self, connection: AbstractConnection) -> None:
+        """Runs on asyncio for the whole session: pipelines each batch the gatherer hands it,
+        without a crossing from Trio per batch (most of a lone job's cost)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._handoff = loop.create_future()
+            self._sender_ready.set()
+            batch = await self._handoff
+            self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
+            await self._send(connection, batch)
+            self._answer_deadline.deadline = math.inf
+            self._in_flight = []
 
     async def _send(self, connection: AbstractConnection, batch: list[Job]) -> None:
         """Runs on asyncio: one pipeline for the batch, and once more for jobs refused NOSCRIPT."""
@@ -176,3 +215,9 @@ class Unbatched:
 def _flat(reply: Any) -> Any:
     # The cluster client turns a hash into a dict; a job's caller reads it as Redis sends it.
     return [item for pair in reply.items() for item in pair] if isinstance(reply, dict) else reply
+
+
+def _fail(jobs: list[Job]) -> None:
+    lost = BusUnavailable(UNAVAILABLE)
+    for job in jobs:
+        job.fail(lost)
