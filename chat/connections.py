@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 from urllib.parse import unquote
@@ -31,6 +32,7 @@ from hypercorn.protocol.ws_stream import Handshake
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.utils import parse_socket_addr
 
+from .plain_post import KnownLength, PlainPost, plain_post
 from .raw_http import MAX_RECV, RawExchange
 from .ws.hypercorn_adapter import HYPERCORN_VERSION
 from .ws.raw import RawWebSocket
@@ -42,6 +44,8 @@ Headers = list[tuple[bytes, bytes]]
 # the parser that read it and its bytes as they arrived.
 Head = tuple[Any, str | None, Headers, h11.Connection, bytearray]
 
+# Where a request head ends, as h11 finds it (line feeds with or without carriage returns).
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 # How long the end of a room socket may take (its close frame, the connection's end).
 FINISH_SECONDS = 1.0
 
@@ -131,19 +135,27 @@ class Connection:
     async def _serve_rest_requests(self, lanes: Lanes, waiting: trio.CancelScope) -> Head | None:
         """Serve the connection's requests while they are chat.rest_lane's: the head of the
         first that is not (with its parser and its bytes so far), None once the connection ended."""
-        parser = _parser(self.config)
+        parser: h11.Connection | KnownLength = _parser(self.config)
         answered = 0
         addresses: tuple[Any, Any] | None = None  # Looked up for the first request that needs them.
+        most = self.config.h11_max_incomplete_size
         while True:
             if answered and self.context.terminated.is_set():
                 await _end(self.stream)  # Shutting down: no next request, as Hypercorn's idle close.
                 return None
             # The bytes of this request so far, from its first: Hypercorn gets them if it is not ours.
-            received = bytearray(parser.trailing_data[0])
+            data, closed = parser.trailing_data
+            received = bytearray(data)
             event: Any = None
             waiting.deadline = trio.current_time() + self.config.keep_alive_timeout
             try:
-                event = await self._next_event(parser, received)
+                event, closed = await self._read_head(received, closed, most)
+                if event is None:  # Not the plain shape: h11 reads it, from its first byte.
+                    parser = _parser(self.config)
+                    parser.receive_data(bytes(received))
+                    if closed:
+                        parser.receive_data(b"")
+                    event = await self._next_event(parser, received)
             except h11.RemoteProtocolError:
                 pass  # Hypercorn's to answer (a 400), or to take as HTTP/2.
             except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -156,17 +168,41 @@ class Connection:
                 return None
             # Read once per request: h11 hands headers out one tuple at a time, and the path is
             # what every lane routes on.
-            headers: Headers = list(event.headers) if isinstance(event, h11.Request) else []
+            headers: Headers = list(event.headers) if isinstance(event, h11.Request | PlainPost) else []
             path = _path_of(event.target) if headers else None
             if path is not None and _plain(headers) and lanes.takes(event.method.decode("ascii"), path):
                 answered += 1
                 addresses = addresses or _addresses(self.stream)
                 scope = _http_scope(event, path, headers, addresses)
+                if isinstance(event, PlainPost):
+                    parser = KnownLength(received[event.body_starts :], event.length, closed)
                 if not await self._serve_rest(lanes, scope, _keeps_alive(event, headers), parser, answered):
                     return None
-                parser = _next_parser(parser, self.config)
                 continue
+            if isinstance(event, PlainPost):  # Hypercorn's, from its first byte: nothing to upgrade.
+                parser = _parser(self.config)
+            assert isinstance(parser, h11.Connection)
             return event, path, headers, parser, received
+
+    async def _read_head(self, received: bytearray, closed: bool, most: int) -> tuple[PlainPost | None, bool]:
+        """Read into ``received`` until it holds a request head, the client closes its side, the
+        head is longer than h11 takes or cannot be a POST: the head if it is a ``PlainPost``,
+        and whether the client closed its side."""
+        looked = 0
+        while True:
+            if not (received.startswith(b"POST ") or b"POST ".startswith(received)):
+                return None, closed  # h11's from its first bytes (it refuses some at once).
+            if (blank := _BLANK_LINE.search(received, looked)) is not None:
+                ends = blank.start() - 1  # A head ends at its first blank line, as h11 finds it.
+                plain = received[ends : blank.end()] == b"\r\n\r\n"
+                return plain_post(received, ends, most) if plain else None, closed
+            if closed or len(received) > most:
+                return None, closed
+            looked = max(0, len(received) - 3)
+            data = await self.stream.receive_some(MAX_RECV)
+            if not data:
+                closed = True
+            received += data
 
     async def _next_event(self, parser: h11.Connection, received: bytearray) -> Any:
         while True:
@@ -229,23 +265,12 @@ def _parser(config: Config) -> h11.Connection:
     return h11.Connection(h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size)
 
 
-def _next_parser(done: h11.Connection, config: Config) -> h11.Connection:
-    """A parser for the connection's next request, holding what arrived behind the last one."""
-    parser = _parser(config)
-    data, closed = done.trailing_data
-    if data:  # (b"" would tell it the client is gone)
-        parser.receive_data(data)
-    if closed:
-        parser.receive_data(b"")
-    return parser
-
-
 def _plain(headers: Headers) -> bool:
     """No protocol change asked for (``Upgrade: h2c`` from ``curl --http2`` is Hypercorn's to take)."""
     return all(name != b"upgrade" for name, _ in headers)
 
 
-def _keeps_alive(request: h11.Request, headers: Headers) -> bool:
+def _keeps_alive(request: h11.Request | PlainPost, headers: Headers) -> bool:
     """Whether the client keeps the connection after this request (as h11 tells it)."""
     if request.http_version < b"1.1":
         return False
@@ -270,7 +295,9 @@ def _path_of(target: bytes) -> str | None:
         return None
 
 
-def _http_scope(request: h11.Request, path: str, headers: Headers, addresses: tuple[Any, Any]) -> dict[str, Any]:
+def _http_scope(
+    request: h11.Request | PlainPost, path: str, headers: Headers, addresses: tuple[Any, Any]
+) -> dict[str, Any]:
     """An HTTP request's ASGI scope, as Hypercorn's HTTPStream makes it (what chat.rest_lane reads)."""
     raw_path, _, query_string = request.target.partition(b"?")
     return {
