@@ -29,6 +29,7 @@ from redis.commands.core import AsyncScript
 from ..arrivals import while_more_arrive
 from . import BusUnavailable
 from .link import LOST, UNAVAILABLE, RedisLink
+from .resp import packed
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +176,7 @@ class Batches:
 
     async def _pipeline(self, connection: AbstractConnection, batch: list[Job]) -> None:
         commands = [command for job in batch for command in job.commands]
-        await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+        await connection.send_packed_command(packed(commands), check_health=False)
         for job in batch:
             replies: list[Any] = []
             for _ in job.commands:

@@ -37,6 +37,7 @@ from ..arrivals import while_more_arrive
 from . import CONTROL, ROOM_RESYNC, SUBSCRIPTION_FRAMES, Receipt, keys
 from .link import LOST, RedisLink
 from .posts import POSTS_PER_CALL, RedisPosts
+from .resp import packed
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ class RoomChannels:
                 for run in runs
             ]
             self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
-            await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
+            await connection.send_packed_command(packed(commands), check_health=False)
             refused = False
             for run in runs:
                 try:
