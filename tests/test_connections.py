@@ -205,7 +205,9 @@ async def test_other_requests_to_a_socket_path_get_hypercorns_answers() -> None:
     assert health.startswith(b"HTTP/1.1 200"), health
 
 
-async def test_a_connection_that_never_finishes_its_request_head_is_closed() -> None:
+@asynccontextmanager
+async def short_keep_alive() -> AsyncIterator[trio.SocketStream]:
+    """A connection to our server whose keep-alive timeout is 0.2 s."""
     config = settings()
     app = create_app(config)
     hyper = hypercorn_config(config)
@@ -215,10 +217,15 @@ async def test_a_connection_that_never_finishes_its_request_head_is_closed() -> 
         binds = await nursery.start(lambda task_status: serve(app, hyper, task_status=task_status))
         host, port = binds[0].removeprefix("http://").rsplit(":", 1)
         async with await trio.open_tcp_stream(host, int(port)) as stream:
-            await stream.send_all(b"GET /rooms/abc/ws HTTP/1.1\r\nhost: x\r\n")
-            with trio.fail_after(10):
-                assert await stream.receive_some(65536) == b""
+            yield stream
         nursery.cancel_scope.cancel()
+
+
+async def test_a_connection_that_never_finishes_its_request_head_is_closed() -> None:
+    async with short_keep_alive() as stream:
+        await stream.send_all(b"GET /rooms/abc/ws HTTP/1.1\r\nhost: x\r\n")
+        with trio.fail_after(10):
+            assert await stream.receive_some(65536) == b""
 
 
 async def test_a_refused_socket_is_closed_after_its_accept_with_the_reason() -> None:
@@ -420,19 +427,10 @@ async def test_a_body_that_arrives_in_pieces_after_its_head_is_read_whole() -> N
 
 
 async def test_a_kept_alive_connection_left_idle_after_an_answer_is_closed() -> None:
-    config = settings()
-    app = create_app(config)
-    hyper = hypercorn_config(config)
-    hyper.keep_alive_timeout = 0.2
-    connections.install()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(lambda task_status: serve(app, hyper, task_status=task_status))
-        host, port = binds[0].removeprefix("http://").rsplit(":", 1)
-        async with await trio.open_tcp_stream(host, int(port)) as stream:
-            for name in ("one", "two"):  # the time bound is set again for each request's wait
-                await stream.send_all(post("/rooms/", b'{"name": "%s", "owner_name": "Jo"}' % name.encode()))
-                (answer,) = await read_answers(stream, 1)
-                assert answer.startswith(b"HTTP/1.1 200 "), answer
-            with trio.fail_after(10):
-                assert await stream.receive_some(65536) == b""
-        nursery.cancel_scope.cancel()
+    async with short_keep_alive() as stream:
+        for name in ("one", "two"):  # the time bound is set again for each request's wait
+            await stream.send_all(post("/rooms/", b'{"name": "%s", "owner_name": "Jo"}' % name.encode()))
+            (answer,) = await read_answers(stream, 1)
+            assert answer.startswith(b"HTTP/1.1 200 "), answer
+        with trio.fail_after(10):
+            assert await stream.receive_some(65536) == b""

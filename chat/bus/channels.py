@@ -229,16 +229,8 @@ class RoomChannels:
             self._link.lost(error)
             return
         try:
-            async with trio.open_nursery() as nursery:
-                self._sender_ready = trio.Event()
-                nursery.start_soon(self._gather)
-                try:
-                    with trio.CancelScope() as self._answer_deadline:
-                        await self._link.aio(self._send_gathered, connection)
-                    raise rx.TimeoutError(f"redis did not answer within {self._link.command_timeout_seconds} s")
-                except LOST as error:
-                    self._link.lost(error)
-                nursery.cancel_scope.cancel()
+            self._sender_ready, self._answer_deadline = trio.Event(), trio.CancelScope()
+            await self._link.serve_handoffs(connection, self._gather, self._send_gathered, self._answer_deadline)
         finally:
             await self._link.close_connection(connection)
 

@@ -189,6 +189,26 @@ class RedisLink:
         await self.aio(connection.connect)
         return connection
 
+    async def serve_handoffs(
+        self,
+        connection: AbstractConnection,
+        gather: Callable[[], Awaitable[None]],
+        send: Callable[[AbstractConnection], Awaitable[None]],
+        answer_deadline: trio.CancelScope,
+    ) -> None:
+        """A session's sender on ``connection``: ``gather`` runs on Trio and hands each batch to
+        ``send``, which stays on asyncio for the whole session (no crossing per batch) and sets
+        ``answer_deadline`` around each batch's answer; a Redis that misses it, or fails, is lost."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(gather)
+            try:
+                with answer_deadline:
+                    await self.aio(send, connection)
+                raise rx.TimeoutError(f"redis did not answer within {self._command_timeout} s")
+            except LOST as error:
+                self.lost(error)
+            nursery.cancel_scope.cancel()
+
     async def close_connection(self, connection: AbstractConnection) -> None:
         # Shielded and bounded: a cancelled close would leave the socket half-closed.
         with trio.CancelScope(shield=True), trio.move_on_after(CONNECT_TIMEOUT_SECONDS):
