@@ -214,7 +214,12 @@ class Connection:
             parser.receive_data(data)
 
     async def _serve_rest(
-        self, lanes: Lanes, scope: dict[str, Any], keep_alive: bool, parser: h11.Connection, answered: int
+        self,
+        lanes: Lanes,
+        scope: dict[str, Any],
+        keep_alive: bool,
+        parser: h11.Connection | KnownLength,
+        answered: int,
     ) -> bool:
         """Serve one of chat.rest_lane's requests; whether the connection may take another."""
         last = answered >= self.config.keep_alive_max_requests

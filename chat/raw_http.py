@@ -1,5 +1,5 @@
 """One REST request served on its connection (chat.connections): ASGI ``receive`` and ``send``
-over the connection's h11 parser.
+over the connection's h11 parser (or, for a plain POST, chat.plain_post's ``KnownLength``).
 
 Hypercorn serves a request with a task and a memory channel of its own, an h11 event per step
 and a locked, shielded write per ASGI message (benchmarks/RESULTS.md: about 40% of a room
@@ -22,6 +22,8 @@ import h11
 import trio
 from hypercorn.config import Config
 from hypercorn.utils import build_and_validate_headers
+
+from .plain_post import KnownLength
 
 # Most bytes read from a connection at once, as Hypercorn reads them.
 MAX_RECV = 2**16
@@ -54,7 +56,13 @@ class RawExchange:
     __slots__ = ("_close", "_config", "_last", "_parser", "_pending", "_start", "_stream", "answered")
 
     def __init__(
-        self, stream: trio.SocketStream, parser: h11.Connection, config: Config, *, keep_alive: bool, last: bool
+        self,
+        stream: trio.SocketStream,
+        parser: h11.Connection | KnownLength,
+        config: Config,
+        *,
+        keep_alive: bool,
+        last: bool,
     ) -> None:
         self._stream, self._parser, self._config = stream, parser, config
         # Whether the client keeps the connection (HTTP/1.1 without ``connection: close``), and
