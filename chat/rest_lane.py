@@ -121,14 +121,7 @@ class RestLane:
         declared = get_content_length(headers.get("content-length"), headers.get("transfer-encoding"))
 
         async def read_body() -> bytes:
-            most = self._max_body_bytes
-            if at_hand is not None and (declared is None or most is None or declared <= most):
-                body = at_hand()
-                if body is not None:
-                    if most is not None and len(body) > most:
-                        raise RequestEntityTooLarge()
-                    return body
-            return await self._read_body(receive, declared)
+            return await self._read_body(receive, declared, at_hand)
 
         return routes.Caller(
             address=(scope.get("client") or ("<local>",))[0],
@@ -138,14 +131,20 @@ class RestLane:
             read_body=read_body,
         )
 
-    async def _read_body(self, receive: Any, declared: int | None) -> bytes:
+    async def _read_body(self, receive: Any, declared: int | None, at_hand: AtHand | None) -> bytes:
         """The whole body, within the limits Quart applies: RequestEntityTooLarge past
-        MAX_CONTENT_LENGTH (declared or received), RequestTimeout after BODY_TIMEOUT."""
+        MAX_CONTENT_LENGTH (declared or received), RequestTimeout after BODY_TIMEOUT (a body
+        already at hand is taken without waiting, so without that bound)."""
         most = self._max_body_bytes
+        oversized = declared is not None and most is not None and declared > most
+        if not oversized and at_hand is not None and (body := at_hand()) is not None:
+            if most is not None and len(body) > most:
+                raise RequestEntityTooLarge()
+            return body
         chunks: list[bytes] = []
         size = 0
         with trio.move_on_after(float("inf") if self._body_timeout is None else self._body_timeout):
-            if declared is not None and most is not None and declared > most:
+            if oversized:
                 await _drain(receive)
                 raise RequestEntityTooLarge()
             while True:
