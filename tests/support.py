@@ -121,6 +121,10 @@ async def server_process(env: dict[str, str] | None = None) -> AsyncIterator[Ser
         running = ServerProcess(proc, holder["url"], lines)
         try:
             yield running
+        except BaseException:
+            # Shown with the failure (pytest prints a failed test's output): what the server said.
+            print(f"--- the server at {running.url} logged:", *lines[-200:], sep="\n")
+            raise
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)

@@ -33,6 +33,7 @@ from chat.bus import (
     keys,
     memory,
     offset_of,
+    scripts,
 )
 from chat.bus.memory import MemoryBus
 from chat.bus.redis import RedisBus
@@ -712,6 +713,44 @@ async def test_redis_steps_go_on_after_its_scripts_are_flushed() -> None:
         assert (await bus.count("join:a", 60))[0] == 3
         assert (await bus.occupancy(room.room_id)) == (room, 1, False)
         assert bus.ready and bus.reconnects == 0
+
+
+async def test_redis_runs_each_command_of_a_step_once_when_some_of_its_scripts_were_flushed() -> None:
+    """Redis knows a step's first script but not the next (flushed, and loaded again by
+    another instance in between): the seat is taken once, and the member is in, not told
+    its own seat filled the room."""
+    async with open_redis_server(private=True) as server, redis_bus(server.url) as bus:
+        room = new_room(max_users=1)
+        await bus.create_room(room)
+        await server.command("SCRIPT", "FLUSH")
+        await server.command("SCRIPT", "LOAD", scripts.ADMIT)
+        admitted = await bus.admit(room.room_id, member(), read=Reading(None, None, 50))
+        assert (admitted.status, admitted.online_count) == (Admission.ADMITTED, 1)
+        assert (await bus.occupancy(room.room_id)) == (room, 1, False)
+        refused = await bus.admit(room.room_id, member("Cy"))
+        assert (refused.status, refused.online_count) == (Admission.FULL, 1)
+
+
+async def test_redis_sends_no_script_it_has_not_loaded() -> None:
+    """Scripts go to Redis before the first step that calls them in a session: two instances
+    starting together on one Redis never run half of a step (see the test above), and
+    Redis refuses none of their steps' commands NOSCRIPT."""
+    async with open_redis_server(private=True) as server:
+        async with redis_bus(server.url) as one, redis_bus(server.url) as other:
+            before = await _noscript_errors(server)
+            room = new_room(max_users=40)
+            await one.create_room(room)
+            async with trio.open_nursery() as nursery:
+                for bus in (one, other) * 10:
+                    nursery.start_soon(partial(bus.admit, room.room_id, member(), read=Reading(None, None, 50)))
+                    nursery.start_soon(bus.count_and_occupancy, "join:a", 60, room.room_id)
+            assert (await one.occupancy(room.room_id)) == (room, 20, False)
+            assert await _noscript_errors(server) == before
+
+
+async def _noscript_errors(server: RedisServer) -> int:
+    errors: dict[str, dict[str, int]] = await server.command("INFO", "errorstats")
+    return errors.get("errorstat_NOSCRIPT", {}).get("count", 0)
 
 
 async def test_redis_tells_the_sender_when_a_frame_it_took_may_be_lost() -> None:

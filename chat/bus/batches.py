@@ -9,9 +9,13 @@ for the whole session pipelines all their commands on a connection of its own, a
 publisher does for frames: no crossing per batch, a handoff instead. Each job's commands go
 out together and in order, so a job may wrap them in MULTI/EXEC.
 
-A Redis that answers a job's command with an error (NOSCRIPT after a SCRIPT FLUSH is
-handled here: the scripts are loaded again and those jobs sent once more) fails that job
-alone; a lost connection fails the whole batch and the jobs waiting, and ends the session.
+Every script a batch calls is loaded in this session before the batch goes out, so Redis
+runs a job's commands in order, each once. Should its scripts be flushed under a running
+session (NOSCRIPT), they are loaded again and exactly the commands Redis refused go once
+more: the rest of their jobs ran (sending a whole job again would, say, seat a member twice
+and tell it its own seat filled the room). A Redis that answers a job's command with any
+other error fails that job alone; a lost connection fails the whole batch and the jobs
+waiting, and ends the session.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ class Batches:
         self._link = link
         self._queue, self._queued = trio.open_memory_channel[Job](QUEUED_JOBS)
         self._scripts: dict[str, str] = {}  # sha -> source, of the scripts jobs have called
+        self._loaded: set[str] = set()  # Those this session has loaded into Redis.
         # The batch Redis has been sent and not yet answered in full.
         self._in_flight: list[Job] = []
         # Set while the sender waits for a batch, which resolving ``_handoff`` gives it.
@@ -112,6 +117,7 @@ class Batches:
             return
         try:
             self._sender_ready, self._answer_deadline = trio.Event(), trio.CancelScope()
+            self._loaded = set()  # A Redis that restarted lost them.
             await self._link.serve_handoffs(connection, self._gather, self._send_batches, self._answer_deadline)
         finally:
             # Cancelled or lost: nobody can say which of these Redis ran.
@@ -155,28 +161,36 @@ class Batches:
             self._in_flight = []
 
     async def _send(self, connection: AbstractConnection, batch: list[Job]) -> None:
-        """Runs on asyncio: one pipeline for the batch, and once more for jobs refused NOSCRIPT."""
+        """Runs on asyncio: the scripts it calls loaded first (once a session), then one
+        pipeline for the batch, and once more for the commands refused NOSCRIPT."""
+        if len(self._loaded) < len(self._scripts):
+            await self._load(connection, [sha for sha in self._scripts if sha not in self._loaded])
         await self._pipeline(connection, batch)
-        again = [job for job in batch if any(isinstance(r, rx.NoScriptError) for r in job.replies)]
-        if again:
-            for source in self._scripts.values():
-                await connection.send_command("SCRIPT", "LOAD", source)
-                await connection.read_response()
-            await self._pipeline(connection, again)
+        refused = [
+            (job, i) for job in batch for i, reply in enumerate(job.replies) if isinstance(reply, rx.NoScriptError)
+        ]
+        if refused:  # Flushed under this session.
+            await self._load(connection, list(self._scripts))
+            await connection.send_packed_command(packed([job.commands[i] for job, i in refused]), check_health=False)
+            for job, i in refused:
+                job.replies[i] = await _reply(connection)
         for job in batch:
             job.done.set()
+
+    async def _load(self, connection: AbstractConnection, shas: list[str]) -> None:
+        """Runs on asyncio: these scripts into Redis, in one round trip."""
+        await connection.send_packed_command(
+            packed([("SCRIPT", "LOAD", self._scripts[sha]) for sha in shas]), check_health=False
+        )
+        for sha in shas:
+            await connection.read_response()
+            self._loaded.add(sha)
 
     async def _pipeline(self, connection: AbstractConnection, batch: list[Job]) -> None:
         commands = [command for job in batch for command in job.commands]
         await connection.send_packed_command(packed(commands), check_health=False)
         for job in batch:
-            replies: list[Any] = []
-            for _ in job.commands:
-                try:
-                    replies.append(await connection.read_response())
-                except rx.ResponseError as error:  # Read whole: the connection stays in step.
-                    replies.append(error)
-            job.replies = replies
+            job.replies = [await _reply(connection) for _ in job.commands]
 
 
 class Unbatched:
@@ -208,6 +222,14 @@ class Unbatched:
 def _flat(reply: Any) -> Any:
     # The cluster client turns a hash into a dict; a job's caller reads it as Redis sends it.
     return [item for pair in reply.items() for item in pair] if isinstance(reply, dict) else reply
+
+
+async def _reply(connection: AbstractConnection) -> Any:
+    """Runs on asyncio: the next reply, or the error Redis answered instead."""
+    try:
+        return await connection.read_response()
+    except rx.ResponseError as error:  # Read whole: the connection stays in step.
+        return error
 
 
 def _fail(jobs: list[Job]) -> None:
