@@ -144,6 +144,8 @@ class ResumingClient:
                     session.hello = hello
                     async with self._sending:
                         self._ws = ws
+                        if self._stopping:  # stop() came while this connection was opening.
+                            return session
                         for client_id, text in list(self.pending.items()):
                             self.resent.append((client_id, hello["offset"]))
                             await self._send(ws, client_id, text)
@@ -261,6 +263,15 @@ class ResumingClient:
 
     def done(self, total: int) -> bool:
         return not self.pending and self.last >= total and not self._fresh
+
+    def standing(self, total: int) -> str:
+        """Where this client stands, for a failure's report."""
+        sessions = [(s.url[-40:], s.hello.get("offset"), s.hello.get("recovered"), s.close) for s in self.sessions]
+        return (
+            f"{self.name}: done {self.done(total)}, last {self.last}, fresh {self._fresh}, held {self.held}, "
+            f"connected {self.connected}, pending {list(self.pending.values())}, gaps {self.gaps}, "
+            f"duplicates {len(self.duplicates)}, errors {self.errors}, notices {self.notices}, sessions {sessions}"
+        )
 
     def offsets(self) -> list[int]:
         return [m["offset"] for m in self.messages]

@@ -85,6 +85,13 @@ async def run_faults(clients: list[ResumingClient], faults: list[Fault], instanc
         (fault.at, 2 * n, fault, "") for n, fault in enumerate(faults)
     ]
     heapq.heapify(events)
+    total = len(clients) * each
+
+    def finished() -> bool:
+        # Everyone has everything: what the schedule still holds has nothing left to lose,
+        # and the clients are stopping (one waited for would never connect again).
+        return all(c.done(total) for c in clients)
+
     while events:
         at, n, what, instance = heapq.heappop(events)
         await progress.until(partial(due, clients, at, each), within=SCHEDULE_SECONDS)
@@ -92,7 +99,9 @@ async def run_faults(clients: list[ResumingClient], faults: list[Fault], instanc
             what.release(instance)
             continue
         client = clients[what.client]
-        await progress.until(lambda c=client: c.connected, within=SCHEDULE_SECONDS)
+        await progress.until(lambda c=client: c.connected or finished(), within=SCHEDULE_SECONDS)
+        if finished():
+            return
         client.hold()
         assert await client.drop(what.how), client.name
         heapq.heappush(events, (at + what.away, n + 1, client, instances[what.back_on]))
@@ -138,6 +147,23 @@ async def converse(
     """Every client enters (one at a time, ``between`` run after each), then all send
     ``each`` messages while ``during`` runs; returns once every client has every message
     and every ack, with the sockets closed."""
+    total = len(clients) * each
+    try:
+        await _converse(clients, each, during, between, within)
+    except BaseException:
+        # Shown with the failure: where each client stands.
+        for c in clients:
+            print(c.standing(total))
+        raise
+
+
+async def _converse(
+    clients: list[ResumingClient],
+    each: int,
+    during: Callable[[], Awaitable[None]] | None,
+    between: Callable[[], Awaitable[None]] | None,
+    within: float,
+) -> None:
     progress = clients[0].progress
     total = len(clients) * each
     with trio.fail_after(within + 10):
