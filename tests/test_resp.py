@@ -23,6 +23,10 @@ def test_arguments_of_every_kind_are_packed_as_redis_py_packs_them() -> None:
     assert packed(commands) == redis_py(commands)
 
 
+def test_a_command_given_as_a_list_is_packed_as_the_same_tuple() -> None:
+    assert packed([["SET", "room:{a}:meta", 7]]) == packed([("SET", "room:{a}:meta", 7)])
+
+
 @pytest.mark.parametrize("argument", [True, None, ["a"]])
 def test_an_argument_redis_py_refuses_is_refused(argument: object) -> None:
     with pytest.raises(TypeError):

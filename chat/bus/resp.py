@@ -11,11 +11,12 @@ anything else refused with TypeError, as redis-py refuses them). Sent with redis
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hiredis import pack_command
 
 
-def packed(commands: Iterable[tuple[Any, ...]]) -> bytes:
-    return b"".join([pack_command(command) for command in commands])
+def packed(commands: Iterable[Sequence[Any]]) -> bytes:
+    # hiredis takes a command only as a tuple (``tuple`` of one is that same tuple, no copy).
+    return b"".join([pack_command(tuple(command)) for command in commands])
