@@ -13,7 +13,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
-from . import connections, logs
+from . import collector, connections, logs
 from .bus import Bus
 from .bus.memory import MemoryBus
 from .config import ConfigError, Settings
@@ -83,6 +83,7 @@ async def serve(settings: Settings, *, task_status: trio.TaskStatus[list[str]] =
         app = create_app(settings, bus)
         config = hypercorn_config(settings)
         connections.install()
+        collector.settle()
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(
                 partial(hypercorn_serve, app, config, shutdown_trigger=partial(wait_for_shutdown, app, config))

@@ -64,6 +64,7 @@ def test_every_series_exists_before_any_event() -> None:
         "ephemeralchat_slow_consumer_disconnects_total",
         "ephemeralchat_bus_reconnects_total",
         "process_resident_memory_bytes",
+        "python_gc_collections_total",
     ):
         assert name in names, name
     for reason in REFUSAL_REASONS:
