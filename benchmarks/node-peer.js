@@ -1,7 +1,8 @@
 // A minimal chat peer in Node (http + ws, rooms in memory), speaking the public API that
-// ../shared/bench/loadgen drives: create, join, and a room socket that gets a hello and
-// announces each arrival to everyone in the room. No validation, limits, history, Redis or
-// tokens that mean anything: what opening a member costs in Node's own stack at the least,
+// ../shared/bench/loadgen drives: create, join, and a room socket that gets a hello,
+// announces each arrival to everyone in the room and relays each message to everyone. No
+// validation, limits, history, Redis or tokens that mean anything: what opening a member (and
+// a message's fan-out) costs in Node's own stack at the least,
 // measured beside our server on the same machine (loadgen-compare's target "node-peer").
 // Usage: NODE_PATH=<dir with ws> node benchmarks/node-peer.js PORT
 const http = require('http');
@@ -51,7 +52,14 @@ server.on('upgrade', (req, socket, head) => {
     const online = JSON.stringify({ type: 'presence', event: 'user_online', connection_id: connectionId, display_name: name,
       room_id: roomId, timestamp: now(), online_count: members.size, is_owner: false });
     for (const member of members.values()) member.send(online);
-    ws.on('message', (data) => { const text = data.toString(); for (const member of members.values()) member.send(text); });
+    // A member's message goes to everyone as one frame, built once, in the shape of ours.
+    ws.on('message', (data) => {
+      let text;
+      try { text = JSON.parse(data).text; } catch { return; }
+      const frame = JSON.stringify({ type: 'message', text, connection_id: connectionId, display_name: name,
+        room_id: roomId, timestamp: now() });
+      for (const member of members.values()) member.send(frame);
+    });
     ws.on('close', () => { members.delete(connectionId); });
   });
 });

@@ -4,7 +4,8 @@
 // its expiry; a join reads it (and checks the password); a socket reads the record and the
 // member count, takes a seat (the member's set entry and record, with the room's expiry),
 // subscribes the room on this instance's one subscriber connection when it is its first member
-// here, gets its hello and announces itself through Redis, as the original design does. Each
+// here, gets its hello and announces itself through Redis, as the original design does; a
+// message is published to the room's channel and relayed to every member from there. Each
 // step's commands go out in one pipeline. No validation, limits, history or tokens that mean
 // anything: what opening a member with Redis costs in Node's stack at the least.
 // Usage: NODE_PATH=<dir with ws and ioredis> node benchmarks/node-redis-peer.js PORT REDIS_PORT
@@ -86,7 +87,9 @@ server.on('upgrade', async (req, socket, head) => {
     redis.publish(channel(roomId), JSON.stringify({ type: 'presence', event: 'user_online', connection_id: connectionId,
       display_name: name, room_id: roomId, timestamp: now(), online_count: online }));
     ws.on('message', (data) => {
-      redis.publish(channel(roomId), JSON.stringify({ type: 'message', text: data.toString(), connection_id: connectionId,
+      let text;
+      try { text = JSON.parse(data).text; } catch { return; }
+      redis.publish(channel(roomId), JSON.stringify({ type: 'message', text, connection_id: connectionId,
         display_name: name, room_id: roomId, timestamp: now() }));
     });
     ws.on('close', () => {
