@@ -49,8 +49,12 @@ METRICS: dict[str, list[tuple[str, Callable[[Row], float | None]]]] = {
     "create": [
         ("rooms/s", lambda r: r["rooms_per_s"]),
         ("p99 ms", lambda r: r.get("p99_ms")),  # ours only: the independent generator has none
+        ("server CPU ms/room", lambda r: r.get("server_cpu_ms_per_room")),
+        ("Redis CPU ms/room", lambda r: r.get("redis_cpu_ms_per_room")),
     ],
 }
+# One room at a time, and created by wrk: read as creation is.
+METRICS["lone-create"] = METRICS["capacity"] = METRICS["create"]
 
 
 def main(path: str) -> None:

@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -75,9 +75,10 @@ def free_port() -> int:
 class RedisServer:
     """A Redis the tests can talk to; a private one can also be stopped and started again."""
 
-    def __init__(self, url: str, port: int | None = None) -> None:
+    def __init__(self, url: str, port: int | None = None, options: Sequence[str] = ()) -> None:
         self.url = url
         self.port = port
+        self.options = list(options)
         self._process: trio.Process | None = None
         self._client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5)
 
@@ -113,7 +114,7 @@ class RedisServer:
         assert self.port is not None and self._process is None
         self._process = await trio.lowlevel.open_process(
             [redis_server_executable(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", tempfile.gettempdir()],
+             "--save", "", "--appendonly", "no", "--dir", tempfile.gettempdir(), *self.options],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         assert self._process.stdout is not None
@@ -161,14 +162,18 @@ async def wait_until(check: Callable[[], Awaitable[bool]], seconds: float, step:
 
 
 @asynccontextmanager
-async def open_redis_server(*, private: bool = False) -> AsyncIterator[RedisServer]:
-    """``REDIS_URL`` if set (and ``private`` is not asked for), else a fresh private server."""
+async def open_redis_server(
+    *, private: bool = False, options: Sequence[str] = (), password: str = ""
+) -> AsyncIterator[RedisServer]:
+    """``REDIS_URL`` if set (and ``private`` is not asked for), else a fresh private server,
+    started with ``options`` (redis-server's) and, given ``password``, reached with it."""
     url = os.environ.get("REDIS_URL")
-    if url and not private:
+    if url and not (private or options or password):
         yield RedisServer(url)
         return
     port = free_port()
-    server = RedisServer(f"redis://127.0.0.1:{port}/0", port)
+    credentials = f":{password}@" if password else ""
+    server = RedisServer(f"redis://{credentials}127.0.0.1:{port}/0", port, options)
     await server.start()
     try:
         yield server
