@@ -1,35 +1,39 @@
-"""Requests' commands, batched: concurrent requests share one Redis round trip.
+"""Requests' commands, batched: concurrent requests share one Redis round trip and one crossing.
 
 A request's step (count a rate, create a room, look at a room, take a seat) is a handful of
-commands. Sent alone, each step is a round trip to Redis and the work around it. Here a step
-is a *job*: it waits in a bounded queue, and a Trio task per session gathers whatever jobs are
-waiting and pipelines all their commands on a connection of its own (chat.bus.wire: spoken
-from Trio, so a batch costs no crossing to asyncio). Each job's commands go out together and
-in order, so a job may wrap them in MULTI/EXEC.
+commands. Sent alone, each step costs a bridge crossing to asyncio (an asyncio task and
+several Trio scheduling rounds each way) and a round trip to Redis, and under load that
+crossing is most of the step's CPU. Here a step is a *job*: it waits in a bounded queue, a
+Trio task per session gathers whatever jobs are waiting, and a sender that stays on asyncio
+for the whole session pipelines all their commands on a connection of its own, as the
+publisher does for frames: no crossing per batch, a handoff instead. Each job's commands go
+out together and in order, so a job may wrap them in MULTI/EXEC.
 
 Every script a batch calls is loaded in this session before the batch goes out, so Redis
 runs a job's commands in order, each once. Should its scripts be flushed under a running
 session (NOSCRIPT), they are loaded again and exactly the commands Redis refused go once
 more: the rest of their jobs ran (sending a whole job again would, say, seat a member twice
 and tell it its own seat filled the room). A Redis that answers a job's command with any
-other error fails that job alone; a lost connection, or a batch not answered within the
-link's command timeout, fails the whole batch and the jobs waiting, and ends the session.
+other error fails that job alone; a lost connection fails the whole batch and the jobs
+waiting, and ends the session.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from typing import Any
 
 import trio
 from redis import exceptions as rx
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 
 from ..arrivals import while_more_arrive
 from . import BusUnavailable
 from .link import LOST, UNAVAILABLE, RedisLink
 from .resp import packed
-from .wire import Wire
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,13 @@ class Batches:
         self._queue, self._queued = trio.open_memory_channel[Job](QUEUED_JOBS)
         self._scripts: dict[str, str] = {}  # sha -> source, of the scripts jobs have called
         self._loaded: set[str] = set()  # Those this session has loaded into Redis.
+        # The batch Redis has been sent and not yet answered in full.
+        self._in_flight: list[Job] = []
+        # Set while the sender waits for a batch, which resolving ``_handoff`` gives it.
+        self._sender_ready = trio.Event()
+        self._handoff: asyncio.Future[list[Job]] | None = None
+        # The bound on Redis's answer to the batch in flight (none while the sender waits).
+        self._answer_deadline = trio.CancelScope()
         link.on_loss(self._release)
 
     def session(self, nursery: trio.Nursery) -> None:
@@ -100,59 +111,86 @@ class Batches:
 
     async def _serve(self) -> None:
         try:
-            wire = await self._link.open_wire()
+            connection = await self._link.dedicated_connection()
         except LOST as error:
             self._link.lost(error)
             return
-        self._loaded = set()  # A Redis that restarted lost them.
+        try:
+            self._sender_ready, self._answer_deadline = trio.Event(), trio.CancelScope()
+            self._loaded = set()  # A Redis that restarted lost them.
+            await self._link.serve_handoffs(connection, self._gather, self._send_batches, self._answer_deadline)
+        finally:
+            # Cancelled or lost: nobody can say which of these Redis ran.
+            batch, self._in_flight = self._in_flight, []
+            _fail(batch)
+            await self._link.close_connection(connection)
+
+    async def _gather(self) -> None:
+        """Runs on Trio for the whole session: gathers each batch and hands it to the sender."""
         batch: list[Job] = []
         try:
             while True:
                 batch = [await self._queued.receive()]
                 await while_more_arrive(self._queued, JOBS_PER_BATCH - 1)
+                await self._sender_ready.wait()
+                handoff = self._handoff
+                if handoff is None or handoff.done():
+                    return  # The sender was cancelled: this session is ending.
                 while len(batch) < JOBS_PER_BATCH:
                     try:
                         batch.append(self._queued.receive_nowait())
                     except trio.WouldBlock:
                         break
-                with trio.fail_after(self._link.command_timeout_seconds):
-                    await self._send(wire, batch)
-                batch = []
-        except trio.TooSlowError:
-            self._link.lost(rx.TimeoutError(f"redis did not answer within {self._link.command_timeout_seconds} s"))
-        except LOST as error:
-            self._link.lost(error)
+                self._sender_ready = trio.Event()
+                self._in_flight, batch = batch, []
+                handoff.set_result(self._in_flight)
         finally:
-            # Cancelled or lost: nobody can say which of these Redis ran.
-            _fail(batch)
-            await wire.aclose()
+            _fail(batch)  # Taken from the queue, never sent.
 
-    async def _send(self, wire: Wire, batch: list[Job]) -> None:
-        """The scripts the batch calls loaded first (once a session), then one round trip for
-        the batch, and one more for the commands refused NOSCRIPT."""
+    async def _send_batches(self, connection: AbstractConnection) -> None:
+        """Runs on asyncio for the whole session: pipelines each batch the gatherer hands it,
+        without a crossing from Trio per batch (most of a lone job's cost)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            self._handoff = loop.create_future()
+            self._sender_ready.set()
+            batch = await self._handoff
+            self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
+            await self._send(connection, batch)
+            self._answer_deadline.deadline = math.inf
+            self._in_flight = []
+
+    async def _send(self, connection: AbstractConnection, batch: list[Job]) -> None:
+        """Runs on asyncio: the scripts it calls loaded first (once a session), then one
+        pipeline for the batch, and once more for the commands refused NOSCRIPT."""
         if len(self._loaded) < len(self._scripts):
-            await self._load(wire, [sha for sha in self._scripts if sha not in self._loaded])
-        replies = iter(await wire.exchange(packed([c for job in batch for c in job.commands]), _count(batch)))
-        for job in batch:
-            job.replies = [next(replies) for _ in job.commands]
+            await self._load(connection, [sha for sha in self._scripts if sha not in self._loaded])
+        await self._pipeline(connection, batch)
         refused = [
             (job, i) for job in batch for i, reply in enumerate(job.replies) if isinstance(reply, rx.NoScriptError)
         ]
         if refused:  # Flushed under this session.
-            await self._load(wire, list(self._scripts))
-            again = await wire.exchange(packed([job.commands[i] for job, i in refused]), len(refused))
-            for (job, i), reply in zip(refused, again, strict=True):
-                job.replies[i] = reply
+            await self._load(connection, list(self._scripts))
+            await connection.send_packed_command(packed([job.commands[i] for job, i in refused]), check_health=False)
+            for job, i in refused:
+                job.replies[i] = await _reply(connection)
         for job in batch:
             job.done.set()
 
-    async def _load(self, wire: Wire, shas: list[str]) -> None:
-        """These scripts into Redis, in one round trip."""
-        replies = await wire.exchange(packed([("SCRIPT", "LOAD", self._scripts[sha]) for sha in shas]), len(shas))
-        for sha, reply in zip(shas, replies, strict=True):
-            if isinstance(reply, Exception):
-                raise reply
+    async def _load(self, connection: AbstractConnection, shas: list[str]) -> None:
+        """Runs on asyncio: these scripts into Redis, in one round trip."""
+        await connection.send_packed_command(
+            packed([("SCRIPT", "LOAD", self._scripts[sha]) for sha in shas]), check_health=False
+        )
+        for sha in shas:
+            await connection.read_response()
             self._loaded.add(sha)
+
+    async def _pipeline(self, connection: AbstractConnection, batch: list[Job]) -> None:
+        commands = [command for job in batch for command in job.commands]
+        await connection.send_packed_command(packed(commands), check_health=False)
+        for job in batch:
+            job.replies = [await _reply(connection) for _ in job.commands]
 
 
 class Unbatched:
@@ -186,8 +224,12 @@ def _flat(reply: Any) -> Any:
     return [item for pair in reply.items() for item in pair] if isinstance(reply, dict) else reply
 
 
-def _count(batch: list[Job]) -> int:
-    return sum(len(job.commands) for job in batch)
+async def _reply(connection: AbstractConnection) -> Any:
+    """Runs on asyncio: the next reply, or the error Redis answered instead."""
+    try:
+        return await connection.read_response()
+    except rx.ResponseError as error:  # Read whole: the connection stays in step.
+        return error
 
 
 def _fail(jobs: list[Job]) -> None:

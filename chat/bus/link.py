@@ -22,7 +22,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from . import BusUnavailable
-from .wire import AioWire, Wire, open_trio_wire
 
 log = logging.getLogger(__name__)
 
@@ -189,12 +188,6 @@ class RedisLink:
         connection: AbstractConnection = self.pool.connection_class(**self.pool.connection_kwargs)
         await self.aio(connection.connect)
         return connection
-
-    async def open_wire(self) -> Wire:
-        """A connection of its own for one task that keeps it for a whole session, spoken from
-        Trio where chat.bus.wire can (TCP, a Unix socket), through redis-py otherwise (TLS)."""
-        wire = await open_trio_wire(self.pool.connection_class, self.pool.connection_kwargs, CONNECT_TIMEOUT_SECONDS)
-        return wire or AioWire(await self.dedicated_connection(), self)
 
     async def serve_handoffs(
         self,
