@@ -55,6 +55,9 @@ METRICS: dict[str, list[tuple[str, Callable[[Row], float | None]]]] = {
 }
 # One room at a time, and created by wrk: read as creation is.
 METRICS["lone-create"] = METRICS["capacity"] = METRICS["create"]
+# Read against the reference round by round: the machine's speed moves between rounds (by
+# more than the gap between targets at some hours), and a round's targets ran minutes apart.
+BY_ROUND = ("create", "lone-create", "capacity")
 
 
 def main(path: str) -> None:
@@ -82,6 +85,26 @@ def main(path: str) -> None:
                 values = [v for v in (read(r) for r in rows) if v is not None]
                 cells.append(f"{statistics.median(values):g}" if values else "-")
             print(f"| {target} | {len(rows)} | " + " | ".join(cells) + " |")
+        if scenario in BY_ROUND:
+            for line in by_round(runs, scenario, targets):
+                print(line)
+
+
+def by_round(runs: dict[tuple[str, str], list[Row]], scenario: str, targets: list[str]) -> list[str]:
+    """Each target's rooms/s over the reference's in the same round (``rep``): the median of
+    those ratios, their range, and each in round order."""
+    reference = {row["rep"]: row["rooms_per_s"] for row in runs.get((scenario, "reference"), [])}
+    lines = []
+    for target in targets:
+        rows = runs.get((scenario, target), []) if target != "reference" else []
+        ratios = [row["rooms_per_s"] / reference[row["rep"]] for row in rows if reference.get(row["rep"])]
+        if ratios:
+            each = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            lines.append(
+                f"- {target} / reference, by round: **{statistics.median(ratios):.2f}x** "
+                f"({min(ratios):.2f}-{max(ratios):.2f}; {each})"
+            )
+    return ["", *lines] if lines else []
 
 
 if __name__ == "__main__":
