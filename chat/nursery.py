@@ -75,11 +75,15 @@ class LiveRoom:
         self.members: dict[str, Member] = {}
         self.scope = trio.CancelScope(deadline=clock.deadline_at(record.expires_at))
         self.subscribed = trio.Event()
-        # The room's epoch, and the offset of the newest message fanned out (or published
-        # before the room was subscribed here): an entering member's history may reach
-        # further, while the messages in between are still on their way here.
+        # The room's epoch, and the offset of the newest message fanned out (or found when
+        # the room subscribed here): an entering member's history may reach further, while
+        # the messages in between are still on their way here.
         self.epoch = ""
         self.newest = 0
+        # The offset of the newest message fanned out here. Not ``newest``: the position the
+        # room finds once subscribed counts the messages posted since it subscribed, and those
+        # are still on their way to it.
+        self.fanned = 0
         # After a resync: messages up to this offset already went out from history, and
         # their live copies may still come; dropped until a newer one arrives.
         self._skip_upto: int | None = None
@@ -155,6 +159,12 @@ class LiveRoom:
         leaves no gap."""
         return position != NO_POSITION and position.epoch == self.epoch and self.newest <= position.offset
 
+    def release(self, member: Member, first: list[bytes], after: int) -> None:
+        """Let an entering member's frames go: ``first`` (its hello and history, which reach
+        ``after``), then what the room held back for it, then everything live, less the
+        messages up to ``after`` still on their way here."""
+        member.release(first, after=after, arrived=self.fanned)
+
     def seat(self, member: Member) -> None:
         """Add a member to the fan-out: it gets what the room sends from now on."""
         member.seat = self._seats
@@ -227,13 +237,14 @@ class LiveRoom:
                 after = first - 1 if first is not None else position.offset
                 self.fan_out([wire.text_frame(protocol.resync(self.room_id, position.epoch, after))])
                 self.epoch, self.newest = position.epoch, after
+                self.fanned = after
         except BusUnavailable:
             log.warning("could not resync a room: backend unavailable", extra={"room_id": self.room_id})
             return True  # Lost again: the next session resyncs it.
         missed = [frame for frame in missed if (offset_of(frame) or 0) > self.newest]
         if missed:
             self.fan_out([wire.text_frame(frame) for frame in missed])
-        self.newest = self._skip_upto = max(self.newest, position.offset)
+        self.newest = self.fanned = self._skip_upto = max(self.newest, position.offset)
         return True
 
     async def _final_words(self) -> str | None:
@@ -278,7 +289,7 @@ class LiveRoom:
             if offset <= self._skip_upto:
                 return False
             self._skip_upto = None  # Offsets come in order: nothing older follows.
-        self.newest = offset
+        self.newest = self.fanned = offset
         return True
 
     def fan_out(self, frames: list[bytes]) -> None:

@@ -12,7 +12,8 @@ import trio
 import trio.testing
 
 from chat import clock, protocol
-from chat.bus import NO_POSITION, ROOM_END, MemberRecord, Position, offset_of
+from chat.bus import NO_POSITION, ROOM_END, History, MemberRecord, Position, offset_of
+from chat.bus.memory import MemoryBus
 from chat.nursery import LiveRoom
 from chat.rooms import Rooms
 from chat.ws import wire
@@ -69,7 +70,43 @@ async def test_messages_still_on_their_way_reach_an_entering_member_once() -> No
         history = await bus.history(record.room_id, None, None, 50)
         assert [offset_of(frame) for frame in history.frames] == [1, 2] and room.newest == 0
         first = [wire.text_frame(protocol.replayed(frame)) for frame in history.frames]
-        bob.release(first, after=history.position.offset, arrived=room.newest)
+        room.release(bob, first, history.position.offset)
+        await bus.post(record.room_id, protocol.chat_message(record.room_id, "c-ann", "ann", "three"))
+        await trio.testing.wait_all_tasks_blocked()
+        got = [(f["offset"], f["text"], "replayed" in f) for f in map(orjson.loads, socket.texts())]
+        assert got == [(1, "one", True), (2, "two", True), (3, "three", False)]
+
+
+class PostsAsTheRoomLooks(MemoryBus):
+    """A MemoryBus on which ``texts`` are posted to a room just as a room, subscribed, first
+    looks where its messages stand: they are in that position, and still on their way to it."""
+
+    def __init__(self, texts: list[str]) -> None:
+        super().__init__()
+        self._texts = texts
+
+    async def history(self, room_id: str, since: int | None, epoch: str | None, limit: int) -> History:
+        texts, self._texts = self._texts, []
+        for text in texts:
+            await self.post(room_id, protocol.chat_message(room_id, "c-ann", "ann", text))
+        return await super().history(room_id, since, epoch, limit)
+
+
+async def test_messages_posted_as_the_room_subscribes_reach_its_first_member_once() -> None:
+    """Bob is the room's first member here. "one" and "two" are posted after the room
+    subscribed and before it looked where the room stands: his history has them, and so does
+    the subscription. He gets each once, from history."""
+    async with running_hub(PostsAsTheRoomLooks(["one", "two"])) as (bus, hub, nursery):
+        record = room_record()
+        await bus.create_room(record)
+        bob = Member(MemberRecord("c-bob", "bob", clock.now(), False), outbox_frames=8, held=True)
+        socket = RecordingSocket()
+        bob.attach(socket, nursery, socket.write_now)
+        room = await hub.add(record, bob)
+        assert room.newest == 2  # Where the room stands, with both still on their way.
+        history = await bus.history(record.room_id, 0, room.epoch, 50)
+        first = [wire.text_frame(protocol.replayed(frame)) for frame in history.frames]
+        room.release(bob, first, history.position.offset)
         await bus.post(record.room_id, protocol.chat_message(record.room_id, "c-ann", "ann", "three"))
         await trio.testing.wait_all_tasks_blocked()
         got = [(f["offset"], f["text"], "replayed" in f) for f in map(orjson.loads, socket.texts())]

@@ -231,7 +231,7 @@ class Session:
         first = [wire.text_frame(hello)]
         if since is None or history.complete:
             first += [wire.text_frame(protocol.replayed(frame)) for frame in history.frames]
-        member.release(first, after=position.offset, arrived=room.newest)
+        room.release(member, first, position.offset)
 
     def _reader_of(self, entry: Entry) -> Callable[[int], Awaitable[None]]:
         async def read(offset: int) -> None:
