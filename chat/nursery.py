@@ -237,7 +237,6 @@ class LiveRoom:
                 after = first - 1 if first is not None else position.offset
                 self.fan_out([wire.text_frame(protocol.resync(self.room_id, position.epoch, after))])
                 self.epoch, self.newest = position.epoch, after
-                self.fanned = after
         except BusUnavailable:
             log.warning("could not resync a room: backend unavailable", extra={"room_id": self.room_id})
             return True  # Lost again: the next session resyncs it.
