@@ -122,9 +122,9 @@ def chat_message(room_id: str, connection_id: str, display_name: str, text: str)
     )
 
 
-def presence(
-    room_id: str, event: str, connection_id: str, display_name: str, online_count: int, is_owner: bool = False
-) -> str:
+def presence(room_id: str, event: str, connection_id: str, display_name: str, is_owner: bool = False) -> str:
+    """A presence frame without its ``online_count``, which the bus adds as it publishes it
+    (``Bus.announce``), so that the count follows the order members get frames in."""
     return encode(
         {
             "type": "presence",
@@ -133,7 +133,6 @@ def presence(
             "display_name": display_name,
             "room_id": room_id,
             "timestamp": clock.iso(clock.now()),
-            "online_count": online_count,
             "is_owner": is_owner,
         }
     )

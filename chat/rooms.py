@@ -155,11 +155,9 @@ class Rooms(RoomRules):
     async def arrive(self, entry: Entry, online_count: int) -> None:
         """Tell the room an admitted member came online."""
         room, member = entry.room, entry.member
-        await self.bus.publish(
+        await self.bus.announce(
             room.room_id,
-            protocol.presence(
-                room.room_id, "user_online", member.connection_id, member.display_name, online_count, member.is_owner
-            ),
+            protocol.presence(room.room_id, "user_online", member.connection_id, member.display_name, member.is_owner),
         )
         log.info(
             "member joined room %s: %d online",
@@ -248,16 +246,9 @@ class Rooms(RoomRules):
 
     async def _departed(self, entry: Entry, departure: Departure, *, owner_rule: bool) -> None:
         room, member = entry.room, entry.member
-        await self.bus.publish(
+        await self.bus.announce(
             room.room_id,
-            protocol.presence(
-                room.room_id,
-                "user_offline",
-                member.connection_id,
-                member.display_name,
-                departure.online_count,
-                member.is_owner,
-            ),
+            protocol.presence(room.room_id, "user_offline", member.connection_id, member.display_name, member.is_owner),
         )
         log.info(
             "member left room %s: %d online",

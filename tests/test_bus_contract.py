@@ -15,7 +15,7 @@ import trio.testing
 import trio_asyncio
 from redis.crc import key_slot
 
-from chat import clock
+from chat import clock, protocol
 from chat.bus import (
     ENDED_SECONDS,
     ROOM_END,
@@ -318,6 +318,40 @@ async def test_depart_counts_and_tracks_the_owner(backend: Backend) -> None:
     assert [m.connection_id for m in await bus.members(room.room_id)] == [cid.connection_id]
     await bus.delete_room(room.room_id)
     assert await bus.depart(room.room_id, cid.connection_id) is None
+
+
+async def test_presence_says_how_many_are_online_as_it_goes_out(backend: Backend) -> None:
+    """Ann is seated, then Bob, and Bob's arrival is told first, as when their sockets enter
+    on two instances and Bob's is subscribed sooner: each frame counts the members online
+    when it is published, so the newest frame a member has says the room's count."""
+    bus = backend.bus
+    room = new_room()
+    await bus.create_room(room)
+    ann, bob = member("Ann", owner=True), member("Bob")
+
+    def told(who: MemberRecord, event: str) -> str:
+        return protocol.presence(room.room_id, event, who.connection_id, who.display_name, who.is_owner)
+
+    async with bus.subscribe(room.room_id) as frames:
+        for who in (ann, bob):
+            await bus.admit(room.room_id, who)
+        bobs, anns = told(bob, "user_online"), told(ann, "user_online")
+        await bus.announce(room.room_id, bobs)
+        await bus.announce(room.room_id, anns)
+        with trio.fail_after(10):
+            got = [json.loads(await frames.receive()) for _ in range(2)]
+        await bus.depart(room.room_id, bob.connection_id)
+        await bus.announce(room.room_id, told(bob, "user_offline"))
+        with trio.fail_after(10):
+            got.append(json.loads(await frames.receive()))
+    assert [(f["display_name"], f["event"], f["online_count"]) for f in got] == [
+        ("Bob", "user_online", 2),
+        ("Ann", "user_online", 2),
+        ("Bob", "user_offline", 1),
+    ]
+    # The frame as encoded, with the count added and nothing else changed.
+    assert got[0] == {**json.loads(bobs), "online_count": 2}
+    assert got[1] == {**json.loads(anns), "online_count": 2}
 
 
 async def test_a_name_is_one_senders_until_its_last_seat_departs(backend: Backend) -> None:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import orjson
+import trio
 
-from .support import Server, connect, create_room, join_room
+from chat.bus import AdmitResult, MemberRecord, Reading
+from chat.bus.memory import MemoryBus
+
+from .support import Server, connect, create_room, join_room, running_app
 
 
 async def test_members_chat_and_see_presence(server: Server) -> None:
@@ -38,6 +42,54 @@ async def test_members_chat_and_see_presence(server: Server) -> None:
             assert (gone["event"], gone["display_name"], gone["online_count"]) == ("user_offline", "Ann", 1)
             details = (await http.get(f"/rooms/{room['room_id']}")).json()
             assert [u["display_name"] for u in details["online_users"]] == ["Bob"]
+
+
+class SlowToSeat(MemoryBus):
+    """Ann's admission is made, then its answer waits for ``go``: her socket enters late."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seated, self.go = trio.Event(), trio.Event()
+
+    async def admit(
+        self, room_id: str, member: MemberRecord, sender: str = "", name_key: str = "", read: Reading | None = None
+    ) -> AdmitResult:
+        result = await super().admit(room_id, member, sender, name_key, read)
+        if member.display_name == "Ann":
+            self.seated.set()
+            await self.go.wait()
+        return result
+
+
+async def test_the_newest_presence_counts_everyone_online_whatever_order_members_entered_in() -> None:
+    """Ann is seated before Bob, but Bob's socket is in first, as with two instances where
+    Ann's took longer to subscribe. Olga's newest presence frame still says three are online."""
+    bus = SlowToSeat()
+    async with running_app(bus=bus) as server, server.client() as http:
+        room = await create_room(http, owner_name="Olga")
+        ann_url = (await join_room(http, room["room_id"], "Ann"))["ws_url"]
+        bob_url = (await join_room(http, room["room_id"], "Bob"))["ws_url"]
+        async with connect(room["ws_url"]) as olga, trio.open_nursery() as nursery:
+            await olga.receive_until(event="user_online", display_name="Olga")
+
+            async def ann() -> None:
+                async with connect(ann_url):
+                    await trio.sleep_forever()
+
+            nursery.start_soon(ann)
+            with trio.fail_after(10):
+                await bus.seated.wait()
+            async with connect(bob_url):
+                bob = await olga.receive_until(event="user_online")
+                assert (bob["display_name"], bob["online_count"]) == ("Bob", 3)
+                bus.go.set()
+                ann_in = await olga.receive_until(event="user_online")
+                assert (ann_in["display_name"], ann_in["online_count"]) == ("Ann", 3)
+                nursery.cancel_scope.cancel()
+                gone = await olga.receive_until(event="user_offline")
+                assert (gone["display_name"], gone["online_count"]) == ("Ann", 2)
+            gone = await olga.receive_until(event="user_offline")
+            assert (gone["display_name"], gone["online_count"]) == ("Bob", 1)
 
 
 async def test_bad_frames_get_an_error_and_the_room_carries_on(server: Server) -> None:

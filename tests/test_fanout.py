@@ -14,7 +14,7 @@ from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket
 
 from chat import protocol
 from chat.__main__ import hypercorn_config
-from chat.bus import ROOM_END
+from chat.bus import ROOM_END, with_count
 from chat.bus.memory import MemoryBus
 from chat.nursery import FAN_OUT_FRAMES, PRESENCE_LINGER_MEMBERS, PRESENCE_LINGER_SECONDS, LiveRoom
 from chat.ws.member import SLOW_CONSUMER, Member
@@ -246,7 +246,7 @@ async def test_frames_arriving_round_after_round_share_one_write() -> None:
 
 
 def online(name: str) -> str:
-    return protocol.presence("r1", "user_online", f"c-{name}", name, 1)
+    return with_count(protocol.presence("r1", "user_online", f"c-{name}", name), 1)
 
 
 async def test_presence_in_a_big_room_arrives_together_in_order(mock_clock: trio.testing.MockClock) -> None:

@@ -15,6 +15,7 @@ import trio
 import trio.testing
 
 from chat import protocol
+from chat.bus import with_count
 from chat.config import READ_RECEIPT_INTERVAL_SECONDS, TYPING_INTERVAL_SECONDS
 from chat.rooms import Entry, Rooms
 from chat.ws.receipts import ReadReceipts, TypingThrottle
@@ -44,7 +45,8 @@ async def test_relayed_frames_name_their_sender_without_decoding() -> None:
     assert protocol.relayed_from(read) == ("c-ann", True)
     assert orjson.loads(read) == {"type": "read", "connection_id": "c-ann", "display_name": "Ann", "offset": 4}
     assert set(orjson.loads(typing)) == {"type", "connection_id", "display_name", "room_id", "timestamp"}
-    for other in (protocol.presence("r1", "user_online", "c-ann", "Ann", 1), protocol.system("r1", "x"), "text"):
+    presence = with_count(protocol.presence("r1", "user_online", "c-ann", "Ann"), 1)
+    for other in (presence, protocol.system("r1", "x"), "text"):
         assert protocol.relayed_from(other) is None
 
 

@@ -159,6 +159,11 @@ def with_offset(message: str, offset: int) -> str:
     return f"{OFFSET_PREFIX}{offset}{'' if rest == '}' else ','}{rest}"
 
 
+def with_count(presence: str, online_count: int) -> str:
+    """The published frame of a presence event: the room's online count as its last field."""
+    return f'{presence[:-1]},"online_count":{online_count}}}'
+
+
 def offset_of(frame: str) -> int | None:
     """A message frame's offset, read from its prefix without decoding the JSON; None for
     frames that carry none (presence, system, errors)."""
@@ -265,6 +270,15 @@ class Bus(Protocol):
         Raises ``BusUnavailable`` when the frame cannot be taken. A backend that takes it and
         then fails before it is sure the room got it calls ``undelivered`` (if given), so
         the sender can be told rather than the frame lost in silence.
+        """
+
+    async def announce(self, room_id: str, presence: str) -> None:
+        """Publish a presence frame (an encoded JSON object without ``online_count``), as
+        ``with_count(presence, n)``: ``n``, the room's online count, taken in one atomic step
+        with the publishing. Every member gets a room's frames in one order, so the newest
+        presence frame a member got carries the room's count; counts taken at admission or
+        departure would come in the order those frames were published, not taken. Raises
+        ``BusUnavailable`` like ``publish``.
         """
 
     async def post(

@@ -52,12 +52,14 @@ SUBSCRIBE_WAIT_SECONDS = 5.0
 
 
 class Outgoing(NamedTuple):
-    """What the publisher sends: a frame to PUBLISH, or a chat message to POST."""
+    """What the publisher sends: a frame to PUBLISH, presence to count and publish, or a chat
+    message to POST."""
 
     room_id: str
-    frame: str  # A post's message, still without its offset.
+    frame: str  # A post's message, still without its offset; presence, without its count.
     undelivered: Callable[[], None] | None = None  # A frame's sender, told if it may be lost.
     post: bool = False
+    counted: bool = False  # Presence: published with the room's count (Bus.announce).
     receipt: Receipt | None = None
     dedupe: str | None = None
 
@@ -126,6 +128,9 @@ class RoomChannels:
 
     async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
         await self._queue(Outgoing(room_id, frame, undelivered))
+
+    async def announce(self, room_id: str, presence: str) -> None:
+        await self._queue(Outgoing(room_id, presence, counted=True))
 
     async def post(self, room_id: str, message: str, receipt: Receipt | None, dedupe: str | None) -> None:
         await self._queue(Outgoing(room_id, message, post=True, receipt=receipt, dedupe=dedupe))
@@ -263,12 +268,7 @@ class RoomChannels:
             self._sender_ready.set()
             batch = await self._handoff
             runs = _runs(batch)
-            commands = [
-                self._posts.command(run[0].room_id, [(o.frame, o.dedupe) for o in run])
-                if run[0].post
-                else (self.publish_command, keys.room_channel(run[0].room_id), run[0].frame)
-                for run in runs
-            ]
+            commands = [self._command(run) for run in runs]
             self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
             await connection.send_packed_command(packed(commands), check_health=False)
             refused = False
@@ -289,10 +289,20 @@ class RoomChannels:
             self._answer_deadline.deadline = math.inf
             self._in_flight = []
 
+    def _command(self, run: list[Outgoing]) -> tuple[Any, ...]:
+        """The one command that sends a run (see ``_runs``)."""
+        first = run[0]
+        if first.post:
+            return self._posts.command(first.room_id, [(o.frame, o.dedupe) for o in run])
+        if first.counted:
+            return self._posts.presence(first.room_id, first.frame)
+        return (self.publish_command, keys.room_channel(first.room_id), first.frame)
+
     async def _load_scripts(self, connection: AbstractConnection) -> None:
         self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
-        await connection.send_command("SCRIPT", "LOAD", self._posts.script)
-        await connection.read_response()
+        await connection.send_packed_command(packed([("SCRIPT", "LOAD", s) for s in self._posts.scripts]))
+        for _ in self._posts.scripts:
+            await connection.read_response()
         self._answer_deadline.deadline = math.inf
 
     def _take_waiting(self, most: int) -> list[Outgoing]:

@@ -26,6 +26,7 @@ from . import (
     Receipt,
     RoomRecord,
     new_hold,
+    with_count,
 )
 from .history import RoomLog
 
@@ -266,6 +267,11 @@ class MemoryBus:
                     await channel.send(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 pass  # That subscriber left while we waited; it no longer wants frames.
+
+    async def announce(self, room_id: str, presence: str) -> None:
+        room = self._live(room_id)
+        # Counted and handed to the subscribers with no yield between (while they have room).
+        await self.publish(room_id, with_count(presence, len(room.members) if room else 0))
 
     async def post(
         self, room_id: str, message: str, receipt: Receipt | None = None, dedupe: str | None = None

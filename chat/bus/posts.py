@@ -1,4 +1,6 @@
-"""Chat messages on Redis: the POST script call that numbers, stores and publishes a run of them."""
+"""What the publisher sends besides PUBLISH: the POST script call that numbers, stores and
+publishes a run of chat messages, and the PRESENCE call that counts a room's members as it
+publishes their presence."""
 
 from __future__ import annotations
 
@@ -14,16 +16,19 @@ POSTS_PER_CALL = 64
 
 
 class RedisPosts:
-    """The settings of a room's history, and the EVALSHA that posts messages under them.
+    """The settings of a room's history, and the EVALSHAs that post messages under them and
+    publish presence.
 
     The publisher pipelines these calls with its PUBLISHes (see ``channels``), on a
-    connection where it loaded ``script`` first.
+    connection where it loaded ``scripts`` first.
     """
 
     def __init__(self, history_size: int, history_bytes: int, *, sharded: bool = False) -> None:
-        # On a cluster the script publishes with SPUBLISH: to the room's shard alone.
-        self.script = scripts.POST_SHARDED if sharded else scripts.POST
-        self.sha = hashlib.sha1(self.script.encode()).hexdigest()
+        # On a cluster the scripts publish with SPUBLISH: to the room's shard alone.
+        script = scripts.POST_SHARDED if sharded else scripts.POST
+        presence = scripts.PRESENCE_SHARDED if sharded else scripts.PRESENCE
+        self.scripts = (script, presence)
+        self.sha, self._presence_sha = (hashlib.sha1(s.encode()).hexdigest() for s in self.scripts)
         self.history_size = history_size
         self.history_bytes = history_bytes
         self._dedupe_window = dedupe_window(history_size)
@@ -40,3 +45,7 @@ class RedisPosts:
         for message, dedupe in messages:
             args += (message, dedupe or "")
         return ("EVALSHA", self.sha, 4, keys.room_meta(room_id), *keys.room_history(room_id), *args)
+
+    def presence(self, room_id: str, frame: str) -> tuple[str | int, ...]:
+        """One call that publishes ``frame`` (presence without its count) with the room's count."""
+        return ("EVALSHA", self._presence_sha, 1, keys.room_users(room_id), keys.room_channel(room_id), frame)

@@ -468,6 +468,9 @@ class RedisBus:
     async def publish(self, room_id: str, frame: str, undelivered: Callable[[], None] | None = None) -> None:
         await self._channels.publish(room_id, frame, undelivered)
 
+    async def announce(self, room_id: str, presence: str) -> None:
+        await self._channels.announce(room_id, presence)
+
     async def post(
         self, room_id: str, message: str, receipt: Receipt | None = None, dedupe: str | None = None
     ) -> None:

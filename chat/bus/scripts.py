@@ -372,6 +372,15 @@ return out
 # SPUBLISH it, to the subscribers of the room's shard alone.
 POST_SHARDED = POST.replace("redis.call('PUBLISH', ARGV[1], frame)", "redis.call('SPUBLISH', ARGV[1], frame)")
 
+# A presence frame, stamped with the room's online count as it is published, so counts
+# follow the channel's order (see Bus.announce). KEYS: users. ARGV: channel, the frame
+# without its count (a JSON object), stamped as chat.bus.with_count stamps it.
+PRESENCE = """
+local frame = string.sub(ARGV[2], 1, -2) .. ',"online_count":' .. redis.call('SCARD', KEYS[1]) .. '}'
+return redis.call('PUBLISH', ARGV[1], frame)
+"""
+PRESENCE_SHARDED = PRESENCE.replace("redis.call('PUBLISH'", "redis.call('SPUBLISH'")
+
 # The room's position and stored messages, read together.
 # ARGV: epoch candidate, since ('' for the newest), the client's epoch, limit.
 # Returns {} when the room is gone, else {epoch, offset, complete 1/0, frames...}:
