@@ -749,6 +749,21 @@ async def test_redis_steps_go_on_after_its_scripts_are_flushed() -> None:
         assert bus.ready and bus.reconnects == 0
 
 
+async def test_redis_presence_goes_out_after_its_scripts_are_flushed() -> None:
+    """Presence has nobody to tell it was lost: with Redis's scripts flushed under a running
+    instance, the next arrival still reaches the room, counted."""
+    async with open_redis_server(private=True) as server, redis_bus(server.url) as bus:
+        room, ann = new_room(), member("Ann")
+        await bus.create_room(room)
+        await bus.admit(room.room_id, ann)
+        async with bus.subscribe(room.room_id) as frames:
+            await server.command("SCRIPT", "FLUSH")
+            arrival = protocol.presence(room.room_id, "user_online", ann.connection_id, "Ann")
+            await bus.announce(room.room_id, arrival)
+            with trio.fail_after(10):
+                assert json.loads(await frames.receive()) == {**json.loads(arrival), "online_count": 1}
+
+
 async def test_redis_runs_each_command_of_a_step_once_when_some_of_its_scripts_were_flushed() -> None:
     """Redis knows a step's first script but not the next (flushed, and loaded again by
     another instance in between): the seat is taken once, and the member is in, not told

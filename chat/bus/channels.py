@@ -300,9 +300,8 @@ class RoomChannels:
 
     async def _load_scripts(self, connection: AbstractConnection) -> None:
         self._answer_deadline.deadline = trio.current_time() + self._link.command_timeout_seconds
-        await connection.send_packed_command(packed([("SCRIPT", "LOAD", s) for s in self._posts.scripts]))
-        for _ in self._posts.scripts:
-            await connection.read_response()
+        await connection.send_command("SCRIPT", "LOAD", self._posts.script)
+        await connection.read_response()
         self._answer_deadline.deadline = math.inf
 
     def _take_waiting(self, most: int) -> list[Outgoing]:

@@ -143,7 +143,7 @@ class ShardedChannels(RoomChannels):
         self._session_nursery = nursery
         self._readers, self._where = {}, {}
         # A promoted replica or a new cluster has no scripts: each session loads them first.
-        await self._load_everywhere()
+        await self._link.command(self._link.client.script_load, self._posts.script)
         nursery.start_soon(self._cluster.watch)
         await nursery.start(self._sync)
         nursery.start_soon(self._publish)
@@ -293,14 +293,9 @@ class ShardedChannels(RoomChannels):
             self._in_flight = []
             if reload:
                 try:
-                    await self._load_everywhere()
+                    await self._link.command(self._link.client.script_load, self._posts.script)
                 except LOST as error:
                     self._link.lost(error)
-
-    async def _load_everywhere(self) -> None:
-        """The publisher's scripts, into every master."""
-        for script in self._posts.scripts:
-            await self._link.command(self._link.client.script_load, script)
 
     async def _pipeline(self, runs: list[list[Any]]) -> list[Any]:
         pipe = self._link.client.pipeline(transaction=False)

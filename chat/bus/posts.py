@@ -16,19 +16,20 @@ POSTS_PER_CALL = 64
 
 
 class RedisPosts:
-    """The settings of a room's history, and the EVALSHAs that post messages under them and
-    publish presence.
+    """The settings of a room's history, the EVALSHA that posts messages under them, and the
+    EVAL that publishes presence.
 
     The publisher pipelines these calls with its PUBLISHes (see ``channels``), on a
-    connection where it loaded ``scripts`` first.
+    connection where it loaded ``script`` first. Presence goes as EVAL, its short script
+    whole: a Redis that lost its scripts (restarted, failed over) runs it all the same, where
+    an EVALSHA would be refused and the presence lost with nobody to tell.
     """
 
     def __init__(self, history_size: int, history_bytes: int, *, sharded: bool = False) -> None:
         # On a cluster the scripts publish with SPUBLISH: to the room's shard alone.
-        script = scripts.POST_SHARDED if sharded else scripts.POST
-        presence = scripts.PRESENCE_SHARDED if sharded else scripts.PRESENCE
-        self.scripts = (script, presence)
-        self.sha, self._presence_sha = (hashlib.sha1(s.encode()).hexdigest() for s in self.scripts)
+        self.script = scripts.POST_SHARDED if sharded else scripts.POST
+        self.sha = hashlib.sha1(self.script.encode()).hexdigest()
+        self._presence = scripts.PRESENCE_SHARDED if sharded else scripts.PRESENCE
         self.history_size = history_size
         self.history_bytes = history_bytes
         self._dedupe_window = dedupe_window(history_size)
@@ -48,4 +49,4 @@ class RedisPosts:
 
     def presence(self, room_id: str, frame: str) -> tuple[str | int, ...]:
         """One call that publishes ``frame`` (presence without its count) with the room's count."""
-        return ("EVALSHA", self._presence_sha, 1, keys.room_users(room_id), keys.room_channel(room_id), frame)
+        return ("EVAL", self._presence, 1, keys.room_users(room_id), keys.room_channel(room_id), frame)
