@@ -200,6 +200,39 @@ async def test_admission_is_atomic_across_instances(backing: Backing) -> None:
         assert details["online_users_count"] == 20 and details["is_full"]
 
 
+async def test_the_newest_presence_counts_both_when_they_enter_on_two_instances_at_once(backing: Backing) -> None:
+    """Twenty rooms, each entered at the same moment by its owner on A and a member on B, so
+    each room's two arrivals are told in either order. Once both have heard both messages,
+    the newest presence frame each got says 2. Counts taken at admission left about one such
+    room in four with someone's newest frame saying 1."""
+    newest: dict[tuple[str, str], int] = {}
+
+    async def enter(url: str, name: str, room_id: str, heard_both: trio.Event, other: trio.Event) -> None:
+        async with connect(url) as client:
+            await client.say(name)
+            heard: set[str] = set()
+            while len(heard) < 2:
+                frame = await client.receive()
+                if frame["type"] == "presence":
+                    newest[room_id, name] = frame["online_count"]
+                elif frame["type"] == "message":
+                    heard.add(frame["text"])
+            heard_both.set()
+            await other.wait()  # Neither leaves before both have heard everything.
+
+    async with cluster(backing=backing) as c:
+        a, b = c.instances
+        async with a.server.client() as http_a, b.server.client() as http_b, trio.open_nursery() as nursery:
+            for _ in range(20):
+                room = await create_room(http_a, owner_name="Olga")
+                member = await join_room(http_b, room["room_id"], "Bob")
+                owner_done, member_done = trio.Event(), trio.Event()
+                nursery.start_soon(enter, room["ws_url"], "Olga", room["room_id"], owner_done, member_done)
+                nursery.start_soon(enter, member["ws_url"], "Bob", room["room_id"], member_done, owner_done)
+    assert len(newest) == 40
+    assert {key: count for key, count in newest.items() if count != 2} == {}
+
+
 async def _all(outcomes: list[Any], count: int) -> bool:
     return len(outcomes) >= count
 
