@@ -11,8 +11,7 @@ import base64
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import orjson
 import trio
@@ -42,8 +41,7 @@ async def password_matches(password_hash: str, password: str) -> bool:
     return await trio.to_thread.run_sync(verify)
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
+class Grant(NamedTuple):  # NamedTuple: see RoomRecord
     room_id: str
     display_name: str
     role: Role

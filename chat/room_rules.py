@@ -20,8 +20,7 @@ import logging
 import secrets
 import unicodedata
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from . import clock, protocol
 from .bus import NO_POSITION, ROOM_END, Bus, History, MemberRecord, RoomRecord
@@ -119,8 +118,7 @@ class InvalidRoom(RoomError):
     status = 422
 
 
-@dataclass(frozen=True, slots=True)
-class NewRoom:
+class NewRoom(NamedTuple):  # NamedTuple: see RoomRecord
     name: str | None
     owner_name: str
     password: str | None

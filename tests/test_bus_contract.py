@@ -6,7 +6,7 @@ import json
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import pytest
@@ -226,7 +226,7 @@ async def test_admit_until_full_and_not_into_missing_rooms(backend: Backend) -> 
 
 async def test_a_count_and_a_look_at_the_room_in_one_step(backend: Backend) -> None:
     bus = backend.bus
-    room = replace(new_room(), owner_key="bob")
+    room = new_room()._replace(owner_key="bob")
     await bus.create_room(room)
     await bus.admit(room.room_id, member("Jane"), "tJane", "jane")
     key = f"join:{secrets.token_hex(8)}"
@@ -356,7 +356,7 @@ async def test_presence_says_how_many_are_online_as_it_goes_out(backend: Backend
 
 async def test_a_name_is_one_senders_until_its_last_seat_departs(backend: Backend) -> None:
     bus = backend.bus
-    room = replace(new_room(), owner_key="bob")
+    room = new_room()._replace(owner_key="bob")
     await bus.create_room(room)
     rid = room.room_id
     jane, tab, other = member("Jane"), member("Jane"), member("JANE")
