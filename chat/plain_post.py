@@ -123,6 +123,16 @@ class KnownLength:
             raise h11.RemoteProtocolError("peer closed connection without sending complete message body")
         return h11.NEED_DATA
 
+    def whole_body(self) -> bytes | None:
+        """The whole body, taken at once if all of it has arrived (None, taking nothing, if
+        not): what ``next_event`` would hand out as Data then EndOfMessage, without making them."""
+        if self._ended or len(self._buffer) < self._left:
+            return None
+        body = bytes(self._buffer[: self._left])
+        del self._buffer[: self._left]
+        self._left, self._ended = 0, True
+        return body
+
     def send(self, event: Any) -> bytes:
         raise RuntimeError("a plain POST is answered by chat.raw_http, not through its parser")
 

@@ -95,6 +95,8 @@ class RawExchange:
         does): read without waiting, so without a time bound around the wait. None, having
         given out nothing, if some of it is still to come."""
         pending = self._pending
+        if not pending and isinstance(self._parser, KnownLength):
+            return self._parser.whole_body()  # A plain POST's: no events made on the way.
         while not pending or (pending[-1] is not _DISCONNECT and pending[-1]["more_body"]):
             message = self._parsed()
             if message is None:

@@ -102,7 +102,7 @@ class RestLane:
         body = orjson.dumps(payload)
         # The headers as Quart's answer had them, in its order: its own, the error's, then the
         # after-request ones (chat.headers).
-        named = [*extra, *ALWAYS, *cors(self._origins, headers.get("origin"), "POST")]
+        named = [*extra, *ALWAYS, *cors(self._origins, _text(headers, b"origin"), "POST")]
         await (whole or partial(answer, send))(
             status,
             [(b"content-type", JSON.encode()), (b"content-length", str(len(body)).encode())]
@@ -112,13 +112,13 @@ class RestLane:
         return True
 
     def _caller(
-        self, scope: dict[str, Any], headers: dict[str, str], receive: Any, at_hand: AtHand | None
+        self, scope: dict[str, Any], headers: dict[bytes, bytes], receive: Any, at_hand: AtHand | None
     ) -> routes.Caller:
         scheme = scope["scheme"]
-        host_header = headers.get("host")
+        host_header = _text(headers, b"host")
         if host_header is None and scope["http_version"] < "1.1":
             host_header = self._server_name  # as Quart does for HTTP/1.0
-        declared = get_content_length(headers.get("content-length"), headers.get("transfer-encoding"))
+        declared = get_content_length(_text(headers, b"content-length"), _text(headers, b"transfer-encoding"))
 
         async def read_body() -> bytes:
             return await self._read_body(receive, declared, at_hand)
@@ -127,7 +127,7 @@ class RestLane:
             address=(scope.get("client") or ("<local>",))[0],
             scheme=scheme,
             host=get_host(scheme, host_header, scope.get("server")),
-            authorization=headers.get("authorization", ""),
+            authorization=_text(headers, b"authorization") or "",
             read_body=read_body,
         )
 
@@ -180,9 +180,13 @@ async def _drain(receive: Any) -> None:
             return
 
 
-def _first_values(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    """Each header's first value by its lower-case name, decoded as Quart decodes them (latin-1)."""
-    headers: dict[str, str] = {}
-    for name, value in raw:
-        headers.setdefault(name.decode("latin1").lower(), value.decode("latin1"))
-    return headers
+def _first_values(raw: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
+    """Each header's first value by its name. Names come lower-case, as h11, h2 and
+    chat.plain_post give them; only the few headers read are decoded (``_text``)."""
+    return dict(reversed(raw))
+
+
+def _text(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    """A header's first value, decoded as Quart decodes them (latin-1)."""
+    value = headers.get(name)
+    return None if value is None else value.decode("latin1")

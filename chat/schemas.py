@@ -19,6 +19,9 @@ def _printable(value: str) -> str:
     value = value.strip()
     if not value:
         raise ValueError("must not be empty")
+    # Printable ASCII has none of those categories: most names are checked without the loop.
+    if value.isascii() and value.isprintable():
+        return value
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn") and ch != "\u200d" for ch in value):
         raise ValueError("must not contain control or invisible characters")
     return value
