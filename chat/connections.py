@@ -18,7 +18,6 @@ connection's own task:
 from __future__ import annotations
 
 import logging
-import math
 import re
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
@@ -32,6 +31,7 @@ from hypercorn.protocol.ws_stream import Handshake
 from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.utils import parse_socket_addr
 
+from .idle import IdleConnections
 from .plain_post import KnownLength, PlainPost, plain_post
 from .raw_http import MAX_RECV, RawExchange
 from .ws.hypercorn_adapter import HYPERCORN_VERSION
@@ -52,6 +52,8 @@ FINISH_SECONDS = 1.0
 
 class Lanes(Protocol):
     """What the app serves on its connections itself (chat.http.Lanes)."""
+
+    idle: IdleConnections
 
     def room_of(self, path: str) -> str | None: ...
 
@@ -111,11 +113,15 @@ class Connection:
             await self._hypercorn()
             return
         # As Hypercorn: a connection whose next request head is not in by the keep-alive timeout
-        # is closed without an answer. One time bound for all the connection's requests, set
-        # for each wait (a scope per request was a few percent of a room creation's time).
+        # is closed without an answer. One scope for all the connection's requests, which the
+        # sweep of chat.idle cancels (a scope per request was a few percent of a room
+        # creation's time, and a deadline set and lifted per request about 5 µs).
         head: Head | None = None
         with trio.CancelScope() as waiting:
-            head = await self._serve_rest_requests(lanes, waiting)
+            try:
+                head = await self._serve_rest_requests(lanes, waiting)
+            finally:
+                lanes.idle.busy(waiting)
         if waiting.cancel_called:
             await trio.aclose_forcefully(self.stream)  # Idle too long.
             return
@@ -147,7 +153,7 @@ class Connection:
             data, closed = parser.trailing_data
             received = bytearray(data)
             event: Any = None
-            waiting.deadline = trio.current_time() + self.config.keep_alive_timeout
+            lanes.idle.waiting(waiting, self.config.keep_alive_timeout)
             try:
                 event, closed = await self._read_head(received, closed, most)
                 if event is None:  # Not the plain shape: h11 reads it, from its first byte.
@@ -160,15 +166,15 @@ class Connection:
                 pass  # Hypercorn's to answer (a 400), or to take as HTTP/2.
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 return None
-            waiting.deadline = math.inf
+            lanes.idle.busy(waiting)
             if waiting.cancel_called:
                 return None  # The time ran out as the head came in: closed all the same.
-            if isinstance(event, h11.ConnectionClosed) and not received:
+            if not received and isinstance(event, h11.ConnectionClosed):
                 await trio.aclose_forcefully(self.stream)  # Left without a word.
                 return None
             # Read once per request: h11 hands headers out one tuple at a time, and the path is
-            # what every lane routes on.
-            headers: Headers = list(event.headers) if isinstance(event, h11.Request | PlainPost) else []
+            # what every lane routes on. PlainPost tested first: h11's events are ABCs, slower.
+            headers: Headers = list(event.headers) if isinstance(event, PlainPost | h11.Request) else []
             path = _path_of(event.target) if headers else None
             if path is not None and _plain(headers) and lanes.takes(event.method.decode("ascii"), path):
                 answered += 1

@@ -22,6 +22,7 @@ from .app import ChatApp
 from .bus import Bus
 from .bus.memory import MemoryBus
 from .config import Settings
+from .idle import IdleConnections
 from .metrics import Metrics
 from .nursery import Hub
 from .operations import operations
@@ -82,8 +83,8 @@ def create_app(settings: Settings, bus: Bus | None = None) -> ChatApp:
 
 def _run_services(app: ChatApp) -> None:
     """The instance's long-lived tasks, in the app's nursery while it serves: the bus, the
-    Hub (which owns every live room) and the room domain's own (the presence sweep, seats
-    held for lost sockets)."""
+    Hub (which owns every live room), the room domain's own (the presence sweep, seats
+    held for lost sockets) and the keep-alive sweep of our connections (chat.idle)."""
     services = trio.CancelScope()
 
     async def run(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -92,6 +93,7 @@ def _run_services(app: ChatApp) -> None:
                 await nursery.start(app.bus.run)
                 await nursery.start(app.hub.run)
                 await nursery.start(app.rooms.run)
+                await nursery.start(app.lanes.idle.run)
                 task_status.started()
 
     @app.before_serving
@@ -132,6 +134,7 @@ class Lanes:
     def __init__(self, session: Session, rest: RestLane, settings: Settings) -> None:
         self._session = session
         self._rest = rest
+        self.idle = IdleConnections()
         self._frame_max_bytes = settings.frame_max_bytes
         hops = settings.trusted_proxy_hops
         self._proxy = ProxyFixMiddleware(_scope_of, mode="legacy", trusted_hops=hops) if hops else None
