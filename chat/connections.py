@@ -33,7 +33,7 @@ from hypercorn.utils import parse_socket_addr
 
 from .idle import IdleConnections
 from .plain_post import KnownLength, PlainPost, plain_post
-from .raw_http import MAX_RECV, RawExchange
+from .raw_http import MAX_RECV, RawExchange, next_bytes
 from .ws.hypercorn_adapter import HYPERCORN_VERSION
 from .ws.raw import RawWebSocket
 
@@ -205,7 +205,7 @@ class Connection:
             if closed or len(received) > most:
                 return None, closed
             looked = max(0, len(received) - 3)
-            data = await self.stream.receive_some(MAX_RECV)
+            data = await next_bytes(self.stream)
             if not data:
                 closed = True
             received += data

@@ -46,6 +46,22 @@ def server_headers(config: Config) -> list[tuple[bytes, bytes]]:
     return cached[1]
 
 
+async def next_bytes(stream: trio.SocketStream) -> bytes:
+    """What the client sends next (b"" once it closed its side): waited for, then read in one
+    call. Trio's ``receive_some`` tries the read first and waits only when it fails, and here
+    it nearly always fails: the next request head is rarely in yet when the answer to the last
+    has just gone (that failed read was about 3% of a room creation's server time)."""
+    fd = stream.socket.fileno()
+    while True:
+        await trio.lowlevel.wait_readable(stream.socket)
+        try:
+            return os.read(fd, MAX_RECV)
+        except BlockingIOError:
+            continue  # Woken with nothing to read after all: wait again.
+        except OSError as error:
+            raise trio.BrokenResourceError(error) from error
+
+
 # Per server's Config: the second its headers were made in, and those headers.
 _DATED: WeakKeyDictionary[Config, tuple[int, list[tuple[bytes, bytes]]]] = WeakKeyDictionary()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import struct
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -434,3 +435,24 @@ async def test_a_kept_alive_connection_left_idle_after_an_answer_is_closed() -> 
             assert answer.startswith(b"HTTP/1.1 200 "), answer
         with trio.fail_after(10):
             assert await stream.receive_some(65536) == b""
+
+
+async def test_a_client_that_resets_mid_head_leaves_the_server_serving(caplog: pytest.LogCaptureFixture) -> None:
+    """A connection torn down (RST) while its head is read ends quietly, after an answer and
+    before one; the next client is served as usual."""
+    async with lane_and_hypercorn() as (ours, _):
+        host, port = ours.rsplit(":", 1)
+        for first in (b"", post("/rooms/", b'{"owner_name": "Jo"}')):
+            stream = await trio.open_tcp_stream(host, int(port))
+            await stream.send_all(first + b"POST /rooms/ HTTP/1.1\r\nhost: te")
+            if first:
+                (answer,) = await read_answers(stream, 1)
+                assert answer.startswith(b"HTTP/1.1 200 "), answer
+            await trio.testing.wait_all_tasks_blocked()
+            # Linger 0: close sends a reset, not a FIN.
+            stream.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
+            await stream.aclose()
+        await trio.testing.wait_all_tasks_blocked()
+        (answer,) = await ask_raw(ours, post("/rooms/", b'{"owner_name": "Ann"}'))
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert [record for record in caplog.records if record.levelname in ("ERROR", "CRITICAL")] == []
